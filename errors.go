@@ -1,0 +1,31 @@
+package messagevault
+
+import "errors"
+
+// Sentinel errors shared by every package. Wrap them with context
+// (fmt.Errorf("append %q: %w", stream, err)) and test with errors.Is; the
+// HTTP layer maps them to status codes in one place.
+var (
+	// ErrInvalidStreamName reports a stream name outside the SPEC rules.
+	ErrInvalidStreamName = errors.New("invalid stream name")
+	// ErrInvalidMessage reports a message that does not fit the v1 format
+	// (key or value too long, wrong checksum).
+	ErrInvalidMessage = errors.New("invalid message")
+	// ErrEmptyBatch reports an append with no messages.
+	ErrEmptyBatch = errors.New("empty batch")
+	// ErrCorrupt reports stored bytes that are not a valid record inside the
+	// committed range of a stream.
+	ErrCorrupt = errors.New("corrupt stream")
+	// ErrStreamNotFound reports a stream that has never been written.
+	ErrStreamNotFound = errors.New("stream not found")
+	// ErrLocked reports storage that another process or writer owns.
+	ErrLocked = errors.New("storage is locked by another writer")
+	// ErrFenced reports a writer that lost its exclusive right to a stream
+	// (another writer committed since); it must stop writing.
+	ErrFenced = errors.New("writer fenced: another writer owns the stream")
+	// ErrClosed reports use of a closed writer, reader or store.
+	ErrClosed = errors.New("closed")
+	// ErrOutOfRange reports a read or write past the end of a blob, or an
+	// offset or length that is not a multiple of PageSize where one must be.
+	ErrOutOfRange = errors.New("out of range")
+)

@@ -1,0 +1,3 @@
+module github.com/messagevault/messagevault
+
+go 1.26.8

@@ -1,0 +1,48 @@
+package messagevault
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stream-name limits (SPEC section 2): names become Azure container names
+// after the "mv-" prefix, which caps them at 60 characters.
+const (
+	MinStreamNameLen = 3
+	MaxStreamNameLen = 60
+)
+
+// NormalizeStreamName folds name to lower case and checks the SPEC rules:
+// 3 to 60 characters of a-z, 0-9 and '-', starting and ending with a letter
+// or digit, with no "--". The error wraps ErrInvalidStreamName and says
+// which rule the name breaks.
+func NormalizeStreamName(name string) (string, error) {
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("%w %q: %s", ErrInvalidStreamName, name, why)
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			return bad("only ASCII letters, digits and '-' are allowed")
+		}
+	}
+	n := strings.ToLower(name)
+	if len(n) < MinStreamNameLen || len(n) > MaxStreamNameLen {
+		return bad(fmt.Sprintf("must be %d to %d characters long, is %d", MinStreamNameLen, MaxStreamNameLen, len(n)))
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-':
+			if i == 0 || i == len(n)-1 {
+				return bad("must start and end with a letter or digit")
+			}
+			if n[i-1] == '-' {
+				return bad(`must not contain "--"`)
+			}
+		default:
+			return bad(fmt.Sprintf("character %q at %d is not one of a-z, 0-9 and '-'", n[i], i))
+		}
+	}
+	return n, nil
+}

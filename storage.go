@@ -1,0 +1,74 @@
+package messagevault
+
+import "context"
+
+// Storage holds streams: a local directory, an in-memory fake, an Azure
+// storage account. Each stream is a records blob (pages of PageSize bytes)
+// and a committed position (SPEC section 2).
+//
+// Implementations must be safe for concurrent use.
+type Storage interface {
+	// OpenWriter opens stream for writing, creating its blobs if needed.
+	// The name must already be normalized (NormalizeStreamName). A Storage
+	// hands out at most one open PageWriter per stream; a second OpenWriter
+	// for the same stream fails with ErrLocked until the first is closed.
+	OpenWriter(ctx context.Context, stream string) (PageWriter, error)
+
+	// OpenReader opens stream for reading. It returns an error wrapping
+	// ErrStreamNotFound if the stream has never been created.
+	OpenReader(ctx context.Context, stream string) (PageReader, error)
+
+	// Streams lists the names of every stream, sorted.
+	Streams(ctx context.Context) ([]string, error)
+
+	// Close releases the storage (for the file backend, the directory lock).
+	// Open writers and readers must be closed first.
+	Close() error
+}
+
+// PageReader is the read-only view of one stream that consumers need: the
+// committed position and byte ranges of the records blob. It is all that a
+// read grant (a SAS URL, a file:// URL) gives.
+type PageReader interface {
+	// Position returns the stream's committed length in bytes. Bytes at or
+	// past it are not part of the stream.
+	Position(ctx context.Context) (int64, error)
+
+	// ReadAt reads len(p) bytes of the records blob starting at off. It
+	// returns fewer bytes only together with an error; past the end of the
+	// blob that error is io.EOF. Callers must not read past Position:
+	// bytes there are garbage.
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+
+	// Close releases the reader.
+	Close() error
+}
+
+// PageWriter is what the stream writer needs from storage. Only one
+// PageWriter per stream exists at a time; methods are called from one
+// goroutine at a time.
+type PageWriter interface {
+	PageReader
+
+	// Size returns the size of the records blob, a multiple of PageSize.
+	Size(ctx context.Context) (int64, error)
+
+	// Grow makes the records blob at least size bytes long (a multiple of
+	// PageSize). It never shrinks the blob; new bytes read as zeros.
+	Grow(ctx context.Context, size int64) error
+
+	// WritePages writes p at off. Both off and len(p) must be multiples of
+	// PageSize and off+len(p) must not pass Size, or it returns an error
+	// wrapping ErrOutOfRange and writes nothing. The bytes are not durable
+	// until Flush returns; a write can be torn by a crash.
+	WritePages(ctx context.Context, off int64, p []byte) error
+
+	// Flush makes every completed WritePages durable (fdatasync locally; a
+	// no-op where storage acknowledges only durable writes).
+	Flush(ctx context.Context) error
+
+	// CommitPosition durably records pos as the stream's committed length.
+	// It returns an error wrapping ErrFenced if another writer has changed
+	// the stream since this writer last saw it; the writer must then stop.
+	CommitPosition(ctx context.Context, pos int64) error
+}
