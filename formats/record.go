@@ -97,7 +97,8 @@ func DecodeRecord(b []byte) (Record, int, error) {
 	r.Value = b[21+k : 21+k+v : 21+k+v]
 	r.CRC = binary.LittleEndian.Uint32(b[end-4:])
 	if want := messagevault.Checksum(r.Attributes, r.Key, r.Value); want != r.CRC {
-		return r, 0, fmt.Errorf("%w: record of %d bytes stores crc %#08x, its content gives %#08x", ErrCRC, end, r.CRC, want)
+		return r, 0, fmt.Errorf("%w: crc at byte %d of a %d-byte record is %#08x, its attributes, key and value give %#08x",
+			ErrCRC, end-4, end, r.CRC, want)
 	}
 	return r, end, nil
 }

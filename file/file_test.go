@@ -1,0 +1,20 @@
+package file_test
+
+import (
+	"testing"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/storagetest"
+)
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) messagevault.Storage {
+		s, err := file.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}

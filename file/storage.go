@@ -1,0 +1,171 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/messagevault/messagevault"
+)
+
+// File names of the v1 layout.
+const (
+	// RecordsFile is the records blob of a stream's first (and so far only)
+	// segment; its 12 digits are the segment's starting position.
+	RecordsFile = "000000000000.b7"
+	// PositionFile holds the committed length, 8 bytes little-endian.
+	PositionFile = "position.c7"
+	// LockFile is the directory lock held by the owning process.
+	LockFile = ".lock"
+)
+
+// DefaultGrowStep is how much the records file grows at a time. The file is
+// sparse, so unwritten steps cost no disk.
+const DefaultGrowStep = 64 << 20
+
+var _ messagevault.Storage = (*Storage)(nil)
+
+// Storage is a data directory owned by this process.
+type Storage struct {
+	dir  string
+	lock *os.File
+
+	mu      sync.Mutex
+	writers map[string]bool
+	closed  bool
+}
+
+// Open creates dir if needed and takes its exclusive lock. If another
+// process holds the lock it fails at once with an error wrapping
+// messagevault.ErrLocked that names the directory and the owner's pid.
+func Open(dir string) (*Storage, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open data directory %q: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("open data directory: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open data directory %q: %w", abs, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		owner := "another process"
+		if b, rerr := os.ReadFile(lock.Name()); rerr == nil {
+			if pid := strings.TrimSpace(string(b)); pid != "" {
+				owner = "process " + pid
+			}
+		}
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %q is in use by %s: %w", abs, owner, messagevault.ErrLocked)
+		}
+		return nil, fmt.Errorf("lock data directory %q: %w", abs, err)
+	}
+	if err := lock.Truncate(0); err == nil {
+		_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Storage{dir: abs, lock: lock, writers: map[string]bool{}}, nil
+}
+
+// Dir returns the absolute path of the data directory.
+func (s *Storage) Dir() string { return s.dir }
+
+// StreamDir returns the directory that holds stream's files.
+func (s *Storage) StreamDir(stream string) string { return filepath.Join(s.dir, stream) }
+
+// OpenWriter opens stream for writing, creating its files if needed.
+func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("open writer %q: %w", stream, messagevault.ErrClosed)
+	}
+	if s.writers[stream] {
+		return nil, fmt.Errorf("open writer %q: a writer is already open: %w", stream, messagevault.ErrLocked)
+	}
+	w, err := openWriter(s.StreamDir(stream), s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("open writer %q: %w", stream, err)
+	}
+	s.writers[stream] = true
+	w.release = func() {
+		s.mu.Lock()
+		delete(s.writers, stream)
+		s.mu.Unlock()
+	}
+	return w, nil
+}
+
+// OpenReader opens stream for reading.
+func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
+	r, err := OpenStreamReader(s.StreamDir(stream))
+	if err != nil {
+		return nil, fmt.Errorf("open reader %q: %w", stream, err)
+	}
+	return r, nil
+}
+
+// Streams lists the streams of the directory: the sub-directories with a
+// valid stream name that hold a position file.
+func (s *Storage) Streams(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		if n, err := messagevault.NormalizeStreamName(e.Name()); err != nil || n != e.Name() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, e.Name(), PositionFile)); err != nil {
+			continue
+		}
+		names = append(names, e.Name())
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Close releases the directory lock. Writers must be closed first.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if n := len(s.writers); n > 0 {
+		s.lock.Close()
+		return fmt.Errorf("close data directory %q: %d writers still open", s.dir, n)
+	}
+	return s.lock.Close()
+}
+
+// syncDir fsyncs a directory so that entries created in it survive a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %q: %w", dir, err)
+	}
+	return nil
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
