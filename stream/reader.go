@@ -1,0 +1,197 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// Reader defaults.
+const (
+	// DefaultChunkSize is how many bytes a reader fetches from storage at
+	// a time.
+	DefaultChunkSize = 4 << 20
+	// DefaultPollInterval is how often Follow reads the position while it
+	// waits for new records and has no Wake function.
+	DefaultPollInterval = 100 * time.Millisecond
+)
+
+// ReaderConfig tunes a Reader. Zero fields take the defaults.
+type ReaderConfig struct {
+	// ChunkSize is the size of each range read; at least one whole
+	// record (formats.MaxRecordSize). Default DefaultChunkSize.
+	ChunkSize int
+	// PollInterval is how often Follow polls the position.
+	// Default DefaultPollInterval.
+	PollInterval time.Duration
+	// Wake, if set, is called by Follow instead of sleeping PollInterval:
+	// it returns when the position may have moved past pos (or ctx ends).
+	// A server passes the writer's commit notification here.
+	Wake func(ctx context.Context, pos int64)
+}
+
+// Reader iterates the records of one stream. It reads the committed
+// position first and never returns a byte past it. A Reader is safe for
+// concurrent use; each iteration has its own buffer.
+type Reader struct {
+	name  string
+	pages messagevault.PageReader
+	cfg   ReaderConfig
+}
+
+// NewReader returns a reader of the stream behind pages; name is used in
+// errors only. The caller keeps ownership of pages.
+func NewReader(name string, pages messagevault.PageReader, cfg ReaderConfig) *Reader {
+	if cfg.ChunkSize < formats.MaxRecordSize {
+		if cfg.ChunkSize <= 0 {
+			cfg.ChunkSize = DefaultChunkSize
+		} else {
+			cfg.ChunkSize = formats.MaxRecordSize
+		}
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	return &Reader{name: name, pages: pages, cfg: cfg}
+}
+
+// Position returns the stream's committed position.
+func (r *Reader) Position(ctx context.Context) (int64, error) {
+	pos, err := r.pages.Position(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %q: read position: %w", r.name, err)
+	}
+	return pos, nil
+}
+
+// Records iterates the records that start at from (a record boundary, 0 for
+// the start) and end at or before to; a negative to means the committed
+// position read once at the start. Each record's Key and Value are views
+// valid only until the next iteration step. Every record's version, crc and
+// id position are checked; the first error is yielded (with a zero record)
+// and ends the iteration. Errors about stored bytes wrap
+// messagevault.ErrCorrupt and say at which position.
+func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {
+	return func(yield func(formats.Record, error) bool) {
+		if to < 0 {
+			pos, err := r.Position(ctx)
+			if err != nil {
+				yield(formats.Record{}, err)
+				return
+			}
+			to = pos
+		}
+		if from < 0 || from > to {
+			yield(formats.Record{}, fmt.Errorf("stream %q: read from %d: the stream's committed position is %d: %w", r.name, from, to, messagevault.ErrOutOfRange))
+			return
+		}
+		buf := make([]byte, min(int64(r.cfg.ChunkSize), max(to-from, 0)))
+		r.scan(ctx, buf, from, to, yield)
+	}
+}
+
+// scan decodes the records in [from, to) using buf as its window. It
+// returns the position after the last record yielded, and false if the
+// iteration must end (the consumer stopped, or an error was yielded).
+func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield func(formats.Record, error) bool) (next int64, ok bool) {
+	off := from // stream position of buf[0]
+	n, p := 0, 0
+	for off+int64(p) < to {
+		rec, size, err := formats.DecodeRecord(buf[p:n])
+		if err == formats.ErrTruncated {
+			at := off + int64(p)
+			if off+int64(n) >= to {
+				yield(formats.Record{}, r.corrupt(at, fmt.Errorf("record runs past the committed position %d: %w", to, formats.ErrTruncated)))
+				return at, false
+			}
+			if err := ctx.Err(); err != nil {
+				yield(formats.Record{}, err)
+				return at, false
+			}
+			n = copy(buf, buf[p:n])
+			off, p = at, 0
+			want := int(min(int64(len(buf)), to-off))
+			got, err := r.pages.ReadAt(ctx, buf[n:want], off+int64(n))
+			if got < want-n {
+				if err == nil {
+					err = errors.New("short read")
+				}
+				yield(formats.Record{}, fmt.Errorf("stream %q: read %d bytes at %d: %w", r.name, want-n, off+int64(n), err))
+				return at, false
+			}
+			n = want
+			continue
+		}
+		at := off + int64(p)
+		if err != nil {
+			yield(formats.Record{}, r.corrupt(at, err))
+			return at, false
+		}
+		if got := rec.ID.Offset(); got != at {
+			yield(formats.Record{}, r.corrupt(at, fmt.Errorf("record id carries position %d: not a record boundary", got)))
+			return at, false
+		}
+		rec.Offset = at
+		p += size
+		if !yield(rec, nil) {
+			return off + int64(p), false
+		}
+	}
+	return off + int64(p), true
+}
+
+func (r *Reader) corrupt(at int64, err error) error {
+	return fmt.Errorf("stream %q: record at %d: %w: %w", r.name, at, messagevault.ErrCorrupt, err)
+}
+
+// Follow iterates records from from, as Records does, and then waits for
+// new ones: it polls the committed position (or calls Wake) and yields each
+// record as soon as it is committed. It ends when ctx ends (yielding
+// ctx.Err()) or at the first error.
+func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[formats.Record, error] {
+	return func(yield func(formats.Record, error) bool) {
+		var buf []byte
+		pos := from
+		for {
+			end, err := r.Position(ctx)
+			if err != nil {
+				yield(formats.Record{}, err)
+				return
+			}
+			if pos > end {
+				yield(formats.Record{}, fmt.Errorf("stream %q: follow from %d: the stream's committed position is %d: %w", r.name, pos, end, messagevault.ErrOutOfRange))
+				return
+			}
+			if end > pos {
+				if buf == nil {
+					buf = make([]byte, r.cfg.ChunkSize)
+				}
+				next, ok := r.scan(ctx, buf, pos, end, yield)
+				if !ok {
+					return
+				}
+				pos = next
+				continue
+			}
+			if r.cfg.Wake != nil {
+				r.cfg.Wake(ctx, pos)
+			} else {
+				t := time.NewTimer(r.cfg.PollInterval)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
+			if err := ctx.Err(); err != nil {
+				yield(formats.Record{}, err)
+				return
+			}
+		}
+	}
+}

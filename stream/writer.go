@@ -1,0 +1,416 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// Writer defaults.
+const (
+	// DefaultMaxGroupBytes is how many record bytes one group commit
+	// gathers before it writes; a single larger batch is written alone.
+	DefaultMaxGroupBytes = 8 << 20
+	// DefaultGrowStep is how far the records blob grows at a time.
+	DefaultGrowStep = 64 << 20
+	// DefaultQueueLength is how many appends may wait for the next group
+	// before Append blocks.
+	DefaultQueueLength = 1024
+)
+
+// WriterConfig tunes a Writer. Zero fields take the defaults.
+type WriterConfig struct {
+	// MaxGroupBytes caps the record bytes of one group commit.
+	// Default DefaultMaxGroupBytes.
+	MaxGroupBytes int
+	// GrowStep is the step in which the records blob grows (rounded up to
+	// whole pages). Default DefaultGrowStep.
+	GrowStep int64
+	// QueueLength is the number of appends that may wait for a group.
+	// Default DefaultQueueLength.
+	QueueLength int
+	// Now returns the time put into message ids. Default time.Now.
+	Now func() time.Time
+}
+
+// AppendResult is the answer to an append once it is durable.
+type AppendResult struct {
+	// Position is the stream's committed length after the append's group.
+	Position int64
+	// Offsets holds each message's record position, in order.
+	Offsets []int64
+}
+
+// idCounter is the process-local counter of message ids, seeded at random
+// and incremented per id (SPEC section 3).
+var idCounter = newIDCounter()
+
+func newIDCounter() *atomic.Uint32 {
+	c := new(atomic.Uint32)
+	c.Store(rand.Uint32() >> 1) // leave room before the counter wraps
+	return c
+}
+
+// request states, so that a cancelled append is either never written or
+// waited for.
+const (
+	stateQueued int32 = iota
+	stateTaken
+	stateCancelled
+)
+
+type request struct {
+	msgs  []messagevault.Message
+	size  int
+	state atomic.Int32
+	done  chan struct{}
+	res   AppendResult
+	err   error
+}
+
+// Writer appends to one stream. Appends are strictly ordered; concurrent
+// appends are grouped into one page write, one flush and one position
+// commit, and each is answered only once its group is durable. A Writer is
+// safe for concurrent use.
+type Writer struct {
+	name  string
+	pages messagevault.PageWriter
+	cfg   WriterConfig
+
+	reqs    chan *request
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	mu        sync.Mutex
+	committed int64
+	notify    chan struct{}
+	fatal     error // set once the writer can no longer write
+	closeErr  error
+
+	// Owned by the loop goroutine.
+	pos     int64  // committed position
+	buf     []byte // buf[:pos%PageSize] is the committed part of the tail page
+	size    int64  // size of the records blob
+	recover bool   // reload pos and tail from storage before the next group
+}
+
+// OpenWriter opens the log of stream on pages: it reads the committed
+// position, preloads the partial tail page and starts the writer's loop.
+// The Writer owns pages from then on and closes it in Close. name is used
+// in errors only.
+func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter, cfg WriterConfig) (*Writer, error) {
+	if cfg.MaxGroupBytes <= 0 {
+		cfg.MaxGroupBytes = DefaultMaxGroupBytes
+	}
+	if cfg.GrowStep <= 0 {
+		cfg.GrowStep = DefaultGrowStep
+	}
+	cfg.GrowStep = roundUp(cfg.GrowStep)
+	if cfg.QueueLength <= 0 {
+		cfg.QueueLength = DefaultQueueLength
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	w := &Writer{
+		name:    name,
+		pages:   pages,
+		cfg:     cfg,
+		reqs:    make(chan *request, cfg.QueueLength),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+		notify:  make(chan struct{}),
+	}
+	if err := w.load(ctx); err != nil {
+		return nil, fmt.Errorf("open stream %q: %w", name, err)
+	}
+	w.committed = w.pos
+	go w.loop()
+	return w, nil
+}
+
+// load reads the committed position and the committed part of the tail
+// page from storage.
+func (w *Writer) load(ctx context.Context) error {
+	pos, err := w.pages.Position(ctx)
+	if err != nil {
+		return fmt.Errorf("read position: %w", err)
+	}
+	size, err := w.pages.Size(ctx)
+	if err != nil {
+		return fmt.Errorf("read size: %w", err)
+	}
+	if pos > size {
+		return fmt.Errorf("committed position %d is past the records blob (%d bytes): %w", pos, size, messagevault.ErrCorrupt)
+	}
+	tail := int(pos % messagevault.PageSize)
+	if cap(w.buf) < messagevault.PageSize {
+		w.buf = make([]byte, 0, 64<<10)
+	}
+	w.buf = w.buf[:tail]
+	if tail > 0 {
+		if n, err := w.pages.ReadAt(ctx, w.buf, pos-int64(tail)); n < tail {
+			return fmt.Errorf("preload tail page at %d: %w", pos-int64(tail), err)
+		}
+	}
+	w.pos, w.size, w.recover = pos, size, false
+	return nil
+}
+
+// Append validates msgs, appends them as one contiguous run of records and
+// returns once they are durable. If any message is invalid nothing is
+// appended and the error wraps messagevault.ErrInvalidMessage (or
+// ErrEmptyBatch). Append may keep references to msgs until it returns.
+//
+// If ctx ends before the batch is taken into a group, Append returns
+// ctx.Err() and the batch is never written; once taken, Append waits for the
+// group's outcome, so a returned error never hides a partial write.
+func (w *Writer) Append(ctx context.Context, msgs []messagevault.Message) (AppendResult, error) {
+	if len(msgs) == 0 {
+		return AppendResult{}, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrEmptyBatch)
+	}
+	size := 0
+	for i := range msgs {
+		if err := msgs[i].Validate(); err != nil {
+			return AppendResult{}, fmt.Errorf("append to %q: message %d: %w", w.name, i, err)
+		}
+		size += formats.RecordSize(len(msgs[i].Key), len(msgs[i].Value))
+	}
+	if err := w.Err(); err != nil {
+		return AppendResult{}, err
+	}
+	r := &request{msgs: msgs, size: size, done: make(chan struct{})}
+	select {
+	case w.reqs <- r:
+	case <-ctx.Done():
+		return AppendResult{}, ctx.Err()
+	case <-w.closing:
+		return AppendResult{}, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrClosed)
+	}
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(stateQueued, stateCancelled) {
+			return AppendResult{}, ctx.Err()
+		}
+	case <-w.done:
+		if r.state.CompareAndSwap(stateQueued, stateCancelled) {
+			return AppendResult{}, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrClosed)
+		}
+	}
+	<-r.done
+	return r.res, r.err
+}
+
+// Position returns the committed position: the stream's length.
+func (w *Writer) Position() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.committed
+}
+
+// Committed returns the committed position and a channel that is closed at
+// the next commit (or when the writer closes). Tail followers wait on it
+// instead of polling.
+func (w *Writer) Committed() (int64, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.committed, w.notify
+}
+
+// Err returns the error that stopped the writer for good (for example
+// messagevault.ErrFenced), or nil while it can write.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fatal
+}
+
+// Close stops accepting appends, writes every append already queued,
+// answers them, and closes the storage writer.
+func (w *Writer) Close() error {
+	w.once.Do(func() { close(w.closing) })
+	<-w.done
+	return w.closeErr
+}
+
+func (w *Writer) loop() {
+	defer func() {
+		err := w.pages.Close()
+		w.mu.Lock()
+		w.closeErr = err
+		if w.fatal == nil {
+			w.fatal = fmt.Errorf("stream %q: %w", w.name, messagevault.ErrClosed)
+		}
+		close(w.notify)
+		w.notify = make(chan struct{})
+		w.mu.Unlock()
+		close(w.done)
+	}()
+	var group []*request
+	for {
+		select {
+		case first := <-w.reqs:
+			group = w.gather(append(group[:0], first), first.size)
+			w.commit(group)
+			clear(group)
+		case <-w.closing:
+			// Drain: everything queued before Close is written.
+			for {
+				if group = w.gather(group[:0], 0); len(group) == 0 {
+					return
+				}
+				w.commit(group)
+				clear(group)
+			}
+		}
+	}
+}
+
+// gather adds queued requests to group, without waiting, until the group
+// holds MaxGroupBytes of records or the queue is empty.
+func (w *Writer) gather(group []*request, bytes int) []*request {
+	for bytes < w.cfg.MaxGroupBytes {
+		select {
+		case r := <-w.reqs:
+			group = append(group, r)
+			bytes += r.size
+		default:
+			return group
+		}
+	}
+	return group
+}
+
+// commit writes one group and answers each of its requests.
+func (w *Writer) commit(group []*request) {
+	// Take the requests whose callers are still waiting.
+	taken := group[:0]
+	for _, r := range group {
+		if r.state.CompareAndSwap(stateQueued, stateTaken) {
+			taken = append(taken, r)
+		}
+	}
+	if len(taken) == 0 {
+		return
+	}
+	err := w.write(taken)
+	for _, r := range taken {
+		if err != nil {
+			r.res, r.err = AppendResult{}, err
+		}
+		close(r.done)
+	}
+}
+
+func (w *Writer) write(group []*request) error {
+	ctx := context.Background()
+	if err := w.Err(); err != nil {
+		return err
+	}
+	if w.recover {
+		if err := w.load(ctx); err != nil {
+			return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
+		}
+		// A commit that failed may have landed all the same.
+		w.publish(w.pos)
+	}
+	tail := len(w.buf)
+	base := w.pos - int64(tail)
+	cur := w.pos
+	ms := formats.MillisSinceEpoch(w.cfg.Now())
+	for _, r := range group {
+		r.res.Offsets = make([]int64, len(r.msgs))
+		for i := range r.msgs {
+			if cur > formats.MaxIDOffset {
+				w.buf = w.buf[:tail]
+				return fmt.Errorf("append to %q: stream reached the largest position an id can hold: %w", w.name, messagevault.ErrOutOfRange)
+			}
+			id := formats.NewID(ms, cur, idCounter.Add(1))
+			var err error
+			if w.buf, err = formats.AppendRecord(w.buf, id, r.msgs[i]); err != nil {
+				w.buf = w.buf[:tail]
+				return fmt.Errorf("append to %q: %w", w.name, err)
+			}
+			r.res.Offsets[i] = cur
+			cur = base + int64(len(w.buf))
+		}
+	}
+	end := cur
+	n := len(w.buf)
+	padded := int(roundUp(int64(n)))
+	w.buf = append(w.buf, make([]byte, padded-n)...)
+	if need := base + int64(padded); need > w.size {
+		grow := roundUpTo(need, w.cfg.GrowStep)
+		if err := w.pages.Grow(ctx, grow); err != nil {
+			return w.fail(fmt.Errorf("append to %q: grow records to %d bytes: %w", w.name, grow, err))
+		}
+		w.size = grow
+	}
+	if err := w.pages.WritePages(ctx, base, w.buf[:padded]); err != nil {
+		return w.fail(fmt.Errorf("append to %q: write %d bytes at %d: %w", w.name, padded, base, err))
+	}
+	if err := w.pages.Flush(ctx); err != nil {
+		return w.fail(fmt.Errorf("append to %q: flush: %w", w.name, err))
+	}
+	if err := w.pages.CommitPosition(ctx, end); err != nil {
+		return w.fail(fmt.Errorf("append to %q: commit position %d: %w", w.name, end, err))
+	}
+	// Durable: keep the new partial tail page and publish the position.
+	newBase := end - end%messagevault.PageSize
+	k := copy(w.buf, w.buf[newBase-base:end-base])
+	w.buf = w.buf[:k]
+	if cap(w.buf) > 2*w.cfg.MaxGroupBytes {
+		w.buf = append(make([]byte, 0, 64<<10), w.buf...)
+	}
+	w.pos = end
+	for _, r := range group {
+		r.res.Position = end
+	}
+	w.publish(end)
+	return nil
+}
+
+// publish makes pos the committed position seen by Position and Committed,
+// waking tail followers if it moved.
+func (w *Writer) publish(pos int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if pos == w.committed {
+		return
+	}
+	w.committed = pos
+	close(w.notify)
+	w.notify = make(chan struct{})
+}
+
+// fail handles a storage error in the middle of a group. Nothing of the
+// group is acknowledged. A fenced or closed storage writer stops the Writer
+// for good; any other error makes the next group reload the position and
+// tail page from storage first, so that a half-done group (written pages,
+// maybe even a committed position) is resolved by what storage holds.
+func (w *Writer) fail(err error) error {
+	w.buf = w.buf[:0]
+	w.recover = true
+	if errors.Is(err, messagevault.ErrFenced) || errors.Is(err, messagevault.ErrClosed) {
+		w.mu.Lock()
+		if w.fatal == nil {
+			w.fatal = err
+		}
+		w.mu.Unlock()
+	}
+	return err
+}
+
+func roundUp(n int64) int64 { return roundUpTo(n, messagevault.PageSize) }
+
+func roundUpTo(n, step int64) int64 { return (n + step - 1) / step * step }
