@@ -64,7 +64,10 @@ func AppendTransfer(dst []byte, msgs []messagevault.Message) ([]byte, error) {
 // publish is rejected whole.
 func DecodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Message, error) {
 	start := len(dst)
-	fail := func(err error) ([]messagevault.Message, error) { return dst[:start], err }
+	fail := func(err error) ([]messagevault.Message, error) {
+		clear(dst[start:]) // drop views into a rejected body
+		return dst[:start], err
+	}
 	if len(body) < TransferHeaderSize+TransferTrailerSize {
 		return fail(fmt.Errorf("%w: body is %d bytes, the smallest is %d (version, count, md5)",
 			ErrTruncated, len(body), TransferHeaderSize+TransferTrailerSize))
