@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is the binary's version, set at build time with
+// -ldflags "-X main.Version=...".
+var Version = "dev"
+
+// Main is the command line: it parses the arguments and runs one command.
+type Main struct {
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// NewMain returns a Main writing to the process's stdout and stderr.
+func NewMain() *Main { return &Main{Stdout: os.Stdout, Stderr: os.Stderr} }
+
+// Run runs the command named by args and returns the process exit code:
+// 0 on success, 1 when the operation failed, 2 for a usage error. Errors
+// are printed as one line on stderr.
+func (m *Main) Run(ctx context.Context, args []string) int {
+	root := &cobra.Command{
+		Use:           "messagevault",
+		Short:         "A durable append-only message log on page blobs",
+		Long:          "MessageVault keeps per-stream append-only logs in Azure page blobs or a local directory.\nProducers publish over HTTP; consumers read straight from storage.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(m.Stdout)
+	root.SetErr(m.Stderr)
+	root.SetArgs(args)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: 2, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+	})
+	root.AddCommand(
+		(&ServeCommand{}).Command(),
+		(&VersionCommand{stdout: m.Stdout}).Command(),
+	)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(m.Stderr, "messagevault: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if isUsage(err) {
+		return 2
+	}
+	return 1
+}
+
+// isUsage recognises cobra's own usage errors (unknown command, wrong
+// number of arguments), which it returns as plain errors.
+func isUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "invalid argument"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// VersionCommand prints the binary's version.
+type VersionCommand struct {
+	stdout io.Writer
+}
+
+// Command returns the cobra command.
+func (c *VersionCommand) Command() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintf(c.stdout, "messagevault %s\n", Version)
+			return nil
+		},
+	}
+}
