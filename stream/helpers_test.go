@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 
 	"github.com/messagevault/messagevault"
@@ -30,9 +31,13 @@ func seqMessage(seq int) messagevault.Message {
 // seqOf returns the sequence number a seqMessage value carries, checking
 // that the whole message is exactly seqMessage(seq).
 func seqOf(rec formats.Record) (int, error) {
-	var seq int
-	if _, err := fmt.Sscanf(string(rec.Value[:min(len(rec.Value), 13)]), "seq=%08d|", &seq); err != nil {
-		return 0, fmt.Errorf("record at %d: value %.20q is not a test message", rec.Offset, rec.Value)
+	v := rec.Value
+	if len(v) < 13 || string(v[:4]) != "seq=" || v[12] != '|' {
+		return 0, fmt.Errorf("record at %d: value %.20q is not a test message", rec.Offset, v)
+	}
+	seq, err := strconv.Atoi(string(v[4:12]))
+	if err != nil {
+		return 0, fmt.Errorf("record at %d: value %.20q is not a test message", rec.Offset, v)
 	}
 	want := seqMessage(seq)
 	if !bytes.Equal(rec.Key, want.Key) || !bytes.Equal(rec.Value, want.Value) || rec.Attributes != want.Attributes || rec.CRC != want.CRC {

@@ -218,6 +218,10 @@ func (w *Writer) Position() int64 {
 	return w.committed
 }
 
+// Queued returns how many appends wait for the next group: the depth of
+// the writer's queue, for metrics and back-pressure.
+func (w *Writer) Queued() int { return len(w.reqs) }
+
 // Committed returns the committed position and a channel that is closed at
 // the next commit (or when the writer closes). Tail followers wait on it
 // instead of polling.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,12 +186,16 @@ func TestBadInputAppendsNothing(t *testing.T) {
 // slowFlush delays the first Flush so that concurrent appends queue up.
 type slowFlush struct {
 	messagevault.PageWriter
-	once  sync.Once
-	delay chan struct{}
+	once    sync.Once
+	delay   chan struct{}
+	entered atomic.Bool // the first Flush has started
 }
 
 func (p *slowFlush) Flush(ctx context.Context) error {
-	p.once.Do(func() { <-p.delay })
+	p.once.Do(func() {
+		p.entered.Store(true)
+		<-p.delay
+	})
 	return p.PageWriter.Flush(ctx)
 }
 
@@ -259,7 +264,9 @@ func TestCancelledAppendIsNeverWritten(t *testing.T) {
 		_, err := w.Append(ctx, batch(0, 2))
 		first <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // the first group is now blocked in Flush
+	for !gate.entered.Load() { // the first group is blocked in Flush
+		time.Sleep(time.Millisecond)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	second := make(chan error)
 	go func() {
@@ -332,13 +339,20 @@ func TestCloseDrainsQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 10)
-	for i := 0; i < 10; i++ {
-		go func() {
-			_, err := w.Append(ctx, batch(0, 1))
-			errs <- err
-		}()
+	appendOne := func() {
+		_, err := w.Append(ctx, batch(1, 1))
+		errs <- err
 	}
-	time.Sleep(50 * time.Millisecond)
+	go appendOne()
+	for !gate.entered.Load() { // the first group is blocked in Flush
+		time.Sleep(time.Millisecond)
+	}
+	for i := 0; i < 9; i++ {
+		go appendOne()
+	}
+	for w.Queued() < 9 {
+		time.Sleep(time.Millisecond)
+	}
 	closed := make(chan error)
 	go func() { closed <- w.Close() }()
 	time.Sleep(20 * time.Millisecond)
