@@ -8,9 +8,15 @@ import (
 // Stream-name limits (SPEC section 2): names become Azure container names
 // after the "mv-" prefix, which caps them at 60 characters.
 const (
+	// MinStreamNameLen is the shortest stream name.
 	MinStreamNameLen = 3
+	// MaxStreamNameLen is the longest stream name.
 	MaxStreamNameLen = 60
 )
+
+// ReservedStreamName is refused as a stream name: its container, "mv-sys",
+// holds the users file and the leader lease.
+const ReservedStreamName = "sys"
 
 // NormalizeStreamName folds name to lower case and checks the SPEC rules:
 // 3 to 60 characters of a-z, 0-9 and '-', starting and ending with a letter
@@ -43,6 +49,9 @@ func NormalizeStreamName(name string) (string, error) {
 		default:
 			return bad(fmt.Sprintf("character %q at %d is not one of a-z, 0-9 and '-'", n[i], i))
 		}
+	}
+	if n == ReservedStreamName {
+		return bad(`"sys" is reserved: its container mv-sys holds the server's own data`)
 	}
 	return n, nil
 }

@@ -29,6 +29,7 @@ func TestNormalizeStreamName(t *testing.T) {
 		{in: "a_b", why: "not one of"},
 		{in: "a b", why: "not one of"},
 		{in: "ünï", why: "ASCII"},
+		{in: "SYS", why: "reserved"},
 	} {
 		t.Run(tt.in, func(t *testing.T) {
 			got, err := messagevault.NormalizeStreamName(tt.in)

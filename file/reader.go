@@ -49,19 +49,38 @@ func (r *reader) Position(ctx context.Context) (int64, error) {
 	if r.closed {
 		return 0, messagevault.ErrClosed
 	}
+	// pread is not atomic against a concurrent pwrite of the same bytes:
+	// read until two reads agree.
+	prev, err := r.readPosition()
+	for i := 0; err == nil && i < 10; i++ {
+		var pos int64
+		if pos, err = r.readPosition(); err == nil && pos == prev {
+			if pos < 0 {
+				return 0, fmt.Errorf("read %s: negative position %d: %w", r.position.Name(), pos, messagevault.ErrCorrupt)
+			}
+			return pos, nil
+		}
+		prev = pos
+	}
+	if err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("read %s: the position keeps changing under the reader", r.position.Name())
+}
+
+func (r *reader) readPosition() (int64, error) {
 	var b [8]byte
 	n, err := r.position.ReadAt(b[:], 0)
 	if n < 8 {
 		if n == 0 && errors.Is(err, io.EOF) {
 			return 0, nil // created, never committed
 		}
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, fmt.Errorf("read %s: %d of 8 bytes: %w", r.position.Name(), n, err)
 	}
-	pos := int64(binary.LittleEndian.Uint64(b[:]))
-	if pos < 0 {
-		return 0, fmt.Errorf("read %s: negative position %d: %w", r.position.Name(), pos, messagevault.ErrCorrupt)
-	}
-	return pos, nil
+	return int64(binary.LittleEndian.Uint64(b[:])), nil
 }
 
 func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {

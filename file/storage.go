@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -27,10 +29,6 @@ const (
 	// LockFile is the directory lock held by the owning process.
 	LockFile = ".lock"
 )
-
-// DefaultGrowStep is how much the records file grows at a time. The file is
-// sparse, so unwritten steps cost no disk.
-const DefaultGrowStep = 64 << 20
 
 var _ messagevault.Storage = (*Storage)(nil)
 
@@ -52,7 +50,7 @@ func Open(dir string) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open data directory %q: %w", dir, err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
+	if err := mkdirAllSynced(abs); err != nil {
 		return nil, fmt.Errorf("open data directory: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
@@ -81,11 +79,26 @@ func Open(dir string) (*Storage, error) {
 // Dir returns the absolute path of the data directory.
 func (s *Storage) Dir() string { return s.dir }
 
-// StreamDir returns the directory that holds stream's files.
+// StreamDir returns the directory that holds stream's files. stream must be
+// a normalized stream name.
 func (s *Storage) StreamDir(stream string) string { return filepath.Join(s.dir, stream) }
+
+// checkName refuses anything but a normalized stream name, so that no name
+// can reach outside the data directory.
+func checkName(stream string) error {
+	if n, err := messagevault.NormalizeStreamName(stream); err != nil {
+		return err
+	} else if n != stream {
+		return fmt.Errorf("%w %q: not normalized (want %q)", messagevault.ErrInvalidStreamName, stream, n)
+	}
+	return nil
+}
 
 // OpenWriter opens stream for writing, creating its files if needed.
 func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
+	if err := checkName(stream); err != nil {
+		return nil, fmt.Errorf("open writer: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -101,14 +114,20 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 	s.writers[stream] = true
 	w.release = func() {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		delete(s.writers, stream)
-		s.mu.Unlock()
+		if s.closed && len(s.writers) == 0 {
+			s.lock.Close() // Close was called with writers open
+		}
 	}
 	return w, nil
 }
 
 // OpenReader opens stream for reading.
 func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
+	if err := checkName(stream); err != nil {
+		return nil, fmt.Errorf("open reader: %w", err)
+	}
 	r, err := OpenStreamReader(s.StreamDir(stream))
 	if err != nil {
 		return nil, fmt.Errorf("open reader %q: %w", stream, err)
@@ -140,7 +159,10 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// Close releases the directory lock. Writers must be closed first.
+// Close releases the directory lock. Writers should be closed first: if
+// some are still open, Close refuses new writers, reports an error, and
+// keeps the lock until the last of them closes, so that no other process
+// can write the directory meanwhile.
 func (s *Storage) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,10 +171,30 @@ func (s *Storage) Close() error {
 	}
 	s.closed = true
 	if n := len(s.writers); n > 0 {
-		s.lock.Close()
-		return fmt.Errorf("close data directory %q: %d writers still open", s.dir, n)
+		return fmt.Errorf("close data directory %q: %d writers still open; the lock is kept until they close", s.dir, n)
 	}
 	return s.lock.Close()
+}
+
+// mkdirAllSynced creates dir and its missing parents, fsyncing each new
+// directory's parent so that the new entries survive a crash.
+func mkdirAllSynced(dir string) error {
+	if st, err := os.Stat(dir); err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirAllSynced(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	return syncDir(parent)
 }
 
 // syncDir fsyncs a directory so that entries created in it survive a crash.
@@ -169,3 +211,13 @@ func syncDir(dir string) error {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+var _ messagevault.Granter = (*Storage)(nil)
+
+// ReadGrant returns the file:// URL of stream's folder. A local grant does
+// not expire: whoever can read the directory can read the stream, so ttl is
+// ignored.
+func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(s.StreamDir(stream))}
+	return u.String(), nil
+}

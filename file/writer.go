@@ -17,19 +17,14 @@ var _ messagevault.PageWriter = (*writer)(nil)
 // writer is the PageWriter of one stream directory.
 type writer struct {
 	reader
-	size     int64
-	growStep int64
-	pbuf     [8]byte
-	release  func()
+	size    int64
+	pbuf    [8]byte
+	release func()
 }
 
 func openWriter(dir, parent string) (*writer, error) {
-	created := false
-	if _, err := os.Stat(dir); isNotExist(err) {
-		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-			return nil, err
-		}
-		created = true
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return nil, err
 	}
 	records, err := os.OpenFile(filepath.Join(dir, RecordsFile), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -40,7 +35,7 @@ func openWriter(dir, parent string) (*writer, error) {
 		records.Close()
 		return nil, err
 	}
-	w := &writer{reader: reader{dir: dir, records: records, position: position}, growStep: DefaultGrowStep}
+	w := &writer{reader: reader{dir: dir, records: records, position: position}}
 	fail := func(err error) (*writer, error) {
 		records.Close()
 		position.Close()
@@ -59,18 +54,14 @@ func openWriter(dir, parent string) (*writer, error) {
 		if err := position.Sync(); err != nil {
 			return fail(err)
 		}
-		created = true
 	}
-	if created {
-		if err := records.Sync(); err != nil {
-			return fail(err)
-		}
-		if err := syncDir(dir); err != nil {
-			return fail(err)
-		}
-		if err := syncDir(parent); err != nil {
-			return fail(err)
-		}
+	// Make the stream's files and directory durable, whether this call
+	// created them or an earlier process did and crashed before it could.
+	if err := syncDir(dir); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(parent); err != nil {
+		return fail(err)
 	}
 	st, err = records.Stat()
 	if err != nil {

@@ -49,8 +49,9 @@ func (id ID) String() string {
 	return string(b[:])
 }
 
-// MillisSinceEpoch converts t to milliseconds since IDEpoch.
-func MillisSinceEpoch(t time.Time) int64 { return t.Sub(IDEpoch).Milliseconds() }
+// MillisSinceEpoch converts t to milliseconds since IDEpoch; times before
+// the epoch give 0.
+func MillisSinceEpoch(t time.Time) int64 { return max(t.Sub(IDEpoch).Milliseconds(), 0) }
 
 func putUint48(b []byte, v uint64) {
 	_ = b[5]

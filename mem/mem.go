@@ -34,6 +34,7 @@ type Storage struct {
 	tearWrite  bool
 	failFlush  error
 	failCommit error
+	lostCommit error // the next commit lands, then reports this error
 
 	// counters, for tests that check group commit
 	writes, flushes, commits int
@@ -43,6 +44,7 @@ type blob struct {
 	data    []byte // volatile contents; len(data) is the blob size
 	undo    []undo // what unflushed writes overwrote, oldest first
 	pos     int64
+	durPos  int64 // the position as last made durable
 	writer  *writer
 	version int // bumped by Crash: writers of older versions are dead
 }
@@ -89,6 +91,16 @@ func (s *Storage) FailNextCommit(err error) {
 	s.failCommit = orInjected(err)
 }
 
+// LandNextCommitFailing makes the next CommitPosition record the position
+// and then fail with err (nil means ErrInjected), as a commit whose answer
+// is lost does. The position it recorded is volatile: a Crash before the
+// next successful commit rolls it back.
+func (s *Storage) LandNextCommitFailing(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lostCommit = orInjected(err)
+}
+
 // Crash simulates a power loss: every write not yet flushed is rolled back
 // (newest first), every open writer is invalidated (its methods return
 // messagevault.ErrClosed) and the stream locks are released, so that a new
@@ -103,10 +115,11 @@ func (s *Storage) Crash() {
 			b.data = b.data[:u.size]
 		}
 		b.undo = nil
+		b.pos = b.durPos
 		b.writer = nil
 		b.version++
 	}
-	s.failWrite, s.tearWrite, s.failFlush, s.failCommit = nil, false, nil, nil
+	s.failWrite, s.tearWrite, s.failFlush, s.failCommit, s.lostCommit = nil, false, nil, nil, nil
 }
 
 // Counts returns how many WritePages, Flush and CommitPosition calls have
@@ -330,6 +343,11 @@ func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
 		return fmt.Errorf("commit position %d: blob is %d bytes: %w", pos, len(w.b.data), messagevault.ErrOutOfRange)
 	}
 	w.b.pos = pos
+	if err := s.lostCommit; err != nil {
+		s.lostCommit = nil
+		return fmt.Errorf("commit position: %w", err)
+	}
+	w.b.durPos = pos
 	s.commits++
 	return nil
 }

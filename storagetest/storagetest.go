@@ -356,7 +356,7 @@ func testConcurrentReaders(t *testing.T, s messagevault.Storage) {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, page)
-			for j := 0; j < 200; j++ {
+			for {
 				pos, err := r.Position(ctx)
 				if err != nil {
 					t.Error(err)
@@ -374,6 +374,9 @@ func testConcurrentReaders(t *testing.T, s messagevault.Storage) {
 				if buf[0] != byte(k) {
 					t.Errorf("committed page %d holds %d", k, buf[0])
 					return
+				}
+				if pos == n*page {
+					return // every reader sees the final position
 				}
 			}
 		}()

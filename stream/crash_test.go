@@ -186,13 +186,20 @@ func TestCrashSafetyTornWrites(t *testing.T) {
 		if next < acked || w.Position() < ackedPos {
 			t.Fatalf("round %d: reopened at message %d position %d; %d to %d were acknowledged", round, next, w.Position(), acked, ackedPos)
 		}
-		for step := 0; step < 1+rnd.IntN(8); step++ {
-			switch rnd.IntN(4) {
+		steps := 1 + rnd.IntN(8)
+		for step := 0; step < steps; step++ {
+			switch rnd.IntN(6) {
 			case 0:
 				s.TearNextWrite()
 				faults++
 			case 1:
 				s.FailNextFlush(nil)
+				faults++
+			case 2:
+				s.FailNextCommit(nil)
+				faults++
+			case 3:
+				s.LandNextCommitFailing(nil)
 				faults++
 			}
 			n := 1 + rnd.IntN(20)
@@ -201,7 +208,15 @@ func TestCrashSafetyTornWrites(t *testing.T) {
 				if !errors.Is(err, mem.ErrInjected) {
 					t.Fatal(err)
 				}
-				break // crash right after the fault
+				if rnd.IntN(2) == 0 {
+					break // crash right after the fault
+				}
+				// Or go on: the writer recovers by itself. The failed
+				// batch may have landed whole; find out where we are.
+				r, _ := s.OpenReader(ctx, "torn")
+				next, _ = readSeqs(t, r)
+				r.Close()
+				continue
 			}
 			next += n
 			acked, ackedPos = next, res.Position

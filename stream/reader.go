@@ -70,20 +70,20 @@ func (r *Reader) Position(ctx context.Context) (int64, error) {
 }
 
 // Records iterates the records that start at from (a record boundary, 0 for
-// the start) and end at or before to; a negative to means the committed
-// position read once at the start. Each record's Key and Value are views
+// the start) and end at or before to. The committed position is read once
+// at the start; a negative to, or one past it, means that position. Each record's Key and Value are views
 // valid only until the next iteration step. Every record's version, crc and
 // id position are checked; the first error is yielded (with a zero record)
 // and ends the iteration. Errors about stored bytes wrap
 // messagevault.ErrCorrupt and say at which position.
 func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {
 	return func(yield func(formats.Record, error) bool) {
-		if to < 0 {
-			pos, err := r.Position(ctx)
-			if err != nil {
-				yield(formats.Record{}, err)
-				return
-			}
+		pos, err := r.Position(ctx)
+		if err != nil {
+			yield(formats.Record{}, err)
+			return
+		}
+		if to < 0 || to > pos {
 			to = pos
 		}
 		if from < 0 || from > to {

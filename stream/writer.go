@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,8 @@ const (
 	// DefaultQueueLength is how many appends may wait for the next group
 	// before Append blocks.
 	DefaultQueueLength = 1024
+	// DefaultOpTimeout bounds the storage calls of one group commit.
+	DefaultOpTimeout = 60 * time.Second
 )
 
 // WriterConfig tunes a Writer. Zero fields take the defaults.
@@ -38,6 +41,10 @@ type WriterConfig struct {
 	QueueLength int
 	// Now returns the time put into message ids. Default time.Now.
 	Now func() time.Time
+	// OpTimeout bounds each group's storage calls, so that a hung storage
+	// fails the group instead of holding the stream. Default
+	// DefaultOpTimeout.
+	OpTimeout time.Duration
 }
 
 // AppendResult is the answer to an append once it is durable.
@@ -100,6 +107,7 @@ type Writer struct {
 	buf     []byte // buf[:pos%PageSize] is the committed part of the tail page
 	size    int64  // size of the records blob
 	recover bool   // reload pos and tail from storage before the next group
+	lastMs  int64  // id time of the last group: ids never go back in time
 }
 
 // OpenWriter opens the log of stream on pages: it reads the committed
@@ -119,6 +127,9 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = DefaultOpTimeout
 	}
 	w := &Writer{
 		name:    name,
@@ -158,6 +169,9 @@ func (w *Writer) load(ctx context.Context) error {
 	w.buf = w.buf[:tail]
 	if tail > 0 {
 		if n, err := w.pages.ReadAt(ctx, w.buf, pos-int64(tail)); n < tail {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
 			return fmt.Errorf("preload tail page at %d: %w", pos-int64(tail), err)
 		}
 	}
@@ -171,8 +185,10 @@ func (w *Writer) load(ctx context.Context) error {
 // ErrEmptyBatch). Append may keep references to msgs until it returns.
 //
 // If ctx ends before the batch is taken into a group, Append returns
-// ctx.Err() and the batch is never written; once taken, Append waits for the
-// group's outcome, so a returned error never hides a partial write.
+// ctx.Err() and the batch is never written. Once taken, Append waits for the
+// group's outcome. A storage error then means the outcome is unknown, as
+// with any remote log: the batch may be stored in full (a commit that landed
+// but reported failure); it is never stored in part.
 func (w *Writer) Append(ctx context.Context, msgs []messagevault.Message) (AppendResult, error) {
 	if len(msgs) == 0 {
 		return AppendResult{}, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrEmptyBatch)
@@ -223,8 +239,8 @@ func (w *Writer) Position() int64 {
 func (w *Writer) Queued() int { return len(w.reqs) }
 
 // Committed returns the committed position and a channel that is closed at
-// the next commit (or when the writer closes). Tail followers wait on it
-// instead of polling.
+// the next commit, or when the writer closes (after Close it is always
+// closed; check Err). Tail followers wait on it instead of polling.
 func (w *Writer) Committed() (int64, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -255,8 +271,7 @@ func (w *Writer) loop() {
 		if w.fatal == nil {
 			w.fatal = fmt.Errorf("stream %q: %w", w.name, messagevault.ErrClosed)
 		}
-		close(w.notify)
-		w.notify = make(chan struct{})
+		close(w.notify) // left closed: nothing will commit any more
 		w.mu.Unlock()
 		close(w.done)
 	}()
@@ -317,21 +332,31 @@ func (w *Writer) commit(group []*request) {
 }
 
 func (w *Writer) write(group []*request) error {
-	ctx := context.Background()
 	if err := w.Err(); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout)
+	defer cancel()
 	if w.recover {
+		before := w.Position()
 		if err := w.load(ctx); err != nil {
 			return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
 		}
-		// A commit that failed may have landed all the same.
-		w.publish(w.pos)
+		if w.pos != before {
+			// A commit that reported failure landed all the same, maybe
+			// without being made durable: commit it again before anyone
+			// sees it.
+			if err := w.pages.CommitPosition(ctx, w.pos); err != nil {
+				return w.fail(fmt.Errorf("append to %q: recommit position %d: %w", w.name, w.pos, err))
+			}
+			w.publish(w.pos)
+		}
 	}
 	tail := len(w.buf)
 	base := w.pos - int64(tail)
 	cur := w.pos
-	ms := formats.MillisSinceEpoch(w.cfg.Now())
+	ms := max(formats.MillisSinceEpoch(w.cfg.Now()), w.lastMs)
+	w.lastMs = ms
 	for _, r := range group {
 		r.res.Offsets = make([]int64, len(r.msgs))
 		for i := range r.msgs {

@@ -273,7 +273,9 @@ func TestCancelledAppendIsNeverWritten(t *testing.T) {
 		_, err := w.Append(cctx, batch(2, 2))
 		second <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	for w.Queued() < 1 { // queued behind the blocked group
+		time.Sleep(time.Millisecond)
+	}
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Append: %v", err)
@@ -370,26 +372,89 @@ func TestCloseDrainsQueue(t *testing.T) {
 	}
 }
 
-// fenced is a storage writer whose commits fail as a fenced writer's would.
-type fenced struct{ messagevault.PageWriter }
+// fenced is a storage writer whose commits fail as a fenced writer's
+// would; it counts the page writes it is asked for.
+type fenced struct {
+	messagevault.PageWriter
+	writes int
+}
 
-func (fenced) CommitPosition(context.Context, int64) error { return messagevault.ErrFenced }
+func (f *fenced) WritePages(ctx context.Context, off int64, p []byte) error {
+	f.writes++
+	return f.PageWriter.WritePages(ctx, off, p)
+}
+
+func (*fenced) CommitPosition(context.Context, int64) error { return messagevault.ErrFenced }
 
 func TestFencedWriterStops(t *testing.T) {
 	ctx := context.Background()
 	s := mem.New()
-	pw, _ := s.OpenWriter(ctx, "test")
-	w, err := stream.OpenWriter(ctx, "test", fenced{pw}, stream.WriterConfig{})
+	pw, err := s.OpenWriter(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fenced{PageWriter: pw}
+	w, err := stream.OpenWriter(ctx, "test", f, stream.WriterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	for i := 0; i < 2; i++ {
-		if _, err := w.Append(ctx, batch(0, 1)); !errors.Is(err, messagevault.ErrFenced) {
-			t.Fatalf("Append %d on a fenced writer: %v; want ErrFenced", i, err)
-		}
+	if _, err := w.Append(ctx, batch(0, 1)); !errors.Is(err, messagevault.ErrFenced) {
+		t.Fatalf("Append on a fenced writer: %v; want ErrFenced", err)
 	}
 	if !errors.Is(w.Err(), messagevault.ErrFenced) {
 		t.Fatalf("Err() = %v; want ErrFenced", w.Err())
+	}
+	writes := f.writes
+	for i := 0; i < 3; i++ {
+		if _, err := w.Append(ctx, batch(1, 1)); !errors.Is(err, messagevault.ErrFenced) {
+			t.Fatalf("Append after fencing: %v; want ErrFenced", err)
+		}
+	}
+	if f.writes != writes {
+		t.Fatalf("a fenced writer wrote %d more times", f.writes-writes)
+	}
+	if _, changed := w.Committed(); changed == nil {
+		t.Fatal("Committed gave no channel")
+	}
+}
+
+func TestCommitThatLandsButFails(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	w := openMem(t, s, stream.WriterConfig{})
+	if _, err := w.Append(ctx, batch(0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	s.LandNextCommitFailing(nil)
+	if _, err := w.Append(ctx, batch(2, 2)); !errors.Is(err, mem.ErrInjected) {
+		t.Fatalf("Append with a lost commit answer: %v", err)
+	}
+	// The next append finds the landed commit, makes it durable, and
+	// continues after it: the unacknowledged batch is kept whole.
+	res, err := w.Append(ctx, batch(4, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Crash()
+	if n, pos := readSeqs(t, memReader(t, s)); n != 5 || pos != res.Position {
+		t.Fatalf("after a crash: %d messages to %d, want 5 to %d", n, pos, res.Position)
+	}
+}
+
+func TestCommittedClosesOnClose(t *testing.T) {
+	s := mem.New()
+	w := openMem(t, s, stream.WriterConfig{})
+	_, changed := w.Committed()
+	w.Close()
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Committed channel still open after Close")
+	}
+	if _, changed := w.Committed(); changed == nil {
+		t.Fatal("no channel after Close")
+	} else {
+		<-changed // closed for good
 	}
 }
