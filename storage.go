@@ -1,6 +1,9 @@
 package messagevault
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Storage holds streams: a local directory, an in-memory fake, an Azure
 // storage account. Each stream is a records blob (pages of PageSize bytes)
@@ -69,6 +72,18 @@ type PageWriter interface {
 
 	// CommitPosition durably records pos as the stream's committed length.
 	// It returns an error wrapping ErrFenced if another writer has changed
-	// the stream since this writer last saw it; the writer must then stop.
+	// the stream since this PageWriter was opened or last committed (only
+	// its own open and commits set that condition; Position does not); the
+	// writer must then stop. An error other than ErrFenced leaves the
+	// outcome unknown: the position may have been recorded.
 	CommitPosition(ctx context.Context, pos int64) error
+}
+
+// Granter is implemented by storages that hand out read-only grants: a URL
+// from which a consumer can read one stream without the server (a container
+// SAS URL on Azure, a file:// URL of the stream folder locally).
+type Granter interface {
+	// ReadGrant returns a read-only URL for stream, valid for about ttl
+	// where the storage can limit it.
+	ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error)
 }

@@ -2,78 +2,24 @@ package main_test
 
 import (
 	"bytes"
-	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
-	"github.com/messagevault/messagevault/stream"
+	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
-// binary builds the messagevault binary once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "messagevault")
-	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// waitFor waits until the output buffer contains s.
-func waitFor(t *testing.T, buf *syncBuffer, s string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(buf.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %q in:\n%s", s, buf.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func TestServeOpensLogAndExitsOnSIGTERM(t *testing.T) {
-	bin := binary(t)
+func TestSecondServeOnSameDirectoryFailsAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	// A stream written beforehand is opened by serve.
-	s, err := file.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	pw, _ := s.OpenWriter(ctx, "orders")
-	w, err := stream.OpenWriter(ctx, "orders", pw, stream.WriterConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.Append(ctx, []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("v"), 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	s.Close()
-
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "serve", "--data", dir)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	waitFor(t, &stderr, "msg=serving")
-	if !strings.Contains(stderr.String(), "stream=orders position="+itoa(res.Position)) {
-		t.Fatalf("serve did not report stream orders at %d:\n%s", res.Position, stderr.String())
-	}
-
-	// A second server on the same directory fails at once, naming it.
-	second := exec.Command(bin, "serve", "--data", dir)
+	mvtest.Start(t, dir, nil)
+	second := exec.Command(mvtest.Binary(t), "serve", "--data", dir, "--listen", "127.0.0.1:0")
 	start := time.Now()
 	out, err := second.CombinedOutput()
 	if code := second.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), dir) || !strings.Contains(string(out), "in use") {
@@ -82,38 +28,78 @@ func TestServeOpensLogAndExitsOnSIGTERM(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("second serve took %v to fail", d)
 	}
+}
 
+func TestServeDefaultsAndFirstAdmin(t *testing.T) {
+	// No --data: ./data in the working directory. No admin password in the
+	// environment: a random one is printed once.
+	wd := t.TempDir()
+	bin := mvtest.Binary(t)
+	run := func() (*exec.Cmd, *mvtest.Buffer) {
+		var out mvtest.Buffer
+		cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0")
+		cmd.Dir = wd
+		cmd.Env = withoutAdminPassword(os.Environ())
+		cmd.Stderr = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(out.String(), "msg=serving") {
+			if time.Now().After(deadline) {
+				t.Fatalf("serve did not start:\n%s", out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return cmd, &out
+	}
+	cmd, out := run()
+	if _, err := os.Stat(filepath.Join(wd, "data", file.LockFile)); err != nil {
+		t.Fatalf("serve with no --data did not create ./data: %v", err)
+	}
+	m := regexp.MustCompile(`with password:\s+(\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no admin password printed:\n%s", out.String())
+	}
+	url := regexp.MustCompile(`url=(http://\S+)`).FindStringSubmatch(out.String())[1]
+	req, _ := http.NewRequest("GET", url+"/streams", nil)
+	req.SetBasicAuth("admin", m[1])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the printed admin password does not work: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	auth, _ := os.ReadFile(filepath.Join(wd, "data", "auth.json"))
+	if bytes.Contains(auth, []byte(m[1])) || !bytes.Contains(auth, []byte("$2a$")) {
+		t.Fatalf("users file does not hold a bcrypt hash only:\n%s", auth)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("serve after SIGTERM: %v\n%s", err, stderr.String())
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
+	// A second start prints no password.
+	cmd, out = run()
+	if strings.Contains(out.String(), "with password") {
+		t.Fatalf("password printed again:\n%s", out.String())
 	}
 }
 
-func TestServeWithNoFlagsUsesDotData(t *testing.T) {
-	bin := binary(t)
-	wd := t.TempDir()
-	var stderr syncBuffer
-	cmd := exec.Command(bin, "serve")
-	cmd.Dir = wd
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+func withoutAdminPassword(env []string) []string {
+	var out []string
+	for _, e := range env {
+		if !strings.HasPrefix(e, "MESSAGEVAULT_ADMIN_PASSWORD=") {
+			out = append(out, e)
+		}
 	}
-	defer cmd.Process.Kill()
-	waitFor(t, &stderr, "msg=serving")
-	if _, err := os.Stat(filepath.Join(wd, "data", file.LockFile)); err != nil {
-		t.Fatalf("serve with no flags did not create ./data: %v", err)
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	return out
 }
 
 func TestUsageErrorsExit2(t *testing.T) {
-	bin := binary(t)
-	for _, args := range [][]string{{"serve", "--bogus"}, {"nonsense"}, {"serve", "extra"}} {
+	bin := mvtest.Binary(t)
+	for _, args := range [][]string{{"serve", "--bogus"}, {"nonsense"}, {"serve", "extra"}, {"serve", "--tls-cert", "x"}, {"serve", "--log-level", "loud"}} {
 		cmd := exec.Command(bin, args...)
+		cmd.Dir = t.TempDir()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		cmd.Run()
@@ -123,5 +109,12 @@ func TestUsageErrorsExit2(t *testing.T) {
 		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n"); lines != 0 {
 			t.Errorf("%v: error is %d lines, want one: %q", args, lines+1, stderr.String())
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(mvtest.Binary(t), "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "messagevault ") {
+		t.Fatalf("version: %q, %v", out, err)
 	}
 }

@@ -42,7 +42,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return &exitError{code: 2, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
 	root.AddCommand(
-		(&ServeCommand{}).Command(),
+		(&ServeCommand{stderr: m.Stderr}).Command(),
 		(&VersionCommand{stdout: m.Stdout}).Command(),
 	)
 	err := root.ExecuteContext(ctx)
@@ -64,7 +64,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 // number of arguments), which it returns as plain errors.
 func isUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "invalid argument"} {
+	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "received "} {
 		if strings.Contains(msg, p) {
 			return true
 		}

@@ -2,24 +2,53 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/file"
-	"github.com/messagevault/messagevault/stream"
+	"github.com/messagevault/messagevault/server"
+	"github.com/messagevault/messagevault/vault"
 )
 
-// DefaultDataDir is where serve keeps streams when --data is not given.
-const DefaultDataDir = "./data"
+// Serve defaults.
+const (
+	// DefaultDataDir is where serve keeps streams when --data is not given.
+	DefaultDataDir = "./data"
+	// DefaultListen is the address serve listens on without --listen.
+	DefaultListen = "127.0.0.1:8001"
+	// UsersFileName is the users file inside the data directory.
+	UsersFileName = "auth.json"
+	// AdminPasswordEnv sets the first admin's password instead of a random one.
+	AdminPasswordEnv = "MESSAGEVAULT_ADMIN_PASSWORD"
+	// ShutdownTimeout bounds how long SIGTERM waits for requests in flight.
+	ShutdownTimeout = 30 * time.Second
+)
 
 // ServeCommand runs the server on the embedded default backend.
 type ServeCommand struct {
-	DataDir string
+	stderr io.Writer
+
+	DataDir     string
+	Listen      string
+	UsersFile   string
+	TLSCert     string
+	TLSKey      string
+	MaxBody     int64
+	MaxInflight int64
+	GrantTTL    time.Duration
+	IdleTimeout time.Duration
+	LogLevel    string
 }
 
 // Command returns the cobra command.
@@ -29,59 +58,127 @@ func (c *ServeCommand) Command() *cobra.Command {
 		Short: "Run the server",
 		Long: `Run the MessageVault server.
 
-With no flags it keeps its streams in ./data, creating it if needed. The
-directory is locked: a second server on the same directory fails at once.`,
+With no flags it keeps its streams in ./data (created if needed) and listens
+on 127.0.0.1:8001. The data directory is locked: a second server on the same
+directory fails at once.
+
+Users live in <data>/auth.json (--users to change). On a first start with no
+users, the server creates "admin" (claim all:write) with a random password and
+prints it once; set ` + AdminPasswordEnv + ` to choose it instead.
+
+SIGTERM or SIGINT drains: publishes in flight are answered, then the process
+exits 0.`,
 		Example: `  messagevault serve
-  messagevault serve --data /var/lib/messagevault`,
+  messagevault serve --data /var/lib/messagevault --listen 0.0.0.0:8001
+  messagevault serve --tls-cert cert.pem --tls-key key.pem`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return c.Run(cmd.Context()) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (c.TLSCert == "") != (c.TLSKey == "") {
+				return usageError("--tls-cert and --tls-key go together")
+			}
+			return c.Run(cmd.Context())
+		},
 	}
-	cmd.Flags().StringVar(&c.DataDir, "data", DefaultDataDir, "data directory of the local backend")
+	f := cmd.Flags()
+	f.StringVar(&c.DataDir, "data", DefaultDataDir, "data directory of the local backend")
+	f.StringVar(&c.Listen, "listen", DefaultListen, "address to listen on (port 0 picks a free port)")
+	f.StringVar(&c.UsersFile, "users", "", "users file (default <data>/"+UsersFileName+")")
+	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serve HTTPS")
+	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key file (PEM)")
+	f.Int64Var(&c.MaxBody, "max-body", server.DefaultMaxBodyBytes, "largest publish body in bytes (413 beyond)")
+	f.Int64Var(&c.MaxInflight, "max-inflight", server.DefaultMaxInflightBytes, "publish bytes held in memory at once (429 beyond)")
+	f.DurationVar(&c.GrantTTL, "grant-ttl", server.DefaultGrantTTL, "how long read grants are valid")
+	f.DurationVar(&c.IdleTimeout, "idle-timeout", vault.DefaultIdleTimeout, "close a stream's writer after this long without appends")
+	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
 
-// Run opens the data directory and every stream's log, then serves until
-// ctx ends (SIGINT or SIGTERM), and closes everything cleanly.
+// Run serves until ctx ends (SIGINT or SIGTERM), then drains and closes
+// everything.
 func (c *ServeCommand) Run(ctx context.Context) (err error) {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	stderr := c.stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return usageError("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
 	store, err := file.Open(c.DataDir)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, store.Close()) }()
-	names, err := store.Streams(ctx)
+
+	usersPath := c.UsersFile
+	if usersPath == "" {
+		usersPath = filepath.Join(store.Dir(), UsersFileName)
+	}
+	users, err := auth.Open(auth.NewFileSource(usersPath), log)
 	if err != nil {
 		return err
 	}
-	var writers []*stream.Writer
-	defer func() {
-		for _, w := range writers {
-			err = errors.Join(err, w.Close())
-		}
-	}()
-	for _, name := range names {
-		w, err := openStream(ctx, store, name)
-		if err != nil {
-			return err
-		}
-		writers = append(writers, w)
-		log.Info("stream opened", "stream", name, "position", w.Position())
+	envPassword := os.Getenv(AdminPasswordEnv)
+	password, err := users.EnsureAdmin(envPassword)
+	if err != nil {
+		return fmt.Errorf("create the first admin: %w", err)
 	}
-	log.Info("serving", "data", store.Dir(), "streams", len(writers))
-	<-ctx.Done()
-	log.Info("shutting down")
-	return nil
-}
+	switch {
+	case password != "" && envPassword != "":
+		log.Info("created user admin (claim all:write) with the password from "+AdminPasswordEnv, "users", usersPath)
+	case password != "":
+		fmt.Fprintf(stderr, "\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n\n", auth.DefaultAdmin, password, usersPath)
+	}
 
-func openStream(ctx context.Context, store messagevault.Storage, name string) (*stream.Writer, error) {
-	pw, err := store.OpenWriter(ctx, name)
+	v := vault.New(store, vault.Config{IdleTimeout: c.IdleTimeout, Logger: log})
+	defer func() { err = errors.Join(err, v.Close()) }()
+	api := server.New(server.Config{
+		Vault:            v,
+		Users:            users,
+		Logger:           log,
+		MaxBodyBytes:     c.MaxBody,
+		MaxInflightBytes: c.MaxInflight,
+		GrantTTL:         c.GrantTTL,
+	})
+
+	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
-	w, err := stream.OpenWriter(ctx, name, pw, stream.WriterConfig{})
-	if err != nil {
-		pw.Close()
-		return nil, fmt.Errorf("open stream %q: %w", name, err)
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return w, nil
+	scheme := "http"
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "data", store.Dir(), "users", usersPath)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests in flight")
+	api.BeginShutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
 }

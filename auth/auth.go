@@ -1,0 +1,443 @@
+// Package auth owns users, passwords and claims (SPEC section 8): the
+// users file in the shape of the original auth.json, bcrypt password
+// hashes, Basic-auth checks and claim rules.
+//
+// The file looks like the original's:
+//
+//	{"users": {
+//	  "admin": {"password": "$2a$10$...", "claims": ["all:write"]},
+//	  "bob":   {"password": "$2a$10$...", "claims": ["orders:write", "all:read"]}
+//	}}
+//
+// "password" holds a bcrypt hash. A plain-text password left by an old file
+// is accepted, with a warning in the log, until it is set again.
+//
+// Claims: "all:read", "all:write", "<stream>:read", "<stream>:write"; a
+// write claim implies the read claim of the same scope.
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/messagevault/messagevault"
+)
+
+// Errors of the auth package.
+var (
+	// ErrUnauthenticated reports a missing user, or a wrong password.
+	ErrUnauthenticated = errors.New("wrong user name or password")
+	// ErrForbidden reports a user without the claim a request needs.
+	ErrForbidden = errors.New("missing claim")
+	// ErrUserNotFound reports an unknown user in an admin operation.
+	ErrUserNotFound = errors.New("user not found")
+	// ErrInvalidClaim reports a claim that is not one of the four forms.
+	ErrInvalidClaim = errors.New("invalid claim")
+)
+
+// DefaultAdmin is the user created on a first start with no users.
+const DefaultAdmin = "admin"
+
+// BcryptCost is the bcrypt cost of new password hashes.
+const BcryptCost = bcrypt.DefaultCost
+
+// cacheTTL is how long a verified password is remembered, so that bcrypt
+// (tens of milliseconds by design) runs once per user and password, not per
+// request.
+const cacheTTL = 5 * time.Minute
+
+// User is one entry of the users file.
+type User struct {
+	// Password is a bcrypt hash (or, in an old file, plain text).
+	Password string `json:"password"`
+	// Claims lists what the user may do.
+	Claims []string `json:"claims"`
+}
+
+// File is the users file: the JSON document of auth.json.
+type File struct {
+	Users map[string]*User `json:"users"`
+}
+
+// Source is where the users file lives: a local file, or a blob in the
+// mv-sys container.
+type Source interface {
+	// Load returns the file's bytes, or an error wrapping
+	// fs.ErrNotExist if there is none yet.
+	Load() ([]byte, error)
+	// Save replaces the file's bytes atomically.
+	Save(data []byte) error
+	// Changed reports whether the file may have changed since the last
+	// Load or Save (cheap: a stat or a HEAD).
+	Changed() bool
+	// String names the source in messages.
+	String() string
+}
+
+// Principal is an authenticated user.
+type Principal struct {
+	Name   string
+	Claims []string
+}
+
+// CanRead reports whether p may read stream.
+func (p Principal) CanRead(stream string) bool {
+	return p.has("all:read", "all:write", stream+":read", stream+":write")
+}
+
+// CanWrite reports whether p may write stream.
+func (p Principal) CanWrite(stream string) bool {
+	return p.has("all:write", stream+":write")
+}
+
+// CanReadAll reports whether p may read every stream.
+func (p Principal) CanReadAll() bool { return p.has("all:read", "all:write") }
+
+// CanAdmin reports whether p may manage users: an all:write claim.
+func (p Principal) CanAdmin() bool { return p.has("all:write") }
+
+func (p Principal) has(claims ...string) bool {
+	for _, c := range p.Claims {
+		if slices.Contains(claims, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidateClaim checks that claim is one of "all:read", "all:write",
+// "<stream>:read", "<stream>:write" with a valid stream name, and returns it
+// with the stream name folded to lower case.
+func ValidateClaim(claim string) (string, error) {
+	scope, access, ok := strings.Cut(claim, ":")
+	if !ok || (access != "read" && access != "write") {
+		return "", fmt.Errorf("%w %q: want all:read, all:write, <stream>:read or <stream>:write", ErrInvalidClaim, claim)
+	}
+	if scope == "all" {
+		return claim, nil
+	}
+	name, err := messagevault.NormalizeStreamName(scope)
+	if err != nil {
+		return "", fmt.Errorf("%w %q: %w", ErrInvalidClaim, claim, err)
+	}
+	return name + ":" + access, nil
+}
+
+// Users is the set of users, loaded from a Source and reloaded when it
+// changes. It is safe for concurrent use.
+type Users struct {
+	src Source
+	log *slog.Logger
+
+	mu        sync.Mutex
+	file      File
+	checked   time.Time // last Changed check
+	cacheKey  []byte
+	verified  map[string]verified // user name -> last verified password
+	warnedOld map[string]bool
+}
+
+type verified struct {
+	digest [32]byte
+	hash   string // the stored password it was checked against
+	until  time.Time
+}
+
+// Open loads the users from src (an absent file means no users yet).
+func Open(src Source, log *slog.Logger) (*Users, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	u := &Users{src: src, log: log, cacheKey: key, verified: map[string]verified{}, warnedOld: map[string]bool{}}
+	if err := u.load(); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func (u *Users) load() error {
+	data, err := u.src.Load()
+	if err != nil {
+		if isNotExist(err) {
+			u.file = File{Users: map[string]*User{}}
+			return nil
+		}
+		return fmt.Errorf("load users from %s: %w", u.src, err)
+	}
+	var f File
+	if err := json.Unmarshal(data, &f); err != nil {
+		return fmt.Errorf("load users from %s: not a users file: %w", u.src, err)
+	}
+	if f.Users == nil {
+		f.Users = map[string]*User{}
+	}
+	u.file = f
+	return nil
+}
+
+// refresh reloads the file if it changed, at most once a second. Call with
+// u.mu held.
+func (u *Users) refresh() {
+	if time.Since(u.checked) < time.Second {
+		return
+	}
+	u.checked = time.Now()
+	if !u.src.Changed() {
+		return
+	}
+	if err := u.load(); err != nil {
+		u.log.Error("users file not reloaded; keeping the previous users", "source", u.src.String(), "err", err)
+	}
+}
+
+// Authenticate checks a user name and password and returns the user's
+// principal. A wrong name or password gives ErrUnauthenticated (the two are
+// not told apart).
+func (u *Users) Authenticate(name, password string) (Principal, error) {
+	u.mu.Lock()
+	u.refresh()
+	user := u.file.Users[name]
+	var stored string
+	var claims []string
+	if user != nil {
+		stored, claims = user.Password, slices.Clone(user.Claims)
+	}
+	digest := u.digest(name, password)
+	v, cached := u.verified[name]
+	u.mu.Unlock()
+	if user == nil {
+		// Spend the same time as a real check, so names cannot be probed.
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		return Principal{}, ErrUnauthenticated
+	}
+	if cached && v.hash == stored && time.Now().Before(v.until) && subtle.ConstantTimeCompare(v.digest[:], digest[:]) == 1 {
+		return Principal{Name: name, Claims: claims}, nil
+	}
+	if isBcrypt(stored) {
+		if bcrypt.CompareHashAndPassword([]byte(stored), []byte(password)) != nil {
+			return Principal{}, ErrUnauthenticated
+		}
+	} else {
+		u.mu.Lock()
+		if !u.warnedOld[name] {
+			u.warnedOld[name] = true
+			u.log.Warn("user has a plain-text password in the users file; set it again to store a bcrypt hash", "user", name, "source", u.src.String())
+		}
+		u.mu.Unlock()
+		if stored == "" || subtle.ConstantTimeCompare([]byte(stored), []byte(password)) != 1 {
+			return Principal{}, ErrUnauthenticated
+		}
+	}
+	u.mu.Lock()
+	u.verified[name] = verified{digest: digest, hash: stored, until: time.Now().Add(cacheTTL)}
+	u.mu.Unlock()
+	return Principal{Name: name, Claims: claims}, nil
+}
+
+func (u *Users) digest(name, password string) [32]byte {
+	m := hmac.New(sha256.New, u.cacheKey)
+	m.Write([]byte(name))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	var d [32]byte
+	copy(d[:], m.Sum(nil))
+	return d
+}
+
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), BcryptCost)
+
+func isBcrypt(s string) bool {
+	return strings.HasPrefix(s, "$2a$") || strings.HasPrefix(s, "$2b$") || strings.HasPrefix(s, "$2y$")
+}
+
+// Empty reports whether there are no users.
+func (u *Users) Empty() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.file.Users) == 0
+}
+
+// List returns the users' names and claims, sorted by name (no passwords).
+func (u *Users) List() []Principal {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.refresh()
+	var out []Principal
+	for name, user := range u.file.Users {
+		out = append(out, Principal{Name: name, Claims: slices.Clone(user.Claims)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// update applies fn to a fresh copy of the file and saves it.
+func (u *Users) update(fn func(f *File) error) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.load(); err != nil {
+		return err
+	}
+	if err := fn(&u.file); err != nil {
+		u.load()
+		return err
+	}
+	data, err := json.MarshalIndent(u.file, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := u.src.Save(append(data, '\n')); err != nil {
+		u.load()
+		return fmt.Errorf("save users to %s: %w", u.src, err)
+	}
+	return nil
+}
+
+// Add creates user name with password and claims, or fails if it exists.
+func (u *Users) Add(name, password string, claims ...string) error {
+	if err := validateName(name); err != nil {
+		return err
+	}
+	cl, err := validateClaims(claims)
+	if err != nil {
+		return err
+	}
+	hash, err := hashPassword(password)
+	if err != nil {
+		return err
+	}
+	return u.update(func(f *File) error {
+		if f.Users[name] != nil {
+			return fmt.Errorf("add user %q: the user exists", name)
+		}
+		f.Users[name] = &User{Password: hash, Claims: cl}
+		return nil
+	})
+}
+
+// Remove deletes user name.
+func (u *Users) Remove(name string) error {
+	return u.update(func(f *File) error {
+		if f.Users[name] == nil {
+			return fmt.Errorf("remove user %q: %w", name, ErrUserNotFound)
+		}
+		delete(f.Users, name)
+		return nil
+	})
+}
+
+// SetPassword replaces the password of user name.
+func (u *Users) SetPassword(name, password string) error {
+	hash, err := hashPassword(password)
+	if err != nil {
+		return err
+	}
+	return u.update(func(f *File) error {
+		if f.Users[name] == nil {
+			return fmt.Errorf("set password of %q: %w", name, ErrUserNotFound)
+		}
+		f.Users[name].Password = hash
+		return nil
+	})
+}
+
+// Grant adds claims to user name (claims it already has are kept once).
+func (u *Users) Grant(name string, claims ...string) error {
+	cl, err := validateClaims(claims)
+	if err != nil {
+		return err
+	}
+	return u.update(func(f *File) error {
+		user := f.Users[name]
+		if user == nil {
+			return fmt.Errorf("grant to %q: %w", name, ErrUserNotFound)
+		}
+		for _, c := range cl {
+			if !slices.Contains(user.Claims, c) {
+				user.Claims = append(user.Claims, c)
+			}
+		}
+		return nil
+	})
+}
+
+// Revoke removes claims from user name.
+func (u *Users) Revoke(name string, claims ...string) error {
+	cl, err := validateClaims(claims)
+	if err != nil {
+		return err
+	}
+	return u.update(func(f *File) error {
+		user := f.Users[name]
+		if user == nil {
+			return fmt.Errorf("revoke from %q: %w", name, ErrUserNotFound)
+		}
+		user.Claims = slices.DeleteFunc(user.Claims, func(c string) bool { return slices.Contains(cl, c) })
+		return nil
+	})
+}
+
+// EnsureAdmin creates DefaultAdmin with the all:write claim when there are
+// no users at all. The password is password if not empty, else a random
+// one. It returns the password it set, and "" if users already existed.
+func (u *Users) EnsureAdmin(password string) (string, error) {
+	if !u.Empty() {
+		return "", nil
+	}
+	if password == "" {
+		password = RandomPassword()
+	}
+	if err := u.Add(DefaultAdmin, password, "all:write"); err != nil {
+		return "", err
+	}
+	return password, nil
+}
+
+// RandomPassword returns a new random password of 24 characters.
+func RandomPassword() string {
+	return rand.Text()[:24]
+}
+
+func hashPassword(password string) (string, error) {
+	if password == "" {
+		return "", errors.New("the password is empty")
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+func validateName(name string) error {
+	if name == "" || strings.ContainsAny(name, ": \t\r\n") || len(name) > 128 {
+		return fmt.Errorf("user name %q: must be 1 to 128 characters without ':' or spaces", name)
+	}
+	return nil
+}
+
+func validateClaims(claims []string) ([]string, error) {
+	out := make([]string, 0, len(claims))
+	for _, c := range claims {
+		v, err := ValidateClaim(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

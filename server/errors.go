@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// Errors of the HTTP layer itself.
+var (
+	errNoCredentials = errors.New("credentials required: use HTTP Basic auth")
+	errBusy          = errors.New("server busy")
+	errBadRequest    = errors.New("bad request")
+	errNoGrants      = errors.New("this storage cannot hand out read grants")
+)
+
+// apiError is the JSON body of every error answer, as the original sends
+// it.
+type apiError struct {
+	Error string `json:"Error"`
+	Type  string `json:"Type"`
+}
+
+func forbidden(user, claim string) error {
+	return fmt.Errorf("%w: user %q needs the claim %q", auth.ErrForbidden, user, claim)
+}
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}
+
+// classify maps an error to its HTTP status and type: the one place where
+// errors become answers.
+func classify(err error) (int, string) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.Is(err, errNoCredentials), errors.Is(err, auth.ErrUnauthenticated):
+		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, auth.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, "too-large"
+	case errors.Is(err, errBusy):
+		return http.StatusTooManyRequests, "busy"
+	case errors.Is(err, messagevault.ErrInvalidStreamName),
+		errors.Is(err, messagevault.ErrInvalidMessage),
+		errors.Is(err, messagevault.ErrEmptyBatch),
+		errors.Is(err, formats.ErrTruncated),
+		errors.Is(err, formats.ErrVersion),
+		errors.Is(err, formats.ErrCRC),
+		errors.Is(err, formats.ErrMD5),
+		errors.Is(err, formats.ErrCount),
+		errors.Is(err, formats.ErrTooLarge),
+		errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, "bad-request"
+	case errors.Is(err, messagevault.ErrOutOfRange):
+		return http.StatusBadRequest, "out-of-range"
+	case errors.Is(err, messagevault.ErrStreamNotFound):
+		return http.StatusNotFound, "not-found"
+	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, errNoGrants):
+		return http.StatusNotImplemented, "not-implemented"
+	case errors.Is(err, messagevault.ErrCorrupt):
+		return http.StatusInternalServerError, "corrupt"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "timeout"
+	default:
+		return http.StatusInternalServerError, "storage"
+	}
+}
+
+// writeError answers err as JSON with its status, and logs server-side
+// failures with the request id.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, typ := classify(err)
+	switch status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Basic realm="MessageVault", charset="UTF-8"`)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "id", requestID(r.Context()), "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		s.metrics.recordError(err)
+	}
+	writeJSON(w, status, apiError{Error: err.Error(), Type: typ})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}

@@ -1,0 +1,223 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sync"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// publishAnswer is the body of a successful publish, as the original sends
+// it.
+type publishAnswer struct {
+	Position int64   `json:"Position"`
+	Offsets  []int64 `json:"Offsets"`
+}
+
+// Pools of publish buffers. Buffers over poolMax are left to the garbage
+// collector so that one large publish does not pin memory.
+const poolMax = 4 << 20
+
+var (
+	bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+	msgsPool = sync.Pool{New: func() any { m := make([]messagevault.Message, 0, 1024); return &m }}
+)
+
+type decodeFunc func(body []byte, dst []messagevault.Message) ([]messagevault.Message, error)
+
+// handlePublish serves POST /streams/{stream}: the v1 transfer format, or
+// JSON when the Content-Type says so.
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
+		s.publish(w, r, decodeJSON)
+		return
+	}
+	s.publish(w, r, decodeTransfer)
+}
+
+// handlePublishJSON serves POST /streams/{stream}/messages: always JSON.
+func (s *Server) handlePublishJSON(w http.ResponseWriter, r *http.Request) {
+	s.publish(w, r, decodeJSON)
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFunc) {
+	name, ok := s.streamFor(w, r, true)
+	if !ok {
+		return
+	}
+	limit := s.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		s.writeError(w, r, &http.MaxBytesError{Limit: limit})
+		return
+	}
+	reserve := r.ContentLength
+	if reserve < 0 {
+		reserve = limit
+	}
+	if !s.reserve(reserve) {
+		s.writeError(w, r, fmt.Errorf("%w: %d bytes of publishes are in flight (limit %d); retry shortly", errBusy, s.inflight.Load(), s.cfg.MaxInflightBytes))
+		return
+	}
+	defer s.inflight.Add(-reserve)
+
+	bp := bodyPool.Get().(*[]byte)
+	mp := msgsPool.Get().(*[]messagevault.Message)
+	defer func() {
+		if cap(*bp) <= poolMax {
+			bodyPool.Put(bp)
+		}
+		if cap(*mp) <= 64<<10 {
+			clear((*mp)[:cap(*mp)])
+			msgsPool.Put(mp)
+		}
+	}()
+	body, err := readBody(w, r, (*bp)[:0], limit)
+	*bp = body[:0]
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	msgs, err := decode(body, (*mp)[:0])
+	*mp = msgs[:0]
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	res, err := s.cfg.Vault.Append(r.Context(), name, msgs)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.metrics.appended(len(msgs), len(body))
+	writeJSON(w, http.StatusOK, publishAnswer{Position: res.Position, Offsets: res.Offsets})
+}
+
+// reserve takes n bytes of the in-flight budget, or reports false if they
+// would pass it. A single body is always let through when nothing else is
+// in flight, so the budget can never lock out a body under the size limit.
+func (s *Server) reserve(n int64) bool {
+	for {
+		cur := s.inflight.Load()
+		if cur > 0 && cur+n > s.cfg.MaxInflightBytes {
+			return false
+		}
+		if s.inflight.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// readBody reads the request body into buf, failing with
+// *http.MaxBytesError past limit.
+func readBody(w http.ResponseWriter, r *http.Request, buf []byte, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n >= 0 {
+		if int64(cap(buf)) < n {
+			buf = make([]byte, 0, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return buf[:0], fmt.Errorf("%w: reading the body: %w", errBadRequest, err)
+		}
+		return buf, nil
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return buf[:0], err
+			}
+			return buf[:0], fmt.Errorf("%w: reading the body: %w", errBadRequest, err)
+		}
+	}
+}
+
+// decodeTransfer decodes a v1 transfer body, with a hint when the body is
+// evidently JSON sent without its Content-Type.
+func decodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Message, error) {
+	msgs, err := formats.DecodeTransfer(body, dst)
+	if err != nil {
+		if t := bytes.TrimSpace(body); len(t) > 0 && (t[0] == '[' || t[0] == '{') {
+			return msgs, fmt.Errorf("%w (the body looks like JSON: send it with Content-Type: application/json, or POST it to /streams/{stream}/messages)", err)
+		}
+		return msgs, fmt.Errorf("transfer body: %w", err)
+	}
+	return msgs, nil
+}
+
+// jsonMessage is one message of a JSON publish: a key and either a UTF-8
+// text value or a base64 value.
+type jsonMessage struct {
+	Key         string  `json:"key"`
+	Value       *string `json:"value"`
+	ValueBase64 *string `json:"value_base64"`
+}
+
+// decodeJSON decodes a JSON publish: an array of messages, or one message
+// object. Keys and values are copied out of the body.
+func decodeJSON(body []byte, dst []messagevault.Message) ([]messagevault.Message, error) {
+	t := bytes.TrimSpace(body)
+	if len(t) == 0 {
+		return dst, badRequest(`empty body: send a JSON array of {"key": ..., "value": ...}`)
+	}
+	var in []jsonMessage
+	dec := json.NewDecoder(bytes.NewReader(t))
+	dec.DisallowUnknownFields()
+	var err error
+	if t[0] == '{' {
+		var one jsonMessage
+		err = dec.Decode(&one)
+		in = []jsonMessage{one}
+	} else {
+		err = dec.Decode(&in)
+	}
+	if err != nil {
+		return dst, badRequest(`JSON body: %v (want an array of {"key": "...", "value": "..."} or {"key": "...", "value_base64": "..."})`, err)
+	}
+	if dec.More() {
+		return dst, badRequest("JSON body: unexpected data after the first value")
+	}
+	if len(in) == 0 {
+		return dst, fmt.Errorf("%w: the array holds no message", messagevault.ErrEmptyBatch)
+	}
+	if len(in) > messagevault.MaxBatchCount {
+		return dst, badRequest("%d messages in one publish; the limit is %d", len(in), messagevault.MaxBatchCount)
+	}
+	for i, m := range in {
+		var value []byte
+		switch {
+		case m.Value != nil && m.ValueBase64 != nil:
+			return dst, badRequest(`message %d: give "value" or "value_base64", not both`, i)
+		case m.Value != nil:
+			value = []byte(*m.Value)
+		case m.ValueBase64 != nil:
+			v, err := base64.StdEncoding.DecodeString(*m.ValueBase64)
+			if err != nil {
+				return dst, badRequest("message %d: value_base64: %v", i, err)
+			}
+			value = v
+		}
+		msg := messagevault.NewMessage([]byte(m.Key), value, 0)
+		if err := msg.Validate(); err != nil {
+			return dst, fmt.Errorf("message %d: %w", i, err)
+		}
+		dst = append(dst, msg)
+	}
+	return dst, nil
+}

@@ -1,0 +1,270 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/stream"
+)
+
+// readAnswer is the JSON body of GET /streams/{stream}/messages.
+type readAnswer struct {
+	Stream   string       `json:"Stream"`
+	Position int64        `json:"Position"`
+	Next     int64        `json:"Next"`
+	Messages []jsonRecord `json:"Messages"`
+}
+
+// jsonRecord is one message as the read routes show it. Value holds the
+// value when it is UTF-8 text and not compressed; otherwise ValueBase64
+// holds it.
+type jsonRecord struct {
+	Offset      int64  `json:"Offset"`
+	Next        int64  `json:"Next"`
+	ID          string `json:"Id"`
+	Time        string `json:"Time"`
+	Attributes  byte   `json:"Attributes"`
+	Key         string `json:"Key"`
+	Value       string `json:"Value,omitempty"`
+	ValueBase64 string `json:"ValueBase64,omitempty"`
+}
+
+func toJSONRecord(rec formats.Record) jsonRecord {
+	j := jsonRecord{
+		Offset:     rec.Offset,
+		Next:       rec.Offset + int64(rec.Size()),
+		ID:         rec.ID.String(),
+		Time:       rec.ID.Time().Format(time.RFC3339Nano),
+		Attributes: rec.Attributes,
+		Key:        string(rec.Key),
+	}
+	if rec.Attributes&messagevault.AttrLZ4 == 0 && utf8.Valid(rec.Value) {
+		j.Value = string(rec.Value)
+	} else {
+		j.ValueBase64 = base64.StdEncoding.EncodeToString(rec.Value)
+	}
+	return j
+}
+
+// readParams are the query parameters of the read routes.
+type readParams struct {
+	from  int64
+	limit int
+	wait  time.Duration
+	raw   bool
+}
+
+func parseReadParams(r *http.Request) (readParams, error) {
+	q := r.URL.Query()
+	p := readParams{limit: DefaultReadLimit}
+	if v := q.Get("from"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return p, badRequest("from=%q: want a position, a whole number of bytes from 0", v)
+		}
+		p.from = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxReadLimit {
+			return p, badRequest("limit=%q: want a number of messages from 1 to %d", v, MaxReadLimit)
+		}
+		p.limit = n
+	}
+	if v := q.Get("wait"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || math.IsNaN(f) || f > MaxWait.Seconds() {
+			return p, badRequest("wait=%q: want seconds from 0 to %d", v, int(MaxWait.Seconds()))
+		}
+		p.wait = time.Duration(f * float64(time.Second))
+	}
+	switch f := q.Get("format"); f {
+	case "", "json":
+		p.raw = f == "" && strings.Contains(r.Header.Get("Accept"), "application/octet-stream")
+	case "raw":
+		p.raw = true
+	default:
+		return p, badRequest("format=%q: want json or raw", f)
+	}
+	return p, nil
+}
+
+// handleRead serves GET /streams/{stream}/messages?from=&limit=&wait=&format=:
+// up to limit messages from position from, and the position to continue
+// from. With wait, a read at the end of the stream waits up to that many
+// seconds for the next commit (a long poll, woken by the append itself).
+func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
+	name, ok := s.streamFor(w, r, false)
+	if !ok {
+		return
+	}
+	p, err := parseReadParams(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	reader, closeReader, err := s.cfg.Vault.Reader(r.Context(), name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer closeReader()
+	ctx := r.Context()
+	pos, err := reader.Position(ctx)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if p.from > pos {
+		s.writeError(w, r, badRequest("from=%d is past the stream's position %d", p.from, pos))
+		return
+	}
+	if p.from == pos && p.wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, p.wait)
+		wctx, cancelShutdown := s.untilShutdown(wctx)
+		for pos == p.from && wctx.Err() == nil {
+			s.cfg.Vault.Wait(wctx, name, pos, stream.DefaultPollInterval)
+			if pos, err = reader.Position(ctx); err != nil {
+				break
+			}
+		}
+		cancelShutdown()
+		cancel()
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	next := p.from
+	var raw []byte
+	var msgs []jsonRecord
+	n, size := 0, 0
+	for rec, err := range reader.Records(ctx, p.from, pos) {
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if n == p.limit || (n > 0 && size+rec.Size() > MaxReadBytes) {
+			break
+		}
+		if p.raw {
+			raw, _ = formats.AppendRecord(raw, rec.ID, rec.Message())
+		} else {
+			msgs = append(msgs, toJSONRecord(rec))
+		}
+		n++
+		size += rec.Size()
+		next = rec.Offset + int64(rec.Size())
+	}
+	if p.raw {
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("X-Messagevault-Position", strconv.FormatInt(pos, 10))
+		h.Set("X-Messagevault-Next", strconv.FormatInt(next, 10))
+		h.Set("X-Messagevault-Count", strconv.Itoa(n))
+		w.WriteHeader(http.StatusOK)
+		w.Write(raw)
+		return
+	}
+	if msgs == nil {
+		msgs = []jsonRecord{}
+	}
+	writeJSON(w, http.StatusOK, readAnswer{Stream: name, Position: pos, Next: next, Messages: msgs})
+}
+
+// handleEvents serves GET /streams/{stream}/events?from=: a server-sent
+// events tail. Each message is an event "message" whose id is the position
+// after it, so a client that reconnects with Last-Event-ID resumes exactly
+// where it stopped. It is woken by the append itself; an idle tail sends a
+// keep-alive comment every KeepAliveInterval.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	name, ok := s.streamFor(w, r, false)
+	if !ok {
+		return
+	}
+	p, err := parseReadParams(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		n, err := strconv.ParseInt(id, 10, 64)
+		if err != nil || n < 0 {
+			s.writeError(w, r, badRequest("Last-Event-ID %q: want a position", id))
+			return
+		}
+		p.from = n
+	}
+	ctx, cancel := s.untilShutdown(r.Context())
+	defer cancel()
+	pr, err := s.cfg.Vault.Storage().OpenReader(ctx, name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer pr.Close()
+	if pos, err := pr.Position(ctx); err != nil {
+		s.writeError(w, r, err)
+		return
+	} else if p.from > pos {
+		s.writeError(w, r, badRequest("from=%d is past the stream's position %d", p.from, pos))
+		return
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	out := bufio.NewWriterSize(w, 64<<10)
+	lastWrite := time.Now()
+	flush := func() {
+		if out.Buffered() > 0 {
+			out.Flush()
+			rc.Flush()
+			lastWrite = time.Now()
+		}
+	}
+	rc.Flush()
+	reader := stream.NewReader(name, pr, stream.ReaderConfig{
+		Wake: func(ctx context.Context, pos int64) {
+			flush()
+			if time.Since(lastWrite) >= KeepAliveInterval {
+				out.WriteString(": keep-alive\n\n")
+				flush()
+			}
+			s.cfg.Vault.Wait(ctx, name, pos, min(KeepAliveInterval, time.Second))
+		},
+	})
+	enc := json.NewEncoder(out)
+	for rec, err := range reader.Follow(ctx, p.from) {
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				_, typ := classify(err)
+				out.WriteString("event: error\ndata: ")
+				enc.Encode(apiError{Error: err.Error(), Type: typ})
+				out.WriteString("\n")
+				s.log.Error("event stream failed", "id", requestID(r.Context()), "stream", name, "err", err)
+			}
+			break
+		}
+		j := toJSONRecord(rec)
+		out.WriteString("id: ")
+		out.WriteString(strconv.FormatInt(j.Next, 10))
+		out.WriteString("\nevent: message\ndata: ")
+		enc.Encode(j) // ends with a newline
+		out.WriteString("\n")
+	}
+	flush()
+}

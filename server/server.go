@@ -1,0 +1,337 @@
+// Package server is MessageVault's HTTP API (SPEC section 5): the routes
+// compatible with the original (publish in the transfer format, read
+// grants), JSON publish, reads and tails through the server, the streams
+// listing, health and readiness, and Prometheus metrics. It authenticates
+// with Basic auth against package auth, bounds memory with a body limit and
+// an in-flight budget, and maps every error to a JSON answer in one place
+// (errors.go).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/vault"
+)
+
+// Server defaults.
+const (
+	// DefaultMaxBodyBytes is the largest publish body accepted (413 beyond).
+	DefaultMaxBodyBytes = 32 << 20
+	// DefaultMaxInflightBytes caps the publish bodies held in memory at
+	// once; past it publishes are answered 429 with Retry-After.
+	DefaultMaxInflightBytes = 256 << 20
+	// DefaultReadLimit is how many messages a read returns without ?limit=.
+	DefaultReadLimit = 100
+	// MaxReadLimit is the largest ?limit= accepted.
+	MaxReadLimit = 10000
+	// MaxReadBytes caps the record bytes of one read answer.
+	MaxReadBytes = 8 << 20
+	// MaxWait caps ?wait= of a long-poll read.
+	MaxWait = 60 * time.Second
+	// DefaultGrantTTL is how long a read grant is valid.
+	DefaultGrantTTL = 4 * time.Hour
+	// KeepAliveInterval is how often an idle server-sent-events tail sends
+	// a comment, so proxies keep the connection.
+	KeepAliveInterval = 15 * time.Second
+)
+
+// Config configures a Server. Vault and Users are required.
+type Config struct {
+	// Vault holds the streams.
+	Vault *vault.Vault
+	// Users authenticates requests.
+	Users *auth.Users
+	// Logger receives the access log and errors. Default: discard.
+	Logger *slog.Logger
+	// MaxBodyBytes: default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxInflightBytes: default DefaultMaxInflightBytes.
+	MaxInflightBytes int64
+	// GrantTTL: default DefaultGrantTTL.
+	GrantTTL time.Duration
+	// Registry receives the server's metrics and is served at /metrics.
+	// Default: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// Role names this node's role in /readyz and the streams listing.
+	// Default: always "leader" (a single node).
+	Role func() string
+}
+
+// Server is the HTTP API. It implements http.Handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	handler http.Handler
+	metrics *metrics
+
+	inflight atomic.Int64
+
+	shutdownOnce sync.Once
+	shutdown     chan struct{}
+}
+
+// New returns a server for cfg.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if cfg.GrantTTL <= 0 {
+		cfg.GrantTTL = DefaultGrantTTL
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	}
+	if cfg.Role == nil {
+		cfg.Role = func() string { return "leader" }
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{})}
+	s.metrics = newMetrics(cfg.Registry, s)
+	s.routes()
+	s.handler = s.middleware(s.mux)
+	return s
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /{$}", s.handleBanner)
+	s.mux.HandleFunc("POST /streams/{stream}", s.handlePublish)
+	s.mux.HandleFunc("POST /streams/{stream}/messages", s.handlePublishJSON)
+	s.mux.HandleFunc("GET /streams/{stream}", s.handleGrant)
+	s.mux.HandleFunc("GET /streams/{stream}/messages", s.handleRead)
+	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
+	s.mux.HandleFunc("GET /streams", s.handleStreams)
+	s.mux.HandleFunc("GET /healthz", s.handleHealth)
+	s.mux.HandleFunc("GET /readyz", s.handleReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+}
+
+// ServeHTTP serves one request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// BeginShutdown makes /readyz fail and ends long-polls and event streams,
+// so that http.Server.Shutdown can finish; publishes in flight still
+// complete. Call it before http.Server.Shutdown.
+func (s *Server) BeginShutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+}
+
+func (s *Server) shuttingDown() bool {
+	select {
+	case <-s.shutdown:
+		return true
+	default:
+		return false
+	}
+}
+
+// untilShutdown returns a context that ends with ctx or at BeginShutdown.
+func (s *Server) untilShutdown(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-s.shutdown:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+type ctxKey int
+
+const (
+	keyRequestID ctxKey = iota
+	keyUser
+)
+
+// statusWriter records the status and size of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// middleware adds the request id, the access log and the request metrics.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 64 {
+			var b [8]byte
+			rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", id)
+		user := new(string)
+		ctx := context.WithValue(context.WithValue(r.Context(), keyRequestID, id), keyUser, user)
+		sw := &statusWriter{ResponseWriter: w}
+		r = r.WithContext(ctx)
+		next.ServeHTTP(sw, r)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		d := time.Since(start)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		s.metrics.observeRequest(route, sw.status, d)
+		level := slog.LevelInfo
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
+			level = slog.LevelDebug
+		}
+		s.log.Log(ctx, level, "request", "id", id, "method", r.Method, "path", r.URL.Path, "route", route,
+			"status", sw.status, "bytes", sw.bytes, "duration", d, "user", *user, "remote", r.RemoteAddr)
+	})
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(keyRequestID).(string)
+	return id
+}
+
+func (s *Server) handleBanner(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("This is MessageVault speaking!\n"))
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"Status": "ok"})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.shuttingDown() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"Status": "shutting down", "Role": s.cfg.Role()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"Status": "ready", "Role": s.cfg.Role()})
+}
+
+// authenticate checks Basic auth; it answers 401 itself and returns false
+// when the request has no or wrong credentials.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	name, password, ok := r.BasicAuth()
+	if !ok {
+		s.writeError(w, r, errNoCredentials)
+		return auth.Principal{}, false
+	}
+	p, err := s.cfg.Users.Authenticate(name, password)
+	if err != nil {
+		s.writeError(w, r, err)
+		return auth.Principal{}, false
+	}
+	if u, ok := r.Context().Value(keyUser).(*string); ok {
+		*u = p.Name
+	}
+	return p, true
+}
+
+// streamFor authenticates the request, normalizes the stream name of its
+// path and checks the claim; it answers the error itself and returns false
+// on failure.
+func (s *Server) streamFor(w http.ResponseWriter, r *http.Request, write bool) (string, bool) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return "", false
+	}
+	name, err := messagevault.NormalizeStreamName(r.PathValue("stream"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return "", false
+	}
+	if write && !p.CanWrite(name) {
+		s.writeError(w, r, forbidden(p.Name, name+":write"))
+		return "", false
+	}
+	if !write && !p.CanRead(name) {
+		s.writeError(w, r, forbidden(p.Name, name+":read"))
+		return "", false
+	}
+	return name, true
+}
+
+func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
+	name, ok := s.streamFor(w, r, false)
+	if !ok {
+		return
+	}
+	g, ok := s.cfg.Vault.Storage().(messagevault.Granter)
+	if !ok {
+		s.writeError(w, r, errNoGrants)
+		return
+	}
+	url, err := g.ReadGrant(r.Context(), name, s.cfg.GrantTTL)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"Signature": url})
+}
+
+// streamsAnswer is the body of GET /streams.
+type streamsAnswer struct {
+	Role    string       `json:"Role"`
+	Streams []streamInfo `json:"Streams"`
+}
+
+type streamInfo struct {
+	Name     string `json:"Name"`
+	Position int64  `json:"Position"`
+}
+
+func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	infos, err := s.cfg.Vault.Streams(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ans := streamsAnswer{Role: s.cfg.Role(), Streams: []streamInfo{}}
+	for _, in := range infos {
+		if p.CanRead(in.Name) {
+			ans.Streams = append(ans.Streams, streamInfo{Name: in.Name, Position: in.Position})
+		}
+	}
+	writeJSON(w, http.StatusOK, ans)
+}

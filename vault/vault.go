@@ -1,0 +1,375 @@
+// Package vault owns the streams of one storage: it opens a stream's writer
+// on first use, routes appends to it, hands out readers, lists streams with
+// their positions, closes writers that have been idle a while, and drains
+// everything on Close. It is what the HTTP server and the in-process bench
+// stand on.
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/stream"
+)
+
+// DefaultIdleTimeout is how long a stream's writer stays open without
+// appends before it is closed and its buffers released.
+const DefaultIdleTimeout = 2 * time.Minute
+
+// Config tunes a Vault. Zero fields take the defaults.
+type Config struct {
+	// Writer configures each stream's writer.
+	Writer stream.WriterConfig
+	// Reader configures readers handed out by Reader.
+	Reader stream.ReaderConfig
+	// IdleTimeout closes writers idle for this long. Default
+	// DefaultIdleTimeout; negative keeps writers open.
+	IdleTimeout time.Duration
+	// Logger receives the vault's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Vault is the set of streams of one storage.
+type Vault struct {
+	storage messagevault.Storage
+	cfg     Config
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	writers map[string]*entry
+	closed  bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type entry struct {
+	ready chan struct{} // closed once w or err is set
+	w     *stream.Writer
+	err   error
+	last  time.Time // last use, under Vault.mu
+	users int       // appends in progress, under Vault.mu
+	// closing is set, under Vault.mu, while the writer is being closed
+	// and closed when it is; the entry then leaves the map.
+	closing chan struct{}
+}
+
+// StreamInfo describes one stream.
+type StreamInfo struct {
+	Name     string
+	Position int64
+}
+
+// New returns a vault over storage and starts its idle sweeper.
+func New(storage messagevault.Storage, cfg Config) *Vault {
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	v := &Vault{storage: storage, cfg: cfg, log: cfg.Logger, writers: map[string]*entry{}, stop: make(chan struct{})}
+	if cfg.IdleTimeout > 0 {
+		v.wg.Add(1)
+		go v.sweep()
+	}
+	return v
+}
+
+// Storage returns the vault's storage.
+func (v *Vault) Storage() messagevault.Storage { return v.storage }
+
+// acquire returns the open writer of stream (opening it if needed) and
+// marks it in use; release must follow.
+func (v *Vault) acquire(ctx context.Context, name string) (*entry, error) {
+	for {
+		v.mu.Lock()
+		if v.closed {
+			v.mu.Unlock()
+			return nil, fmt.Errorf("stream %q: %w", name, messagevault.ErrClosed)
+		}
+		e := v.writers[name]
+		if e == nil {
+			e = &entry{ready: make(chan struct{}), users: 1}
+			v.writers[name] = e
+			v.mu.Unlock()
+			e.w, e.err = v.open(ctx, name)
+			close(e.ready)
+			if e.err != nil {
+				v.mu.Lock()
+				e.users--
+				if v.writers[name] == e {
+					delete(v.writers, name)
+				}
+				v.mu.Unlock()
+				return nil, e.err
+			}
+			return e, nil
+		}
+		if e.closing != nil {
+			// Being closed (idle, or stopped for good): wait, then open anew.
+			closing := e.closing
+			v.mu.Unlock()
+			select {
+			case <-closing:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		e.users++
+		v.mu.Unlock()
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			v.release(e)
+			return nil, ctx.Err()
+		}
+		if e.err != nil {
+			v.release(e)
+			return nil, e.err
+		}
+		if err := e.w.Err(); err != nil {
+			// The writer stopped for good (fenced, closed): retire it so
+			// that the next append opens a fresh one, and report this one.
+			v.release(e)
+			v.retire(name, e)
+			return nil, err
+		}
+		return e, nil
+	}
+}
+
+// retire closes e's writer and removes it from the vault; appends that
+// arrive meanwhile wait and then open a fresh writer.
+func (v *Vault) retire(name string, e *entry) {
+	v.mu.Lock()
+	if e.closing != nil || v.writers[name] != e {
+		v.mu.Unlock()
+		return
+	}
+	e.closing = make(chan struct{})
+	v.mu.Unlock()
+	if err := e.w.Close(); err != nil {
+		v.log.Debug("closing stream writer", "stream", name, "err", err)
+	}
+	v.mu.Lock()
+	if v.writers[name] == e {
+		delete(v.writers, name)
+	}
+	close(e.closing)
+	v.mu.Unlock()
+}
+
+func (v *Vault) release(e *entry) {
+	v.mu.Lock()
+	e.users--
+	e.last = time.Now()
+	v.mu.Unlock()
+}
+
+func (v *Vault) open(ctx context.Context, name string) (*stream.Writer, error) {
+	pw, err := v.storage.OpenWriter(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	w, err := stream.OpenWriter(ctx, name, pw, v.cfg.Writer)
+	if err != nil {
+		pw.Close()
+		return nil, err
+	}
+	v.log.Debug("stream writer opened", "stream", name, "position", w.Position())
+	return w, nil
+}
+
+// Append appends msgs to stream name (normalized first), creating the
+// stream on first use, and returns once they are durable.
+func (v *Vault) Append(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {
+	name, err := messagevault.NormalizeStreamName(name)
+	if err != nil {
+		return stream.AppendResult{}, err
+	}
+	e, err := v.acquire(ctx, name)
+	if err != nil {
+		return stream.AppendResult{}, err
+	}
+	defer v.release(e)
+	return e.w.Append(ctx, msgs)
+}
+
+// Committed returns the committed position of stream name and a channel
+// closed at its next commit, if this vault has its writer open; ok is
+// false otherwise.
+func (v *Vault) Committed(name string) (pos int64, changed <-chan struct{}, ok bool) {
+	v.mu.Lock()
+	e := v.writers[name]
+	if e != nil && e.closing != nil {
+		e = nil
+	}
+	v.mu.Unlock()
+	if e == nil {
+		return 0, nil, false
+	}
+	select {
+	case <-e.ready:
+	default:
+		return 0, nil, false
+	}
+	if e.err != nil {
+		return 0, nil, false
+	}
+	pos, changed = e.w.Committed()
+	return pos, changed, true
+}
+
+// Wait returns when stream name's committed position may have moved past
+// pos, when ctx ends, or after at most max. It is woken by this vault's own
+// commits; for streams written elsewhere it polls every poll.
+func (v *Vault) Wait(ctx context.Context, name string, pos int64, poll time.Duration) {
+	if cur, changed, ok := v.Committed(name); ok {
+		if cur > pos {
+			return
+		}
+		t := time.NewTimer(poll)
+		defer t.Stop()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		case <-t.C: // the writer may have been closed and reopened
+		}
+		return
+	}
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Reader opens a reader of stream name; close releases it. It returns an
+// error wrapping messagevault.ErrStreamNotFound for a stream never written.
+func (v *Vault) Reader(ctx context.Context, name string) (r *stream.Reader, close func() error, err error) {
+	name, err = messagevault.NormalizeStreamName(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	pr, err := v.storage.OpenReader(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := v.cfg.Reader
+	if cfg.Wake == nil {
+		poll := cfg.PollInterval
+		if poll <= 0 {
+			poll = stream.DefaultPollInterval
+		}
+		cfg.Wake = func(ctx context.Context, pos int64) { v.Wait(ctx, name, pos, poll) }
+	}
+	return stream.NewReader(name, pr, cfg), pr.Close, nil
+}
+
+// Streams lists every stream with its committed position, sorted by name.
+func (v *Vault) Streams(ctx context.Context) ([]StreamInfo, error) {
+	names, err := v.storage.Streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StreamInfo, 0, len(names))
+	for _, n := range names {
+		info := StreamInfo{Name: n}
+		if pos, _, ok := v.Committed(n); ok {
+			info.Position = pos
+		} else {
+			pr, err := v.storage.OpenReader(ctx, n)
+			if err != nil {
+				if errors.Is(err, messagevault.ErrStreamNotFound) {
+					continue
+				}
+				return nil, err
+			}
+			info.Position, err = pr.Position(ctx)
+			pr.Close()
+			if err != nil {
+				return nil, fmt.Errorf("stream %q: %w", n, err)
+			}
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// OpenWriters returns how many stream writers are open.
+func (v *Vault) OpenWriters() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.writers)
+}
+
+// sweep closes writers idle for longer than IdleTimeout.
+func (v *Vault) sweep() {
+	defer v.wg.Done()
+	t := time.NewTicker(max(v.cfg.IdleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-t.C:
+		}
+		var idle []*entry
+		var names []string
+		v.mu.Lock()
+		for name, e := range v.writers {
+			select {
+			case <-e.ready:
+			default:
+				continue
+			}
+			if e.users == 0 && e.err == nil && e.closing == nil && time.Since(e.last) > v.cfg.IdleTimeout {
+				idle = append(idle, e)
+				names = append(names, name)
+			}
+		}
+		v.mu.Unlock()
+		for i, e := range idle {
+			v.retire(names[i], e)
+			v.log.Debug("idle stream writer closed", "stream", names[i])
+		}
+	}
+}
+
+// Close stops accepting appends, drains and closes every writer (appends
+// already queued are written and answered), and stops the sweeper. It does
+// not close the storage.
+func (v *Vault) Close() error {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return nil
+	}
+	v.closed = true
+	entries := make([]*entry, 0, len(v.writers))
+	for _, e := range v.writers {
+		entries = append(entries, e)
+	}
+	v.writers = map[string]*entry{}
+	v.mu.Unlock()
+	close(v.stop)
+	v.wg.Wait()
+	var errs []error
+	for _, e := range entries {
+		<-e.ready
+		if e.w != nil {
+			errs = append(errs, e.w.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
