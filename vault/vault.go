@@ -135,12 +135,13 @@ func (v *Vault) acquire(ctx context.Context, name string) (*entry, error) {
 			v.release(e)
 			return nil, e.err
 		}
-		if err := e.w.Err(); err != nil {
-			// The writer stopped for good (fenced, closed): retire it so
-			// that the next append opens a fresh one, and report this one.
+		if e.w.Err() != nil {
+			// The writer stopped for good (fenced, storage writer closed):
+			// retire it and open a fresh one, which starts from what
+			// storage holds.
 			v.release(e)
 			v.retire(name, e)
-			return nil, err
+			continue
 		}
 		return e, nil
 	}

@@ -1,0 +1,178 @@
+package auth_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/messagevault/messagevault/auth"
+)
+
+func open(t *testing.T) (*auth.Users, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "auth.json")
+	u, err := auth.Open(auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, path
+}
+
+func TestClaims(t *testing.T) {
+	for _, tt := range []struct {
+		claims          []string
+		stream          string
+		read, write     bool
+		readAll, admin_ bool
+	}{
+		{[]string{"all:read"}, "orders", true, false, true, false},
+		{[]string{"all:write"}, "orders", true, true, true, true},
+		{[]string{"orders:read"}, "orders", true, false, false, false},
+		{[]string{"orders:write"}, "orders", true, true, false, false},
+		{[]string{"orders:write"}, "billing", false, false, false, false},
+		{nil, "orders", false, false, false, false},
+	} {
+		p := auth.Principal{Name: "u", Claims: tt.claims}
+		if p.CanRead(tt.stream) != tt.read || p.CanWrite(tt.stream) != tt.write || p.CanReadAll() != tt.readAll || p.CanAdmin() != tt.admin_ {
+			t.Errorf("%v on %s: read %v write %v readAll %v admin %v", tt.claims, tt.stream, p.CanRead(tt.stream), p.CanWrite(tt.stream), p.CanReadAll(), p.CanAdmin())
+		}
+	}
+	for _, c := range []string{"all:read", "all:write", "Orders:read", "a-b-c:write"} {
+		if _, err := auth.ValidateClaim(c); err != nil {
+			t.Errorf("ValidateClaim(%q): %v", c, err)
+		}
+	}
+	for _, c := range []string{"all", "orders:admin", "x:read", ":read", "../etc:write"} {
+		if _, err := auth.ValidateClaim(c); !errors.Is(err, auth.ErrInvalidClaim) {
+			t.Errorf("ValidateClaim(%q) = %v; want ErrInvalidClaim", c, err)
+		}
+	}
+}
+
+func TestUsersLifecycle(t *testing.T) {
+	u, path := open(t)
+	if !u.Empty() {
+		t.Fatal("new users file is not empty")
+	}
+	pw, err := u.EnsureAdmin("")
+	if err != nil || len(pw) < 16 {
+		t.Fatalf("EnsureAdmin = %q, %v", pw, err)
+	}
+	if again, _ := u.EnsureAdmin(""); again != "" {
+		t.Fatal("EnsureAdmin created a second admin")
+	}
+	if p, err := u.Authenticate("admin", pw); err != nil || !p.CanAdmin() {
+		t.Fatalf("admin login: %+v, %v", p, err)
+	}
+	raw, _ := os.ReadFile(path)
+	if strings.Contains(string(raw), pw) || !strings.Contains(string(raw), `"$2a$`) {
+		t.Fatalf("users file holds more than a bcrypt hash:\n%s", raw)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
+		t.Fatalf("users file mode %v, want 0600", st.Mode().Perm())
+	}
+
+	if err := u.Add("bob", "bob-1", "orders:write"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Add("bob", "x"); err == nil {
+		t.Fatal("added bob twice")
+	}
+	if err := u.Add("bad name", "x"); err == nil {
+		t.Fatal("accepted a name with a space")
+	}
+	if err := u.Add("carol", "x", "nonsense"); !errors.Is(err, auth.ErrInvalidClaim) {
+		t.Fatalf("Add with a bad claim: %v", err)
+	}
+	if _, err := u.Authenticate("bob", "bob-1"); err != nil {
+		t.Fatal(err)
+	}
+	// A changed password invalidates the cached check at once.
+	if err := u.SetPassword("bob", "bob-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Authenticate("bob", "bob-1"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("old password after SetPassword: %v", err)
+	}
+	if _, err := u.Authenticate("bob", "bob-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Grant("bob", "all:read", "orders:write"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Revoke("bob", "orders:write"); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := u.Authenticate("bob", "bob-2")
+	if p.CanWrite("orders") || !p.CanRead("billing") {
+		t.Fatalf("bob's claims after grant and revoke: %v", p.Claims)
+	}
+	if err := u.Remove("bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Authenticate("bob", "bob-2"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("removed user: %v", err)
+	}
+	if err := u.Remove("bob"); !errors.Is(err, auth.ErrUserNotFound) {
+		t.Fatalf("removing a missing user: %v", err)
+	}
+	if names := u.List(); len(names) != 1 || names[0].Name != "admin" {
+		t.Fatalf("List = %+v", names)
+	}
+}
+
+func TestReloadsWhenTheFileChanges(t *testing.T) {
+	u, path := open(t)
+	if err := u.Add("admin", "pw", "all:write"); err != nil {
+		t.Fatal(err)
+	}
+	// Another process (the CLI) adds a user to the file.
+	other, err := auth.Open(auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // a distinct mtime
+	if err := other.Add("dave", "dave-pw", "all:read"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := u.Authenticate("dave", "dave-pw"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server's users never saw the new user")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestPlainTextPasswordFromAnOldFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	old := auth.File{Users: map[string]*auth.User{"bob": {Password: "pass", Claims: []string{"inventory:write", "all:read"}}}}
+	raw, _ := json.Marshal(old)
+	os.WriteFile(path, raw, 0o600)
+	u, err := auth.Open(auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := u.Authenticate("bob", "pass"); err != nil || !p.CanWrite("inventory") {
+		t.Fatalf("plain-text login: %+v, %v", p, err)
+	}
+	if _, err := u.Authenticate("bob", "pas"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("wrong plain-text password: %v", err)
+	}
+}
+
+func TestBrokenFileIsAClearError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	os.WriteFile(path, []byte("{not json"), 0o600)
+	_, err := auth.Open(auth.NewFileSource(path), nil)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a users file") {
+		t.Fatalf("Open of a broken file: %v", err)
+	}
+}
