@@ -114,7 +114,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	reader, closeReader, err := s.cfg.Vault.Reader(r.Context(), name)
+	reader, closeReader, err := s.cfg.Vault.Reader(r.Context(), name, stream.ReaderConfig{})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -208,26 +208,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.untilShutdown(r.Context())
 	defer cancel()
-	pr, err := s.cfg.Vault.Storage().OpenReader(ctx, name)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer pr.Close()
-	if pos, err := pr.Position(ctx); err != nil {
-		s.writeError(w, r, err)
-		return
-	} else if p.from > pos {
-		s.writeError(w, r, badRequest("from=%d is past the stream's position %d", p.from, pos))
-		return
-	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	out := bufio.NewWriterSize(w, 64<<10)
+	var out *bufio.Writer
+	var rc *http.ResponseController
 	lastWrite := time.Now()
 	flush := func() {
 		if out.Buffered() > 0 {
@@ -236,8 +218,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			lastWrite = time.Now()
 		}
 	}
-	rc.Flush()
-	reader := stream.NewReader(name, pr, stream.ReaderConfig{
+	reader, closeReader, err := s.cfg.Vault.Reader(ctx, name, stream.ReaderConfig{
 		Wake: func(ctx context.Context, pos int64) {
 			flush()
 			if time.Since(lastWrite) >= KeepAliveInterval {
@@ -247,6 +228,26 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			s.cfg.Vault.Wait(ctx, name, pos, min(KeepAliveInterval, time.Second))
 		},
 	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer closeReader()
+	if pos, err := reader.Position(ctx); err != nil {
+		s.writeError(w, r, err)
+		return
+	} else if p.from > pos {
+		s.writeError(w, r, badRequest("from=%d is past the stream's position %d", p.from, pos))
+		return
+	}
+	rc = http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	out = bufio.NewWriterSize(w, 64<<10)
+	rc.Flush()
 	enc := json.NewEncoder(out)
 	for rec, err := range reader.Follow(ctx, p.from) {
 		if err != nil {

@@ -254,9 +254,15 @@ func (v *Vault) Wait(ctx context.Context, name string, pos int64, poll time.Dura
 	}
 }
 
-// Reader opens a reader of stream name; close releases it. It returns an
+// Reader opens a reader of stream name; close releases it. cfg overrides
+// the vault's reader configuration where its fields are set; without a Wake
+// function, followers are woken by this vault's commits. It returns an
 // error wrapping messagevault.ErrStreamNotFound for a stream never written.
-func (v *Vault) Reader(ctx context.Context, name string) (r *stream.Reader, close func() error, err error) {
+//
+// While this vault writes the stream, the reader sees the writer's
+// committed position, never more: a position that storage already shows
+// but whose fdatasync has not returned is not yet acknowledged.
+func (v *Vault) Reader(ctx context.Context, name string, cfg stream.ReaderConfig) (r *stream.Reader, close func() error, err error) {
 	name, err = messagevault.NormalizeStreamName(name)
 	if err != nil {
 		return nil, nil, err
@@ -265,7 +271,15 @@ func (v *Vault) Reader(ctx context.Context, name string) (r *stream.Reader, clos
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := v.cfg.Reader
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = v.cfg.Reader.ChunkSize
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = v.cfg.Reader.PollInterval
+	}
+	if cfg.Wake == nil {
+		cfg.Wake = v.cfg.Reader.Wake
+	}
 	if cfg.Wake == nil {
 		poll := cfg.PollInterval
 		if poll <= 0 {
@@ -273,7 +287,26 @@ func (v *Vault) Reader(ctx context.Context, name string) (r *stream.Reader, clos
 		}
 		cfg.Wake = func(ctx context.Context, pos int64) { v.Wait(ctx, name, pos, poll) }
 	}
-	return stream.NewReader(name, pr, cfg), pr.Close, nil
+	return stream.NewReader(name, committedReader{pr, v, name}, cfg), pr.Close, nil
+}
+
+// committedReader clamps a storage reader's position to the committed
+// position of this vault's writer, when it has one open.
+type committedReader struct {
+	messagevault.PageReader
+	v    *Vault
+	name string
+}
+
+func (r committedReader) Position(ctx context.Context) (int64, error) {
+	pos, err := r.PageReader.Position(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if c, _, ok := r.v.Committed(r.name); ok && c < pos {
+		return c, nil
+	}
+	return pos, nil
 }
 
 // Streams lists every stream with its committed position, sorted by name.
