@@ -145,6 +145,7 @@ type Users struct {
 	mu        sync.Mutex
 	file      File
 	checked   time.Time // last Changed check
+	checking  bool      // a Changed check is under way
 	cacheKey  []byte
 	verified  map[string]verified // user name -> last verified password
 	warnedOld map[string]bool
@@ -174,10 +175,18 @@ func (u *Users) load() error {
 	data, err := u.src.Load()
 	if err != nil {
 		if isNotExist(err) {
-			u.file = File{Users: map[string]*User{}}
-			return nil
+			return u.parse(nil)
 		}
 		return fmt.Errorf("load users from %s: %w", u.src, err)
+	}
+	return u.parse(data)
+}
+
+// parse replaces the users with the file data (nil: no users).
+func (u *Users) parse(data []byte) error {
+	if data == nil {
+		u.file = File{Users: map[string]*User{}}
+		return nil
 	}
 	var f File
 	if err := json.Unmarshal(data, &f); err != nil {
@@ -190,17 +199,34 @@ func (u *Users) load() error {
 	return nil
 }
 
-// refresh reloads the file if it changed, at most once a second. Call with
-// u.mu held.
+// refresh reloads the file if it changed, checking at most once a second.
+// Call with u.mu held; it releases the lock while it asks the source (a
+// network call for a blob), and other callers go on with the users they
+// have meanwhile.
 func (u *Users) refresh() {
-	if time.Since(u.checked) < time.Second {
+	if u.checking || time.Since(u.checked) < time.Second {
 		return
 	}
+	u.checking = true
+	u.mu.Unlock()
+	changed := u.src.Changed()
+	var data []byte
+	var err error
+	if changed {
+		data, err = u.src.Load()
+	}
+	u.mu.Lock()
+	u.checking = false
 	u.checked = time.Now()
-	if !u.src.Changed() {
+	if !changed {
 		return
 	}
-	if err := u.load(); err != nil {
+	if err == nil {
+		err = u.parse(data)
+	} else if isNotExist(err) {
+		err = u.parse(nil)
+	}
+	if err != nil {
 		u.log.Error("users file not reloaded; keeping the previous users", "source", u.src.String(), "err", err)
 	}
 }

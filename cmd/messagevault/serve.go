@@ -15,7 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/vault"
@@ -33,22 +35,29 @@ const (
 	AdminPasswordEnv = "MESSAGEVAULT_ADMIN_PASSWORD"
 	// ShutdownTimeout bounds how long SIGTERM waits for requests in flight.
 	ShutdownTimeout = 30 * time.Second
+	// AzureConnectionEnv is the conventional variable holding an Azure
+	// storage connection string.
+	AzureConnectionEnv = "AZURE_STORAGE_CONNECTION_STRING"
+	// azureFromEnv is --azure given without a value.
+	azureFromEnv = "$" + AzureConnectionEnv
 )
 
 // ServeCommand runs the server on the embedded default backend.
 type ServeCommand struct {
 	stderr io.Writer
 
-	DataDir     string
-	Listen      string
-	UsersFile   string
-	TLSCert     string
-	TLSKey      string
-	MaxBody     int64
-	MaxInflight int64
-	GrantTTL    time.Duration
-	IdleTimeout time.Duration
-	LogLevel    string
+	DataDir        string
+	Azure          string
+	StreamAccounts []string
+	Listen         string
+	UsersFile      string
+	TLSCert        string
+	TLSKey         string
+	MaxBody        int64
+	MaxInflight    int64
+	GrantTTL       time.Duration
+	IdleTimeout    time.Duration
+	LogLevel       string
 }
 
 // Command returns the cobra command.
@@ -62,14 +71,22 @@ With no flags it keeps its streams in ./data (created if needed) and listens
 on 127.0.0.1:8001. The data directory is locked: a second server on the same
 directory fails at once.
 
-Users live in <data>/auth.json (--users to change). On a first start with no
-users, the server creates "admin" (claim all:write) with a random password and
-prints it once; set ` + AdminPasswordEnv + ` to choose it instead.
+With --azure it keeps them in Azure Blob Storage page blobs instead: give the
+account's connection string as --azure=<connection string>, or give --azure
+alone to take it from ` + AzureConnectionEnv + `. --stream-account puts chosen
+streams in other accounts.
+
+Users live in <data>/auth.json, or with --azure in the blob mv-sys/auth.json
+(--users to use a local file instead). On a first start with no users, the
+server creates "admin" (claim all:write) with a random password and prints it
+once; set ` + AdminPasswordEnv + ` to choose it instead.
 
 SIGTERM or SIGINT drains: publishes in flight are answered, then the process
 exits 0.`,
 		Example: `  messagevault serve
   messagevault serve --data /var/lib/messagevault --listen 0.0.0.0:8001
+  AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=https;AccountName=...' messagevault serve --azure
+  messagevault serve --azure="$CONN" --stream-account "big-stream=$OTHER_CONN"
   messagevault serve --tls-cert cert.pem --tls-key key.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -81,6 +98,9 @@ exits 0.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&c.DataDir, "data", DefaultDataDir, "data directory of the local backend")
+	f.StringVar(&c.Azure, "azure", "", "use Azure Blob Storage: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
+	f.Lookup("azure").NoOptDefVal = azureFromEnv
+	f.StringArrayVar(&c.StreamAccounts, "stream-account", nil, "with --azure, keep a stream in another account: <stream>=<connection string> (repeatable)")
 	f.StringVar(&c.Listen, "listen", DefaultListen, "address to listen on (port 0 picks a free port)")
 	f.StringVar(&c.UsersFile, "users", "", "users file (default <data>/"+UsersFileName+")")
 	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serve HTTPS")
@@ -106,17 +126,13 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	store, err := file.Open(c.DataDir)
+	b, err := c.openBackend()
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, store.Close()) }()
-
-	usersPath := c.UsersFile
-	if usersPath == "" {
-		usersPath = filepath.Join(store.Dir(), UsersFileName)
-	}
-	users, err := auth.Open(auth.NewFileSource(usersPath), log)
+	defer func() { err = errors.Join(err, b.store.Close()) }()
+	usersPath := b.users.String()
+	users, err := auth.Open(b.users, log)
 	if err != nil {
 		return err
 	}
@@ -132,7 +148,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		fmt.Fprintf(stderr, "\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n\n", auth.DefaultAdmin, password, usersPath)
 	}
 
-	v := vault.New(store, vault.Config{IdleTimeout: c.IdleTimeout, Logger: log})
+	v := vault.New(b.store, vault.Config{IdleTimeout: c.IdleTimeout, Logger: log})
 	defer func() { err = errors.Join(err, v.Close()) }()
 	api := server.New(server.Config{
 		Vault:            v,
@@ -165,7 +181,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "data", store.Dir(), "users", usersPath)
+	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "storage", b.describe, "users", usersPath)
 
 	select {
 	case err := <-served:
@@ -181,4 +197,61 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// backend is the storage serve runs on, and where its users live.
+type backend struct {
+	store    messagevault.Storage
+	users    auth.Source
+	describe string
+}
+
+// openBackend opens the local directory, or the Azure account(s) with
+// --azure.
+func (c *ServeCommand) openBackend() (*backend, error) {
+	if c.Azure == "" {
+		if len(c.StreamAccounts) > 0 {
+			return nil, usageError("--stream-account needs --azure")
+		}
+		store, err := file.Open(c.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		users := c.UsersFile
+		if users == "" {
+			users = filepath.Join(store.Dir(), UsersFileName)
+		}
+		return &backend{store: store, users: auth.NewFileSource(users), describe: store.Dir()}, nil
+	}
+	cs := c.Azure
+	if cs == azureFromEnv {
+		if cs = os.Getenv(AzureConnectionEnv); cs == "" {
+			return nil, usageError("--azure without a value takes the connection string from %s, which is empty", AzureConnectionEnv)
+		}
+	}
+	def, err := azure.Open(cs, azure.Config{})
+	if err != nil {
+		return nil, usageError("--azure: %v", err)
+	}
+	b := &backend{store: def, users: def.Users(), describe: def.String()}
+	if len(c.StreamAccounts) > 0 {
+		overrides := map[string]*azure.Storage{}
+		for _, v := range c.StreamAccounts {
+			name, scs, err := azure.ParseStreamAccount(v)
+			if err != nil {
+				return nil, usageError("--stream-account: %v", err)
+			}
+			s, err := azure.Open(scs, azure.Config{})
+			if err != nil {
+				return nil, usageError("--stream-account %s: %v", name, err)
+			}
+			overrides[name] = s
+		}
+		b.store = azure.NewAccounts(def, overrides)
+		b.describe = fmt.Sprintf("%s (+%d streams in other accounts)", def, len(overrides))
+	}
+	if c.UsersFile != "" {
+		b.users = auth.NewFileSource(c.UsersFile)
+	}
+	return b, nil
 }

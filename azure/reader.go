@@ -1,0 +1,143 @@
+package azure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+
+	"github.com/messagevault/messagevault"
+)
+
+var _ messagevault.PageReader = (*reader)(nil)
+
+// RenewFunc returns a fresh read grant (a container SAS URL) when the one
+// in use has expired: a client asks the server's GET /streams/{stream}.
+type RenewFunc func(ctx context.Context) (string, error)
+
+// reader reads one stream's blobs, with the account key or a SAS grant.
+type reader struct {
+	mu       sync.Mutex
+	cc       *container.Client
+	records  *pageblob.Client
+	position *pageblob.Client
+	renew    RenewFunc
+	opts     *container.ClientOptions
+}
+
+func newReader(cc *container.Client, renew RenewFunc) *reader {
+	r := &reader{renew: renew}
+	r.set(cc)
+	return r
+}
+
+func (r *reader) set(cc *container.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cc = cc
+	r.records = cc.NewPageBlobClient(RecordsBlob)
+	r.position = cc.NewPageBlobClient(PositionBlob)
+}
+
+func (r *reader) clients() (*pageblob.Client, *pageblob.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.records, r.position
+}
+
+// OpenGrant opens the stream behind a read grant, a container SAS URL, with
+// no account key. When a request is refused because the grant expired,
+// renew (if not nil) is asked for a new grant and the request is tried once
+// more. cfg tunes retries as for Open.
+func OpenGrant(ctx context.Context, grantURL string, renew RenewFunc, cfg Config) (messagevault.PageReader, error) {
+	opts := &container.ClientOptions{ClientOptions: cfg.clientOptions()}
+	cc, err := container.NewClientWithNoCredential(grantURL, opts)
+	if err != nil {
+		return nil, fmt.Errorf("azure: read grant URL: %w", err)
+	}
+	r := newReader(cc, renew)
+	r.opts = opts
+	if _, err := r.Position(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// retry runs op, renewing an expired grant once.
+func (r *reader) retry(ctx context.Context, op func(records, position *pageblob.Client) error) error {
+	records, position := r.clients()
+	err := op(records, position)
+	if err == nil || r.renew == nil || !bloberror.HasCode(err, bloberror.AuthenticationFailed, bloberror.AuthorizationFailure) {
+		return err
+	}
+	grant, rerr := r.renew(ctx)
+	if rerr != nil {
+		return fmt.Errorf("%w (renewing the read grant failed: %w)", err, rerr)
+	}
+	cc, rerr := container.NewClientWithNoCredential(grant, r.opts)
+	if rerr != nil {
+		return fmt.Errorf("%w (the renewed read grant is not a URL: %w)", err, rerr)
+	}
+	r.set(cc)
+	records, position = r.clients()
+	return op(records, position)
+}
+
+func (r *reader) Position(ctx context.Context) (int64, error) {
+	var pos int64
+	err := r.retry(ctx, func(_, position *pageblob.Client) error {
+		props, err := position.GetProperties(ctx, nil)
+		if err != nil {
+			return err
+		}
+		pos, err = parsePosition(props.Metadata)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read position: %w", mapError(err))
+	}
+	return pos, nil
+}
+
+func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n := 0
+	err := r.retry(ctx, func(records, _ *pageblob.Client) error {
+		var err error
+		n, err = readRange(ctx, records, p, off)
+		return err
+	})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("read %d bytes at %d: %w", len(p), off, mapError(err))
+	}
+	return n, err
+}
+
+// readRange downloads [off, off+len(p)) of a page blob into p; past the
+// end of the blob it returns what there is and io.EOF.
+func readRange(ctx context.Context, b *pageblob.Client, p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	resp, err := b.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: int64(len(p))}})
+	if err != nil {
+		if bloberror.HasCode(err, bloberror.InvalidRange) {
+			return 0, io.EOF
+		}
+		return 0, err
+	}
+	body := resp.NewRetryReader(ctx, nil)
+	defer body.Close()
+	n, err := io.ReadFull(body, p)
+	if err == io.ErrUnexpectedEOF || (err == io.EOF && n < len(p)) {
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func (r *reader) Close() error { return nil }

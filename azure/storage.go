@@ -1,0 +1,278 @@
+package azure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
+
+	"github.com/messagevault/messagevault"
+)
+
+// Names of the v1 layout.
+const (
+	// ContainerPrefix starts every stream's container name.
+	ContainerPrefix = "mv-"
+	// SysContainer holds the users file and the leader lease.
+	SysContainer = "mv-sys"
+	// RecordsBlob is the records page blob of a stream's first segment.
+	RecordsBlob = "000000000000.b7"
+	// PositionBlob holds the committed length in its metadata.
+	PositionBlob = "position.c7"
+	// PositionKey is the metadata key of the committed length.
+	PositionKey = "position"
+	// MaxPutPage is the largest Put Page request Azure accepts.
+	MaxPutPage = 4 << 20
+)
+
+// Retry defaults of the SDK's retry policy.
+const (
+	DefaultMaxRetries    = 5
+	DefaultTryTimeout    = 30 * time.Second
+	DefaultRetryDelay    = 100 * time.Millisecond
+	DefaultMaxRetryDelay = 3 * time.Second
+)
+
+// Config tunes a Storage. Zero fields take the defaults.
+type Config struct {
+	// MaxRetries of a failing request. Default DefaultMaxRetries.
+	MaxRetries int32
+	// TryTimeout bounds one try of a request. Default DefaultTryTimeout.
+	TryTimeout time.Duration
+	// RetryDelay is the first backoff; it doubles up to MaxRetryDelay.
+	RetryDelay    time.Duration
+	MaxRetryDelay time.Duration
+	// Transport replaces the HTTP client (tests inject faults here).
+	Transport policy.Transporter
+}
+
+func (c Config) clientOptions() policy.ClientOptions {
+	o := policy.ClientOptions{
+		Retry: policy.RetryOptions{
+			MaxRetries:    c.MaxRetries,
+			TryTimeout:    c.TryTimeout,
+			RetryDelay:    c.RetryDelay,
+			MaxRetryDelay: c.MaxRetryDelay,
+		},
+		Telemetry: policy.TelemetryOptions{Disabled: true},
+	}
+	if o.Retry.MaxRetries == 0 {
+		o.Retry.MaxRetries = DefaultMaxRetries
+	}
+	if o.Retry.TryTimeout == 0 {
+		o.Retry.TryTimeout = DefaultTryTimeout
+	}
+	if o.Retry.RetryDelay == 0 {
+		o.Retry.RetryDelay = DefaultRetryDelay
+	}
+	if o.Retry.MaxRetryDelay == 0 {
+		o.Retry.MaxRetryDelay = DefaultMaxRetryDelay
+	}
+	if c.Transport != nil {
+		o.Transport = c.Transport
+	}
+	return o
+}
+
+var (
+	_ messagevault.Storage = (*Storage)(nil)
+	_ messagevault.Granter = (*Storage)(nil)
+)
+
+// Storage is one Azure storage account.
+type Storage struct {
+	svc     *service.Client
+	account string
+
+	mu      sync.Mutex
+	writers map[string]bool
+	closed  bool
+}
+
+// Open connects to the account of a connection string (the Azure portal's
+// "connection string", or Azurite's). It checks nothing on the network:
+// the first request does.
+func Open(connectionString string, cfg Config) (*Storage, error) {
+	svc, err := service.NewClientFromConnectionString(connectionString, &service.ClientOptions{ClientOptions: cfg.clientOptions()})
+	if err != nil {
+		return nil, fmt.Errorf("azure: connection string: %w", err)
+	}
+	return &Storage{svc: svc, account: accountName(connectionString), writers: map[string]bool{}}, nil
+}
+
+// accountName returns the AccountName of a connection string, for messages.
+func accountName(cs string) string {
+	for _, part := range strings.Split(cs, ";") {
+		if k, v, ok := strings.Cut(part, "="); ok && strings.EqualFold(k, "AccountName") {
+			return v
+		}
+	}
+	return "?"
+}
+
+// String names the account in messages.
+func (s *Storage) String() string { return "azure account " + s.account }
+
+// Service returns the SDK's service client, for packages that keep their
+// own blobs in the account (the leader lease).
+func (s *Storage) Service() *service.Client { return s.svc }
+
+func (s *Storage) container(stream string) *container.Client {
+	return s.svc.NewContainerClient(ContainerPrefix + stream)
+}
+
+func checkName(stream string) error {
+	if n, err := messagevault.NormalizeStreamName(stream); err != nil {
+		return err
+	} else if n != stream {
+		return fmt.Errorf("%w %q: not normalized (want %q)", messagevault.ErrInvalidStreamName, stream, n)
+	}
+	return nil
+}
+
+// OpenWriter opens stream for writing, creating its container and blobs if
+// needed, and takes it over from any earlier writer (fencing it).
+func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
+	if err := checkName(stream); err != nil {
+		return nil, fmt.Errorf("open writer: %w", err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("open writer %q: %w", stream, messagevault.ErrClosed)
+	}
+	if s.writers[stream] {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("open writer %q: a writer is already open: %w", stream, messagevault.ErrLocked)
+	}
+	s.writers[stream] = true
+	s.mu.Unlock()
+	w, err := openWriter(ctx, s.container(stream))
+	if err != nil {
+		s.release(stream)
+		return nil, fmt.Errorf("open writer %q on %s: %w", stream, s, err)
+	}
+	w.release = func() { s.release(stream) }
+	return w, nil
+}
+
+func (s *Storage) release(stream string) {
+	s.mu.Lock()
+	delete(s.writers, stream)
+	s.mu.Unlock()
+}
+
+// OpenReader opens stream for reading with the account's key.
+func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
+	if err := checkName(stream); err != nil {
+		return nil, fmt.Errorf("open reader: %w", err)
+	}
+	r := newReader(s.container(stream), nil)
+	if _, err := r.Position(ctx); err != nil {
+		return nil, fmt.Errorf("open reader %q: %w", stream, err)
+	}
+	return r, nil
+}
+
+// Streams lists the streams of the account: its containers named
+// mv-<stream>, but mv-sys.
+func (s *Storage) Streams(ctx context.Context) ([]string, error) {
+	var names []string
+	pager := s.svc.NewListContainersPager(&service.ListContainersOptions{Prefix: to.Ptr(ContainerPrefix)})
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list streams on %s: %w", s, mapError(err))
+		}
+		for _, c := range page.ContainerItems {
+			if c.Name == nil {
+				continue
+			}
+			name := strings.TrimPrefix(*c.Name, ContainerPrefix)
+			if n, err := messagevault.NormalizeStreamName(name); err == nil && n == name {
+				names = append(names, name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// ReadGrant returns a container SAS URL for mv-<stream> with read and list
+// permissions only, valid from five minutes ago (clock skew) for ttl.
+func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
+	if err := checkName(stream); err != nil {
+		return "", fmt.Errorf("read grant: %w", err)
+	}
+	start := time.Now().Add(-5 * time.Minute).UTC()
+	u, err := s.container(stream).GetSASURL(sas.ContainerPermissions{Read: true, List: true}, time.Now().Add(ttl), &container.GetSASURLOptions{StartTime: &start})
+	if err != nil {
+		return "", fmt.Errorf("read grant for %q: %w", stream, err)
+	}
+	return u, nil
+}
+
+// Close marks the storage closed. Writers must be closed first.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if n := len(s.writers); n > 0 {
+		return fmt.Errorf("close %s: %d writers still open", s, n)
+	}
+	return nil
+}
+
+// mapError turns the SDK's errors into the package's sentinels where one
+// applies, keeping the original for the message.
+func mapError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case bloberror.HasCode(err, bloberror.ConditionNotMet):
+		return fmt.Errorf("%w: %w", messagevault.ErrFenced, err)
+	case bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.BlobNotFound):
+		return fmt.Errorf("%w: %w", messagevault.ErrStreamNotFound, err)
+	}
+	var re *azcore.ResponseError
+	if errors.As(err, &re) && re.StatusCode == http.StatusPreconditionFailed {
+		return fmt.Errorf("%w: %w", messagevault.ErrFenced, err)
+	}
+	return err
+}
+
+// metadataValue reads a metadata key case-insensitively (the SDK hands
+// keys back in canonical header case).
+func metadataValue(md map[string]*string, key string) (string, bool) {
+	for k, v := range md {
+		if strings.EqualFold(k, key) && v != nil {
+			return *v, true
+		}
+	}
+	return "", false
+}
+
+func parsePosition(md map[string]*string) (int64, error) {
+	v, ok := metadataValue(md, PositionKey)
+	if !ok {
+		return 0, fmt.Errorf("%s has no %q metadata: %w", PositionBlob, PositionKey, messagevault.ErrCorrupt)
+	}
+	pos, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || pos < 0 {
+		return 0, fmt.Errorf("%s metadata %s=%q is not a position: %w", PositionBlob, PositionKey, v, messagevault.ErrCorrupt)
+	}
+	return pos, nil
+}
