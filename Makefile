@@ -2,10 +2,15 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: test unit fuzz fuzz-long bench build serve vet
+.PHONY: test deps unit fuzz fuzz-long bench build serve vet
 
-## test: everything CI runs: vet, gofmt check, all tests with the race detector, short fuzzing
-test: vet unit fuzz
+## test: everything CI runs: installs the test dependencies, then vet, gofmt check, all tests with the race detector, short fuzzing
+test: deps vet unit fuzz
+
+## deps: what the tests need besides Go: Azurite (pinned in package-lock.json) from npm
+deps:
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 and npm (apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
