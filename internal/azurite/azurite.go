@@ -124,7 +124,11 @@ func (a *Azurite) ConnectionString() string {
 	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=http://127.0.0.1:%s/%s;", Account, Key, a.Port, Account)
 }
 
-// Stop kills the emulator (its data folder stays until the test ends).
+// Stop stops the emulator as an outage would: it stops answering, and
+// what it acknowledged is kept (its data folder stays until the test
+// ends). It asks Azurite to exit (SIGTERM), which saves its metadata
+// database; a plain SIGKILL would lose acknowledged writes, which real
+// storage never does.
 func (a *Azurite) Stop() {
 	a.mu.Lock()
 	cmd, done := a.cmd, a.done
@@ -133,8 +137,13 @@ func (a *Azurite) Stop() {
 	if cmd == nil {
 		return
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 }
 
 // Restart starts the emulator again on the same port and data folder.
