@@ -22,7 +22,7 @@ import (
 	"github.com/messagevault/messagevault/stream"
 )
 
-func open(t *testing.T, az *azurite.Azurite, cfg azure.Config) *azure.Storage {
+func open(t testing.TB, az *azurite.Azurite, cfg azure.Config) *azure.Storage {
 	t.Helper()
 	s, err := azure.Open(az.ConnectionString(), cfg)
 	if err != nil {
@@ -31,7 +31,7 @@ func open(t *testing.T, az *azurite.Azurite, cfg azure.Config) *azure.Storage {
 	return s
 }
 
-func writer(t *testing.T, s *azure.Storage, name string) *stream.Writer {
+func writer(t testing.TB, s *azure.Storage, name string) *stream.Writer {
 	t.Helper()
 	ctx := context.Background()
 	pw, err := s.OpenWriter(ctx, name)
