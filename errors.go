@@ -25,6 +25,9 @@ var (
 	ErrFenced = errors.New("writer fenced: another writer owns the stream")
 	// ErrClosed reports use of a closed writer, reader or store.
 	ErrClosed = errors.New("closed")
+	// ErrNotLeader reports a write on a node that is not the leader, or
+	// whose leadership may have lapsed.
+	ErrNotLeader = errors.New("not the leader")
 	// ErrOutOfRange reports a read or write past the end of a blob, or an
 	// offset or length that is not a multiple of PageSize where one must be.
 	ErrOutOfRange = errors.New("out of range")

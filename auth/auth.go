@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -195,6 +196,19 @@ func (u *Users) parse(data []byte) error {
 	if f.Users == nil {
 		f.Users = map[string]*User{}
 	}
+	for name, user := range f.Users {
+		if user == nil {
+			delete(f.Users, name)
+			continue
+		}
+		for i, c := range user.Claims {
+			if v, err := ValidateClaim(c); err == nil {
+				user.Claims[i] = v // old files may spell streams in upper case
+			} else {
+				u.log.Warn("users file: ignoring a claim", "user", name, "err", err)
+			}
+		}
+	}
 	u.file = f
 	return nil
 }
@@ -248,14 +262,14 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Unlock()
 	if user == nil {
 		// Spend the same time as a real check, so names cannot be probed.
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		compareHash(dummyHash, password)
 		return Principal{}, ErrUnauthenticated
 	}
 	if cached && v.hash == stored && time.Now().Before(v.until) && subtle.ConstantTimeCompare(v.digest[:], digest[:]) == 1 {
 		return Principal{Name: name, Claims: claims}, nil
 	}
 	if isBcrypt(stored) {
-		if bcrypt.CompareHashAndPassword([]byte(stored), []byte(password)) != nil {
+		if compareHash([]byte(stored), password) != nil {
 			return Principal{}, ErrUnauthenticated
 		}
 	} else {
@@ -286,6 +300,16 @@ func (u *Users) digest(name, password string) [32]byte {
 }
 
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), BcryptCost)
+
+// bcryptSlots caps concurrent bcrypt checks at the number of cores, so
+// that a flood of wrong passwords queues instead of starving the server.
+var bcryptSlots = make(chan struct{}, runtime.NumCPU())
+
+func compareHash(hash []byte, password string) error {
+	bcryptSlots <- struct{}{}
+	defer func() { <-bcryptSlots }()
+	return bcrypt.CompareHashAndPassword(hash, []byte(password))
+}
 
 func isBcrypt(s string) bool {
 	return strings.HasPrefix(s, "$2a$") || strings.HasPrefix(s, "$2b$") || strings.HasPrefix(s, "$2y$")
@@ -428,6 +452,14 @@ func (u *Users) EnsureAdmin(password string) (string, error) {
 		password = RandomPassword()
 	}
 	if err := u.Add(DefaultAdmin, password, "all:write"); err != nil {
+		// Another node of the cluster may have created the first users
+		// at the same moment: then there is nothing to do.
+		u.mu.Lock()
+		lerr := u.load()
+		u.mu.Unlock()
+		if lerr == nil && !u.Empty() {
+			return "", nil
+		}
 		return "", err
 	}
 	return password, nil

@@ -29,6 +29,9 @@ type reader struct {
 	position *pageblob.Client
 	renew    RenewFunc
 	opts     *container.ClientOptions
+	// missingOK makes a stream that does not exist yet read as empty, as
+	// a consumer waiting for it sees it (the original did the same).
+	missingOK bool
 }
 
 func newReader(cc *container.Client, renew RenewFunc) *reader {
@@ -63,6 +66,7 @@ func OpenGrant(ctx context.Context, grantURL string, renew RenewFunc, cfg Config
 	}
 	r := newReader(cc, renew)
 	r.opts = opts
+	r.missingOK = true
 	if _, err := r.Position(ctx); err != nil {
 		return nil, err
 	}
@@ -94,6 +98,10 @@ func (r *reader) Position(ctx context.Context) (int64, error) {
 	err := r.retry(ctx, func(_, position *pageblob.Client) error {
 		props, err := position.GetProperties(ctx, nil)
 		if err != nil {
+			if r.missingOK && bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+				pos = 0
+				return nil
+			}
 			return err
 		}
 		pos, err = parsePosition(props.Metadata)

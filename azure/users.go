@@ -109,6 +109,6 @@ func (u *UsersSource) String() string {
 	return fmt.Sprintf("%s/%s on %s", SysContainer, UsersBlob, u.s)
 }
 
-type nopCloser struct{ *bytes.Reader }
+type nopCloser struct{ io.ReadSeeker }
 
 func (nopCloser) Close() error { return nil }

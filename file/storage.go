@@ -125,10 +125,14 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 
 // OpenReader opens stream for reading.
 func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
+	return openReader(s.dir, stream)
+}
+
+func openReader(dir, stream string) (messagevault.PageReader, error) {
 	if err := checkName(stream); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
-	r, err := OpenStreamReader(s.StreamDir(stream))
+	r, err := OpenStreamReader(filepath.Join(dir, stream))
 	if err != nil {
 		return nil, fmt.Errorf("open reader %q: %w", stream, err)
 	}
@@ -137,8 +141,10 @@ func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.P
 
 // Streams lists the streams of the directory: the sub-directories with a
 // valid stream name that hold a position file.
-func (s *Storage) Streams(ctx context.Context) ([]string, error) {
-	entries, err := os.ReadDir(s.dir)
+func (s *Storage) Streams(ctx context.Context) ([]string, error) { return listStreams(s.dir) }
+
+func listStreams(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("list streams: %w", err)
 	}
@@ -150,7 +156,7 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 		if n, err := messagevault.NormalizeStreamName(e.Name()); err != nil || n != e.Name() {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(s.dir, e.Name(), PositionFile)); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), PositionFile)); err != nil {
 			continue
 		}
 		names = append(names, e.Name())
@@ -218,6 +224,13 @@ var _ messagevault.Granter = (*Storage)(nil)
 // not expire: whoever can read the directory can read the stream, so ttl is
 // ignored.
 func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(s.StreamDir(stream))}
+	return grant(s.dir, stream)
+}
+
+func grant(dir, stream string) (string, error) {
+	if err := checkName(stream); err != nil {
+		return "", fmt.Errorf("read grant: %w", err)
+	}
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(filepath.Join(dir, stream))}
 	return u.String(), nil
 }

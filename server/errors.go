@@ -18,6 +18,7 @@ var (
 	errBusy          = errors.New("server busy")
 	errBadRequest    = errors.New("bad request")
 	errNoGrants      = errors.New("this storage cannot hand out read grants")
+	errNoLeader      = errors.New("no leader is known: retry shortly")
 )
 
 // apiError is the JSON body of every error answer, as the original sends
@@ -40,6 +41,10 @@ func badRequest(format string, args ...any) error {
 func classify(err error) (int, string) {
 	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.Is(err, messagevault.ErrCorrupt):
+		// Before the format errors it wraps: stored bytes that fail their
+		// checks are the server's problem, not the client's.
+		return http.StatusInternalServerError, "corrupt"
 	case errors.Is(err, errNoCredentials), errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized, "unauthorized"
 	case errors.Is(err, auth.ErrForbidden):
@@ -63,12 +68,11 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "out-of-range"
 	case errors.Is(err, messagevault.ErrStreamNotFound):
 		return http.StatusNotFound, "not-found"
-	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced):
+	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced),
+		errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, errNoLeader):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, errNoGrants):
 		return http.StatusNotImplemented, "not-implemented"
-	case errors.Is(err, messagevault.ErrCorrupt):
-		return http.StatusInternalServerError, "corrupt"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "timeout"
 	default:
@@ -86,7 +90,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
-	if status >= 500 {
+	if status >= 500 && r.Context().Err() == nil {
 		s.log.Error("request failed", "id", requestID(r.Context()), "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		s.metrics.recordError(err)
 	}

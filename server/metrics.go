@@ -14,6 +14,7 @@ type metrics struct {
 	appendedMsgs  prometheus.Counter
 	appendedBytes prometheus.Counter
 	errors        *prometheus.CounterVec
+	forwards      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -44,7 +45,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		Name: "messagevault_publish_inflight_bytes",
 		Help: "Bytes of publish bodies held in memory now.",
 	}, func() float64 { return float64(s.inflight.Load()) })
-	reg.MustRegister(m.requests, m.duration, m.appendedMsgs, m.appendedBytes, m.errors, inflight)
+	m.forwards = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "messagevault_forwarded_writes_total",
+		Help: "Publishes this follower forwarded to the leader, by the leader's status code.",
+	}, []string{"code"})
+	reg.MustRegister(m.requests, m.duration, m.appendedMsgs, m.appendedBytes, m.errors, m.forwards, inflight)
 	return m
 }
 
@@ -62,3 +67,5 @@ func (m *metrics) recordError(err error) {
 	_, typ := classify(err)
 	m.errors.WithLabelValues(typ).Inc()
 }
+
+func (m *metrics) forwarded(code int) { m.forwards.WithLabelValues(strconv.Itoa(code)).Inc() }

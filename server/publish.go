@@ -9,11 +9,16 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
 )
+
+// BodyReadTimeout bounds the time a client takes to send a publish body.
+const BodyReadTimeout = 2 * time.Minute
 
 // publishAnswer is the body of a successful publish, as the original sends
 // it.
@@ -43,6 +48,16 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	s.publish(w, r, decodeTransfer)
 }
 
+// isJSON reports whether a publish carries JSON: its route or its
+// Content-Type says so.
+func isJSON(r *http.Request) bool {
+	if strings.HasSuffix(r.URL.Path, "/messages") {
+		return true
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == "application/json"
+}
+
 // handlePublishJSON serves POST /streams/{stream}/messages: always JSON.
 func (s *Server) handlePublishJSON(w http.ResponseWriter, r *http.Request) {
 	s.publish(w, r, decodeJSON)
@@ -62,12 +77,18 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 	if reserve < 0 {
 		reserve = limit
 	}
+	if isJSON(r) {
+		reserve *= 3 // decoded keys and values are copies, plus the decoder's
+	}
 	if !s.reserve(reserve) {
 		s.writeError(w, r, fmt.Errorf("%w: %d bytes of publishes are in flight (limit %d); retry shortly", errBusy, s.inflight.Load(), s.cfg.MaxInflightBytes))
 		return
 	}
 	defer s.inflight.Add(-reserve)
 
+	// A client that trickles its body must not hold its reservation for
+	// ever.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(BodyReadTimeout))
 	bp := bodyPool.Get().(*[]byte)
 	mp := msgsPool.Get().(*[]messagevault.Message)
 	defer func() {
@@ -91,7 +112,12 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 		s.writeError(w, r, err)
 		return
 	}
-	res, err := s.cfg.Vault.Append(r.Context(), name, msgs)
+	v := s.vault.Load()
+	if v == nil {
+		s.forward(w, r, body)
+		return
+	}
+	res, err := v.Append(r.Context(), name, msgs)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -212,6 +238,8 @@ func decodeJSON(body []byte, dst []messagevault.Message) ([]messagevault.Message
 				return dst, badRequest("message %d: value_base64: %v", i, err)
 			}
 			value = v
+		default:
+			return dst, badRequest(`message %d: give "value" (text) or "value_base64" (an empty value is "value": "")`, i)
 		}
 		msg := messagevault.NewMessage([]byte(m.Key), value, 0)
 		if err := msg.Validate(); err != nil {
@@ -220,4 +248,50 @@ func decodeJSON(body []byte, dst []messagevault.Message) ([]messagevault.Message
 		dst = append(dst, msg)
 	}
 	return dst, nil
+}
+
+// Headers of a forwarded write.
+const (
+	forwardedForHeader = "X-Messagevault-Forwarded-For"
+	forwardedHeader    = "X-Messagevault-Forwarded"
+)
+
+// forward sends a publish that this follower has authenticated, authorized
+// and checked to the leader, with the cluster credential, and relays the
+// answer. With no leader known, or a leader that is unreachable, it answers
+// 503 with Retry-After.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
+	leader := s.leader()
+	if leader == "" || s.cfg.ClusterSecret == "" || r.Header.Get(forwardedHeader) != "" {
+		// A forwarded write that reaches a non-leader is not forwarded
+		// again: the cluster is changing leaders; the client retries.
+		s.writeError(w, r, errNoLeader)
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, strings.TrimRight(leader, "/")+r.URL.Path, bytes.NewReader(body))
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("%w: leader endpoint %q: %w", errNoLeader, leader, err))
+		return
+	}
+	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	req.Header.Set(forwardedHeader, "1")
+	req.Header.Set("X-Request-Id", requestID(r.Context()))
+	if u, ok := r.Context().Value(keyUser).(*string); ok {
+		req.Header.Set(forwardedForHeader, *u)
+	}
+	req.SetBasicAuth(ClusterUser, s.cfg.ClusterSecret)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("%w: the leader %s did not answer: %w", errNoLeader, leader, err))
+		return
+	}
+	defer resp.Body.Close()
+	s.metrics.forwarded(resp.StatusCode)
+	for _, h := range []string{"Content-Type", "Retry-After"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
 }

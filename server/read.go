@@ -18,6 +18,11 @@ import (
 	"github.com/messagevault/messagevault/stream"
 )
 
+// readChunk is the range a server-side read fetches at a time: enough for
+// a few largest records, small enough that many readers and tails at once
+// cost little memory.
+const readChunk = 256 << 10
+
 // readAnswer is the JSON body of GET /streams/{stream}/messages.
 type readAnswer struct {
 	Stream   string       `json:"Stream"`
@@ -114,7 +119,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	reader, closeReader, err := s.cfg.Vault.Reader(r.Context(), name, stream.ReaderConfig{})
+	reader, closeReader, err := s.reader(r.Context(), name, stream.ReaderConfig{ChunkSize: readChunk})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -134,7 +139,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 		wctx, cancel := context.WithTimeout(ctx, p.wait)
 		wctx, cancelShutdown := s.untilShutdown(wctx)
 		for pos == p.from && wctx.Err() == nil {
-			s.cfg.Vault.Wait(wctx, name, pos, stream.DefaultPollInterval)
+			s.wait(wctx, name, pos, stream.DefaultPollInterval)
 			if pos, err = reader.Position(ctx); err != nil {
 				break
 			}
@@ -218,14 +223,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			lastWrite = time.Now()
 		}
 	}
-	reader, closeReader, err := s.cfg.Vault.Reader(ctx, name, stream.ReaderConfig{
+	reader, closeReader, err := s.reader(ctx, name, stream.ReaderConfig{
+		ChunkSize: readChunk,
 		Wake: func(ctx context.Context, pos int64) {
 			flush()
 			if time.Since(lastWrite) >= KeepAliveInterval {
 				out.WriteString(": keep-alive\n\n")
 				flush()
 			}
-			s.cfg.Vault.Wait(ctx, name, pos, min(KeepAliveInterval, time.Second))
+			s.wait(ctx, name, pos, min(KeepAliveInterval, time.Second))
 		},
 	})
 	if err != nil {
@@ -268,4 +274,36 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		out.WriteString("\n")
 	}
 	flush()
+}
+
+// reader opens a reader of stream name: through the vault while this node
+// writes (woken by its commits, clamped to its committed position), from
+// storage otherwise (polling).
+func (s *Server) reader(ctx context.Context, name string, cfg stream.ReaderConfig) (*stream.Reader, func() error, error) {
+	if v := s.vault.Load(); v != nil {
+		return v.Reader(ctx, name, cfg)
+	}
+	pr, err := s.cfg.Storage.OpenReader(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Wake == nil {
+		cfg.Wake = func(ctx context.Context, pos int64) { s.wait(ctx, name, pos, stream.DefaultPollInterval) }
+	}
+	return stream.NewReader(name, pr, cfg), pr.Close, nil
+}
+
+// wait returns when stream name may have moved past pos, when ctx ends, or
+// after poll.
+func (s *Server) wait(ctx context.Context, name string, pos int64, poll time.Duration) {
+	if v := s.vault.Load(); v != nil {
+		v.Wait(ctx, name, pos, poll)
+		return
+	}
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

@@ -10,7 +10,9 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -47,10 +49,30 @@ const (
 	KeepAliveInterval = 15 * time.Second
 )
 
-// Config configures a Server. Vault and Users are required.
+// Node is this server's place in the cluster (package cluster's Node).
+type Node interface {
+	// Role returns "leader" or "follower".
+	Role() string
+	// Leader returns the leader's endpoint, "" if none is known.
+	Leader() string
+}
+
+// ClusterUser is the user name followers forward writes to the leader
+// with, together with the cluster secret.
+const ClusterUser = "cluster-node"
+
+// Config configures a Server. Storage (or Vault) and Users are required.
 type Config struct {
-	// Vault holds the streams.
+	// Vault writes the streams while this node leads; SetVault changes it
+	// (nil on a follower).
 	Vault *vault.Vault
+	// Storage is read from; default Vault's storage.
+	Storage messagevault.Storage
+	// Node says who leads; nil for a single node that always leads.
+	Node Node
+	// ClusterSecret authenticates writes forwarded by followers as
+	// ClusterUser; empty disables forwarding to this node.
+	ClusterSecret string
 	// Users authenticates requests.
 	Users *auth.Users
 	// Logger receives the access log and errors. Default: discard.
@@ -64,15 +86,37 @@ type Config struct {
 	// Registry receives the server's metrics and is served at /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
-	// Role names this node's role in /readyz and the streams listing.
-	// Default: always "leader" (a single node).
-	Role func() string
+}
+
+// ForwardTimeout bounds a write forwarded to the leader.
+const ForwardTimeout = 60 * time.Second
+
+// SetNode tells the server who leads (set once, before serving).
+func (s *Server) SetNode(n Node) { s.cfg.Node = n }
+
+// SetVault makes v the vault that writes (nil: this node does not lead).
+func (s *Server) SetVault(v *vault.Vault) { s.vault.Store(v) }
+
+func (s *Server) role() string {
+	if s.cfg.Node == nil {
+		return "leader"
+	}
+	return s.cfg.Node.Role()
+}
+
+func (s *Server) leader() string {
+	if s.cfg.Node == nil {
+		return ""
+	}
+	return s.cfg.Node.Leader()
 }
 
 // Server is the HTTP API. It implements http.Handler.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
+	vault   atomic.Pointer[vault.Vault]
+	client  *http.Client
 	mux     *http.ServeMux
 	handler http.Handler
 	metrics *metrics
@@ -101,10 +145,12 @@ func New(cfg Config) *Server {
 		cfg.Registry = prometheus.NewRegistry()
 		cfg.Registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	}
-	if cfg.Role == nil {
-		cfg.Role = func() string { return "leader" }
+	if cfg.Storage == nil && cfg.Vault != nil {
+		cfg.Storage = cfg.Vault.Storage()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}),
+		client: &http.Client{Timeout: ForwardTimeout}}
+	s.vault.Store(cfg.Vault)
 	s.metrics = newMetrics(cfg.Registry, s)
 	s.routes()
 	s.handler = s.middleware(s.mux)
@@ -122,6 +168,13 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("/", s.handleNotFound)
+}
+
+// handleNotFound answers unknown routes, and known ones with the wrong
+// method, in JSON like every other error.
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no route %s %s (see docs/API.md)", r.Method, r.URL.Path), Type: "not-found"})
 }
 
 // ServeHTTP serves one request.
@@ -239,10 +292,10 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.shuttingDown() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"Status": "shutting down", "Role": s.cfg.Role()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"Status": "shutting down", "Role": s.role(), "Leader": s.leader()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"Status": "ready", "Role": s.cfg.Role()})
+	writeJSON(w, http.StatusOK, map[string]string{"Status": "ready", "Role": s.role(), "Leader": s.leader()})
 }
 
 // authenticate checks Basic auth; it answers 401 itself and returns false
@@ -252,6 +305,18 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 	if !ok {
 		s.writeError(w, r, errNoCredentials)
 		return auth.Principal{}, false
+	}
+	if name == ClusterUser && s.cfg.ClusterSecret != "" {
+		if subtle.ConstantTimeCompare([]byte(password), []byte(s.cfg.ClusterSecret)) != 1 {
+			s.writeError(w, r, auth.ErrUnauthenticated)
+			return auth.Principal{}, false
+		}
+		// A follower checked the user's claims before forwarding.
+		p := auth.Principal{Name: ClusterUser + " for " + r.Header.Get(forwardedForHeader), Claims: []string{"all:write"}}
+		if u, ok := r.Context().Value(keyUser).(*string); ok {
+			*u = p.Name
+		}
+		return p, true
 	}
 	p, err := s.cfg.Users.Authenticate(name, password)
 	if err != nil {
@@ -293,7 +358,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	g, ok := s.cfg.Vault.Storage().(messagevault.Granter)
+	g, ok := s.cfg.Storage.(messagevault.Granter)
 	if !ok {
 		s.writeError(w, r, errNoGrants)
 		return
@@ -309,6 +374,7 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 // streamsAnswer is the body of GET /streams.
 type streamsAnswer struct {
 	Role    string       `json:"Role"`
+	Leader  string       `json:"Leader"`
 	Streams []streamInfo `json:"Streams"`
 }
 
@@ -322,12 +388,18 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	infos, err := s.cfg.Vault.Streams(r.Context())
+	var infos []vault.StreamInfo
+	var err error
+	if v := s.vault.Load(); v != nil {
+		infos, err = v.Streams(r.Context())
+	} else {
+		infos, err = vault.List(r.Context(), s.cfg.Storage)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	ans := streamsAnswer{Role: s.cfg.Role(), Streams: []streamInfo{}}
+	ans := streamsAnswer{Role: s.role(), Leader: s.leader(), Streams: []streamInfo{}}
 	for _, in := range infos {
 		if p.CanRead(in.Name) {
 			ans.Streams = append(ans.Streams, streamInfo{Name: in.Name, Position: in.Position})

@@ -45,6 +45,11 @@ type WriterConfig struct {
 	// fails the group instead of holding the stream. Default
 	// DefaultOpTimeout.
 	OpTimeout time.Duration
+	// Deadline, if set, returns until when this writer may write: a
+	// leader's lease, less a margin. A group is refused with
+	// messagevault.ErrNotLeader once it has passed, and its storage calls
+	// are cut off when it passes. Default: no deadline.
+	Deadline func() time.Time
 }
 
 // AppendResult is the answer to an append once it is durable.
@@ -335,7 +340,17 @@ func (w *Writer) write(group []*request) error {
 	if err := w.Err(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout)
+	deadline := time.Now().Add(w.cfg.OpTimeout)
+	if w.cfg.Deadline != nil {
+		d := w.cfg.Deadline()
+		if !time.Now().Before(d) {
+			return fmt.Errorf("append to %q: %w", w.name, messagevault.ErrNotLeader)
+		}
+		if d.Before(deadline) {
+			deadline = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if w.recover {
 		before := w.Position()

@@ -18,6 +18,9 @@ import (
 	"github.com/messagevault/messagevault/stream"
 )
 
+// openTimeout bounds opening a stream's writer.
+const openTimeout = time.Minute
+
 // DefaultIdleTimeout is how long a stream's writer stays open without
 // appends before it is closed and its buffers released.
 const DefaultIdleTimeout = 2 * time.Minute
@@ -99,7 +102,11 @@ func (v *Vault) acquire(ctx context.Context, name string) (*entry, error) {
 			e = &entry{ready: make(chan struct{}), users: 1}
 			v.writers[name] = e
 			v.mu.Unlock()
-			e.w, e.err = v.open(ctx, name)
+			// Others may wait for this open: one caller giving up must
+			// not fail them.
+			octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), openTimeout)
+			e.w, e.err = v.open(octx, name)
+			cancel()
 			close(e.ready)
 			if e.err != nil {
 				v.mu.Lock()
@@ -140,7 +147,7 @@ func (v *Vault) acquire(ctx context.Context, name string) (*entry, error) {
 			// retire it and open a fresh one, which starts from what
 			// storage holds.
 			v.release(e)
-			v.retire(name, e)
+			v.retire(name, e, false)
 			continue
 		}
 		return e, nil
@@ -148,10 +155,12 @@ func (v *Vault) acquire(ctx context.Context, name string) (*entry, error) {
 }
 
 // retire closes e's writer and removes it from the vault; appends that
-// arrive meanwhile wait and then open a fresh writer.
-func (v *Vault) retire(name string, e *entry) {
+// arrive meanwhile wait and then open a fresh writer. With onlyIdle it
+// does so only if e is still unused and idle.
+func (v *Vault) retire(name string, e *entry, onlyIdle bool) {
 	v.mu.Lock()
-	if e.closing != nil || v.writers[name] != e {
+	if e.closing != nil || v.writers[name] != e ||
+		(onlyIdle && (e.users > 0 || time.Since(e.last) <= v.cfg.IdleTimeout)) {
 		v.mu.Unlock()
 		return
 	}
@@ -222,8 +231,8 @@ func (v *Vault) Committed(name string) (pos int64, changed <-chan struct{}, ok b
 	default:
 		return 0, nil, false
 	}
-	if e.err != nil {
-		return 0, nil, false
+	if e.err != nil || e.w.Err() != nil {
+		return 0, nil, false // stopped (fenced, closed): storage knows better
 	}
 	pos, changed = e.w.Committed()
 	return pos, changed, true
@@ -237,12 +246,14 @@ func (v *Vault) Wait(ctx context.Context, name string, pos int64, poll time.Dura
 		if cur > pos {
 			return
 		}
-		t := time.NewTimer(poll)
+		// The channel closes at the next commit and when the writer
+		// closes; the long timer only bounds the unexpected.
+		t := time.NewTimer(max(poll, 30*time.Second))
 		defer t.Stop()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-		case <-t.C: // the writer may have been closed and reopened
+		case <-t.C:
 		}
 		return
 	}
@@ -311,17 +322,27 @@ func (r committedReader) Position(ctx context.Context) (int64, error) {
 
 // Streams lists every stream with its committed position, sorted by name.
 func (v *Vault) Streams(ctx context.Context) ([]StreamInfo, error) {
-	names, err := v.storage.Streams(ctx)
+	return list(ctx, v.storage, v.Committed)
+}
+
+// List lists every stream of storage with its committed position, sorted
+// by name, as a node that does not write sees them.
+func List(ctx context.Context, storage messagevault.Storage) ([]StreamInfo, error) {
+	return list(ctx, storage, func(string) (int64, <-chan struct{}, bool) { return 0, nil, false })
+}
+
+func list(ctx context.Context, storage messagevault.Storage, committed func(string) (int64, <-chan struct{}, bool)) ([]StreamInfo, error) {
+	names, err := storage.Streams(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]StreamInfo, 0, len(names))
 	for _, n := range names {
 		info := StreamInfo{Name: n}
-		if pos, _, ok := v.Committed(n); ok {
+		if pos, _, ok := committed(n); ok {
 			info.Position = pos
 		} else {
-			pr, err := v.storage.OpenReader(ctx, n)
+			pr, err := storage.OpenReader(ctx, n)
 			if err != nil {
 				if errors.Is(err, messagevault.ErrStreamNotFound) {
 					continue
@@ -374,7 +395,7 @@ func (v *Vault) sweep() {
 		}
 		v.mu.Unlock()
 		for i, e := range idle {
-			v.retire(names[i], e)
+			v.retire(names[i], e, true)
 			v.log.Debug("idle stream writer closed", "stream", names[i])
 		}
 	}

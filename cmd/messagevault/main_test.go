@@ -16,20 +16,6 @@ import (
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
-func TestSecondServeOnSameDirectoryFailsAtOnce(t *testing.T) {
-	dir := t.TempDir()
-	mvtest.Start(t, dir, nil)
-	second := exec.Command(mvtest.Binary(t), "serve", "--data", dir, "--listen", "127.0.0.1:0")
-	start := time.Now()
-	out, err := second.CombinedOutput()
-	if code := second.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), dir) || !strings.Contains(string(out), "in use") {
-		t.Fatalf("second serve: exit %d, %v, output %q; want exit 1 naming %s", code, err, out, dir)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("second serve took %v to fail", d)
-	}
-}
-
 func TestServeDefaultsAndFirstAdmin(t *testing.T) {
 	// No --data: ./data in the working directory. No admin password in the
 	// environment: a random one is printed once.

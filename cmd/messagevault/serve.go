@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,8 +19,10 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/azure"
+	"github.com/messagevault/messagevault/cluster"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/server"
+	"github.com/messagevault/messagevault/stream"
 	"github.com/messagevault/messagevault/vault"
 )
 
@@ -35,6 +38,9 @@ const (
 	AdminPasswordEnv = "MESSAGEVAULT_ADMIN_PASSWORD"
 	// ShutdownTimeout bounds how long SIGTERM waits for requests in flight.
 	ShutdownTimeout = 30 * time.Second
+	// ClusterSecretEnv sets the credential nodes forward writes with; by
+	// default it is generated once and kept in the storage.
+	ClusterSecretEnv = "MESSAGEVAULT_CLUSTER_SECRET"
 	// AzureConnectionEnv is the conventional variable holding an Azure
 	// storage connection string.
 	AzureConnectionEnv = "AZURE_STORAGE_CONNECTION_STRING"
@@ -47,6 +53,7 @@ type ServeCommand struct {
 	stderr io.Writer
 
 	DataDir        string
+	Advertise      string
 	Azure          string
 	StreamAccounts []string
 	Listen         string
@@ -102,6 +109,7 @@ exits 0.`,
 	f.Lookup("azure").NoOptDefVal = azureFromEnv
 	f.StringArrayVar(&c.StreamAccounts, "stream-account", nil, "with --azure, keep a stream in another account: <stream>=<connection string> (repeatable)")
 	f.StringVar(&c.Listen, "listen", DefaultListen, "address to listen on (port 0 picks a free port)")
+	f.StringVar(&c.Advertise, "advertise", "", "this node's internal URL, which followers forward writes to (default derived from the listening address)")
 	f.StringVar(&c.UsersFile, "users", "", "users file (default <data>/"+UsersFileName+")")
 	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serve HTTPS")
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key file (PEM)")
@@ -148,15 +156,20 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		fmt.Fprintf(stderr, "\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n\n", auth.DefaultAdmin, password, usersPath)
 	}
 
-	v := vault.New(b.store, vault.Config{IdleTimeout: c.IdleTimeout, Logger: log})
-	defer func() { err = errors.Join(err, v.Close()) }()
+	secret := os.Getenv(ClusterSecretEnv)
+	if secret == "" {
+		if secret, err = b.secret(ctx, auth.RandomPassword()+auth.RandomPassword()); err != nil {
+			return err
+		}
+	}
 	api := server.New(server.Config{
-		Vault:            v,
+		Storage:          b.store,
 		Users:            users,
 		Logger:           log,
 		MaxBodyBytes:     c.MaxBody,
 		MaxInflightBytes: c.MaxInflight,
 		GrantTTL:         c.GrantTTL,
+		ClusterSecret:    secret,
 	})
 
 	ln, err := net.Listen("tcp", c.Listen)
@@ -166,6 +179,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"
@@ -179,12 +193,57 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
+	advertise := c.Advertise
+	if advertise == "" {
+		advertise = advertiseURL(scheme, ln.Addr())
+	}
+
+	// Leader election: the vault that writes exists only while this node
+	// leads, and its writers stop at the lock's safe deadline.
+	var mu sync.Mutex
+	var current *vault.Vault
+	node := cluster.Start(cluster.Config{
+		Lock:      b.lock,
+		Advertise: advertise,
+		Logger:    log,
+		OnElected: func(ctx context.Context, node *cluster.Node) error {
+			store, err := b.writable()
+			if err != nil {
+				return err
+			}
+			v := vault.New(store, vault.Config{
+				IdleTimeout: c.IdleTimeout,
+				Logger:      log,
+				Writer:      stream.WriterConfig{Deadline: node.Deadline},
+			})
+			mu.Lock()
+			current = v
+			mu.Unlock()
+			api.SetVault(v)
+			return nil
+		},
+		OnDemoted: func() {
+			api.SetVault(nil)
+			mu.Lock()
+			v := current
+			current = nil
+			mu.Unlock()
+			if v != nil {
+				if err := v.Close(); err != nil {
+					log.Error("closing the streams after stepping down", "err", err)
+				}
+			}
+		},
+	})
+	api.SetNode(node)
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "storage", b.describe, "users", usersPath)
+	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "advertise", advertise, "storage", b.describe, "users", usersPath)
 
 	select {
 	case err := <-served:
+		node.Close()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -192,17 +251,40 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	api.BeginShutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	shutdownErr := srv.Shutdown(sctx)
+	// Then leave the election: queued appends are written, the lock is
+	// released, and another node takes over at once.
+	node.Close()
+	if shutdownErr != nil {
+		return fmt.Errorf("shutdown: %w", shutdownErr)
 	}
 	log.Info("stopped")
 	return nil
 }
 
-// backend is the storage serve runs on, and where its users live.
+// advertiseURL derives this node's internal URL from the address it
+// listens on; an unspecified host becomes the machine's host name.
+func advertiseURL(scheme string, addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return scheme + "://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// backend is the storage serve runs on: where it reads, how it is led,
+// where it writes once elected, and where its users live.
 type backend struct {
-	store    messagevault.Storage
+	store    messagevault.Storage // reads (and writes, on Azure)
 	users    auth.Source
+	lock     cluster.Lock
+	writable func() (messagevault.Storage, error)
+	secret   func(ctx context.Context, fresh string) (string, error)
 	describe string
 }
 
@@ -213,15 +295,31 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 		if len(c.StreamAccounts) > 0 {
 			return nil, usageError("--stream-account needs --azure")
 		}
-		store, err := file.Open(c.DataDir)
+		lock, err := file.NewLeaderLock(c.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		ro, err := file.OpenReadOnly(c.DataDir)
 		if err != nil {
 			return nil, err
 		}
 		users := c.UsersFile
 		if users == "" {
-			users = filepath.Join(store.Dir(), UsersFileName)
+			users = filepath.Join(ro.Dir(), UsersFileName)
 		}
-		return &backend{store: store, users: auth.NewFileSource(users), describe: store.Dir()}, nil
+		return &backend{
+			store: ro,
+			users: auth.NewFileSource(users),
+			lock:  lock,
+			writable: func() (messagevault.Storage, error) {
+				if s := lock.Storage(); s != nil {
+					return s, nil
+				}
+				return nil, errors.New("the data directory lock is not held")
+			},
+			secret:   func(_ context.Context, fresh string) (string, error) { return file.ClusterSecret(ro.Dir(), fresh) },
+			describe: ro.Dir(),
+		}, nil
 	}
 	cs := c.Azure
 	if cs == azureFromEnv {
@@ -233,7 +331,11 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 	if err != nil {
 		return nil, usageError("--azure: %v", err)
 	}
-	b := &backend{store: def, users: def.Users(), describe: def.String()}
+	lock, err := def.LeaderLock()
+	if err != nil {
+		return nil, err
+	}
+	b := &backend{store: def, users: def.Users(), lock: lock, secret: def.ClusterSecret, describe: def.String()}
 	if len(c.StreamAccounts) > 0 {
 		overrides := map[string]*azure.Storage{}
 		for _, v := range c.StreamAccounts {
@@ -250,6 +352,8 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 		b.store = azure.NewAccounts(def, overrides)
 		b.describe = fmt.Sprintf("%s (+%d streams in other accounts)", def, len(overrides))
 	}
+	store := b.store
+	b.writable = func() (messagevault.Storage, error) { return store, nil }
 	if c.UsersFile != "" {
 		b.users = auth.NewFileSource(c.UsersFile)
 	}

@@ -1,0 +1,176 @@
+package azure
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/lease"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+)
+
+// Leader election blobs in SysContainer (SPEC section 9).
+const (
+	// LockBlob is the page blob whose lease the leader holds.
+	LockBlob = "master.lock"
+	// InfoBlob is the page blob whose metadata names the leader.
+	InfoBlob = "master.info"
+	// EndpointKey is the metadata key of the leader's internal URL.
+	EndpointKey = "endpoint"
+	// SecretBlob holds the cluster credential nodes forward writes with.
+	SecretBlob = "cluster.key"
+	// LeaseSeconds is the leader lease's duration.
+	LeaseSeconds = 15
+)
+
+// LeaderLock is the leader lock of an account: a 15 s lease on
+// mv-sys/master.lock, and the leader's endpoint in the metadata of
+// mv-sys/master.info. It implements cluster.Lock.
+type LeaderLock struct {
+	s     *Storage
+	lock  *pageblob.Client
+	info  *pageblob.Client
+	lease *lease.BlobClient
+}
+
+// LeaderLock returns the account's leader lock, with a lease id of its own.
+func (s *Storage) LeaderLock() (*LeaderLock, error) {
+	cc := s.svc.NewContainerClient(SysContainer)
+	l := &LeaderLock{s: s, lock: cc.NewPageBlobClient(LockBlob), info: cc.NewPageBlobClient(InfoBlob)}
+	var id [16]byte
+	rand.Read(id[:])
+	h := hex.EncodeToString(id[:])
+	leaseID := fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
+	lc, err := lease.NewBlobClient(l.lock, &lease.BlobClientOptions{LeaseID: &leaseID})
+	if err != nil {
+		return nil, fmt.Errorf("leader lease: %w", err)
+	}
+	l.lease = lc
+	return l, nil
+}
+
+// ensure creates mv-sys and the lock blob if they are missing.
+func (l *LeaderLock) ensure(ctx context.Context) error {
+	if _, err := l.s.svc.NewContainerClient(SysContainer).Create(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		return err
+	}
+	ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+	if _, err := l.lock.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone}); err != nil &&
+		!bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.LeaseIDMissing) {
+		return err
+	}
+	return nil
+}
+
+// Acquire tries to take the lease.
+func (l *LeaderLock) Acquire(ctx context.Context) (bool, error) {
+	_, err := l.lease.AcquireLease(ctx, LeaseSeconds, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		if err := l.ensure(ctx); err != nil {
+			return false, fmt.Errorf("create %s/%s: %w", SysContainer, LockBlob, err)
+		}
+		_, err = l.lease.AcquireLease(ctx, LeaseSeconds, nil)
+	}
+	switch {
+	case err == nil:
+		return true, nil
+	case bloberror.HasCode(err, bloberror.LeaseAlreadyPresent):
+		return false, nil
+	default:
+		return false, fmt.Errorf("acquire the leader lease: %w", err)
+	}
+}
+
+// Renew renews the lease.
+func (l *LeaderLock) Renew(ctx context.Context) error {
+	if _, err := l.lease.RenewLease(ctx, nil); err != nil {
+		return fmt.Errorf("renew the leader lease: %w", err)
+	}
+	return nil
+}
+
+// Release releases the lease.
+func (l *LeaderLock) Release(ctx context.Context) error {
+	if _, err := l.lease.ReleaseLease(ctx, nil); err != nil {
+		return fmt.Errorf("release the leader lease: %w", err)
+	}
+	return nil
+}
+
+// Duration is the lease's duration.
+func (l *LeaderLock) Duration() time.Duration { return LeaseSeconds * time.Second }
+
+// SetLeader writes endpoint into mv-sys/master.info.
+func (l *LeaderLock) SetLeader(ctx context.Context, endpoint string) error {
+	md := map[string]*string{EndpointKey: to.Ptr(endpoint)}
+	_, err := l.info.SetMetadata(ctx, md, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		if err := l.ensure(ctx); err != nil {
+			return err
+		}
+		_, err = l.info.Create(ctx, 0, &pageblob.CreateOptions{Metadata: md})
+	}
+	if err != nil {
+		return fmt.Errorf("publish the leader endpoint: %w", err)
+	}
+	return nil
+}
+
+// Leader reads the endpoint in mv-sys/master.info.
+func (l *LeaderLock) Leader(ctx context.Context) (string, error) {
+	props, err := l.info.GetProperties(ctx, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the leader endpoint: %w", err)
+	}
+	ep, _ := metadataValue(props.Metadata, EndpointKey)
+	return ep, nil
+}
+
+// ClusterSecret returns the cluster credential kept in mv-sys/cluster.key,
+// creating it from fresh if there is none yet. Every node of the account
+// reads the same one; it is not the account key.
+func (s *Storage) ClusterSecret(ctx context.Context, fresh string) (string, error) {
+	bb := s.svc.NewContainerClient(SysContainer).NewBlockBlobClient(SecretBlob)
+	read := func() (string, error) {
+		resp, err := bb.DownloadStream(ctx, nil)
+		if err != nil {
+			if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+				return "", fs.ErrNotExist
+			}
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b)), err
+	}
+	if v, err := read(); err == nil && v != "" {
+		return v, nil
+	}
+	if _, err := s.svc.NewContainerClient(SysContainer).Create(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		return "", fmt.Errorf("cluster secret: %w", err)
+	}
+	_, err := bb.Upload(ctx, nopCloser{strings.NewReader(fresh + "\n")}, &blockblob.UploadOptions{
+		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}},
+	})
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
+		return "", fmt.Errorf("cluster secret: %w", err)
+	}
+	v, err := read() // another node may have won the race: use its secret
+	if err != nil {
+		return "", fmt.Errorf("cluster secret: %w", err)
+	}
+	return v, nil
+}

@@ -1,0 +1,334 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/internal/azurite"
+	"github.com/messagevault/messagevault/internal/mvtest"
+)
+
+// readyz returns a node's role and the leader it knows ("" when it does
+// not answer).
+func readyz(s *mvtest.Server) (role, leader string) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(s.URL + "/readyz")
+	if err != nil {
+		return "", ""
+	}
+	defer resp.Body.Close()
+	var r struct{ Role, Leader string }
+	json.NewDecoder(resp.Body).Decode(&r)
+	return r.Role, r.Leader
+}
+
+// waitLeader waits until exactly one of nodes says it leads and every
+// other live node knows it, and returns it.
+func waitLeader(t *testing.T, nodes []*mvtest.Server, timeout time.Duration) *mvtest.Server {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var leader *mvtest.Server
+		leaders, agree := 0, true
+		for _, n := range nodes {
+			if n == nil || n.Exited() {
+				continue
+			}
+			if role, _ := readyz(n); role == "leader" {
+				leaders++
+				leader = n
+			}
+		}
+		if leaders == 1 {
+			for _, n := range nodes {
+				if n == nil || n.Exited() || n == leader {
+					continue
+				}
+				if _, l := readyz(n); l != leader.URL {
+					agree = false
+				}
+			}
+			if agree {
+				return leader
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no single leader known to all nodes after %v", timeout)
+	return nil
+}
+
+func TestLocalStandbyTakesOver(t *testing.T) {
+	dir := t.TempDir()
+	a := mvtest.Start(t, dir, nil)
+	b := mvtest.Start(t, dir, nil) // the same directory: a standby, not a failure
+	if l := waitLeader(t, []*mvtest.Server{a, b}, 30*time.Second); l != a {
+		t.Fatalf("the second server leads")
+	}
+	// Writes through the standby are forwarded to the leader.
+	first := publish(t, b, "standby", []messagevault.Message{msg("k", "via the standby")})
+	if got := values(readDirect(t, a, "standby")); fmt.Sprint(got) != "[k=via the standby]" {
+		t.Fatalf("leader holds %v", got)
+	}
+	// The leader exits: the standby takes the lock and continues the log.
+	start := time.Now()
+	a.Signal(syscall.SIGTERM)
+	if code := a.Wait(30 * time.Second); code != 0 {
+		t.Fatalf("leader exit %d", code)
+	}
+	waitLeader(t, []*mvtest.Server{b}, 10*time.Second)
+	took := time.Since(start)
+	second := publish(t, b, "standby", []messagevault.Message{msg("k", "after the handover")})
+	if second.Offsets[0] != first.Position {
+		t.Fatalf("after the handover the log continues at %d, want %d", second.Offsets[0], first.Position)
+	}
+	t.Logf("local handover took %v", took)
+}
+
+// cluster starts n nodes on one Azurite.
+func cluster(t *testing.T, az *azurite.Azurite, n int) []*mvtest.Server {
+	nodes := make([]*mvtest.Server, n)
+	for i := range nodes {
+		nodes[i] = startAzure(t, az)
+	}
+	return nodes
+}
+
+func TestAzureClusterForwardsAndHandsOver(t *testing.T) {
+	az := azurite.Start(t)
+	nodes := cluster(t, az, 3)
+	leader := waitLeader(t, nodes, 40*time.Second)
+	// Publishing through any node works; followers forward.
+	for i, n := range nodes {
+		publish(t, n, "shared", []messagevault.Message{msg("k", fmt.Sprintf("via node %d", i))})
+	}
+	if got := values(readGrant(t, leader, "shared")); len(got) != 3 {
+		t.Fatalf("stream holds %v", got)
+	}
+	_, body, _ := do(t, nodes[0].Request("GET", "/streams", admin, adminPass, nil, ""))
+	if !strings.Contains(string(body), `"Leader":"`+leader.URL+`"`) {
+		t.Fatalf("listing does not name the leader: %s", body)
+	}
+	// Graceful handover: SIGTERM releases the lease at once.
+	start := time.Now()
+	leader.Signal(syscall.SIGTERM)
+	var rest []*mvtest.Server
+	for _, n := range nodes {
+		if n != leader {
+			rest = append(rest, n)
+		}
+	}
+	next := waitLeader(t, rest, 30*time.Second)
+	took := time.Since(start)
+	if code := leader.Wait(30 * time.Second); code != 0 {
+		t.Fatalf("old leader exit %d", code)
+	}
+	publish(t, rest[0], "shared", []messagevault.Message{msg("k", "after the handover")})
+	if got := values(readGrant(t, next, "shared")); len(got) != 4 {
+		t.Fatalf("after the handover the stream holds %v", got)
+	}
+	t.Logf("graceful handover took %v", took)
+	if took > 10*time.Second {
+		t.Fatalf("graceful handover took %v; it should take about 2 s", took)
+	}
+}
+
+// TestAzureFailoverUnderLoad kills the leader with SIGKILL five times
+// under a continuous load from several producers, each publishing through
+// random nodes and never resending a batch. Every acknowledged message
+// must be present exactly once and in order per producer, and the whole
+// stream must verify.
+func TestAzureFailoverUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("failover loop: slow")
+	}
+	az := azurite.Start(t)
+	nodes := cluster(t, az, 3)
+	waitLeader(t, nodes, 40*time.Second)
+
+	var mu sync.Mutex
+	live := append([]*mvtest.Server(nil), nodes...)
+	acked := map[string]bool{}
+	lastAck := time.Now()
+	var gaps []time.Duration
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 30 * time.Second}
+	for p := 0; p < 3; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(p), 9))
+			for b := 0; ; b++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				n := live[rnd.IntN(len(live))]
+				mu.Unlock()
+				var msgs []messagevault.Message
+				for j := 0; j < 10; j++ {
+					msgs = append(msgs, msg(fmt.Sprintf("p%d", p), fmt.Sprintf("p%d-%06d-%d", p, b, j)))
+				}
+				resp, err := client.Do(n.Request("POST", "/streams/failover", admin, adminPass, transfer(t, msgs), ""))
+				if err == nil {
+					resp.Body.Close()
+				}
+				if err == nil && resp.StatusCode == 200 {
+					mu.Lock()
+					for _, m := range msgs {
+						acked[string(m.Value)] = true
+					}
+					lastAck = time.Now()
+					mu.Unlock()
+				} else {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	for round := 0; round < 5; round++ {
+		before := ackedCount()
+		deadline := time.Now().Add(60 * time.Second)
+		for ackedCount() < before+200 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the load made no progress", round)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		leader := waitLeader(t, live, 60*time.Second)
+		killed := time.Now()
+		leader.Signal(syscall.SIGKILL)
+		leader.Wait(10 * time.Second)
+		mu.Lock()
+		for i, n := range live {
+			if n == leader {
+				live = append(live[:i], live[i+1:]...)
+				break
+			}
+		}
+		mu.Unlock()
+		// The time without a leader: until a publish is acknowledged again.
+		deadline = time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			done := lastAck.After(killed)
+			mu.Unlock()
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no publish acknowledged 60 s after the leader died", round)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		mu.Lock()
+		gap := lastAck.Sub(killed)
+		gaps = append(gaps, gap)
+		mu.Unlock()
+		t.Logf("round %d: leader killed; writes resumed after %v", round, gap.Round(time.Millisecond))
+		// A fresh node joins as a follower, so three keep running.
+		fresh := startAzure(t, az)
+		mu.Lock()
+		live = append(live, fresh)
+		mu.Unlock()
+	}
+	close(stop)
+	wg.Wait()
+
+	recs := readGrant(t, waitLeader(t, live, 60*time.Second), "failover")
+	seen := map[string]bool{}
+	last := map[string]string{}
+	for _, r := range recs {
+		v := string(r.Value)
+		if seen[v] {
+			t.Fatalf("message %s stored twice", v)
+		}
+		seen[v] = true
+		k := string(r.Key)
+		if v <= last[k] {
+			t.Fatalf("producer %s: %s stored after %s", k, v, last[k])
+		}
+		last[k] = v
+	}
+	for v := range acked {
+		if !seen[v] {
+			t.Fatalf("acknowledged message %s is lost", v)
+		}
+	}
+	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	t.Logf("FAILOVER: %d kills, %d messages acknowledged, %d stored, none lost; time without a leader: median %v, worst %v",
+		len(gaps), len(acked), len(recs), gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+	if worst := gaps[len(gaps)-1]; worst > 30*time.Second {
+		t.Fatalf("a failover took %v; it should take about 20 s at most", worst)
+	}
+}
+
+// TestAzureZombieLeader freezes the leader (SIGSTOP) until another node has
+// taken over and written, then thaws it: the writes it was holding fail,
+// none of them is stored, and it rejoins as a follower.
+func TestAzureZombieLeader(t *testing.T) {
+	az := azurite.Start(t)
+	nodes := cluster(t, az, 3)
+	zombie := waitLeader(t, nodes, 40*time.Second)
+	publish(t, zombie, "zombie", []messagevault.Message{msg("k", "before")})
+	zombie.Signal(syscall.SIGSTOP)
+	// Publishes sent to the frozen leader wait in its socket.
+	type result struct {
+		value  string
+		status int
+	}
+	held := make(chan result, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			v := fmt.Sprintf("held-%d", i)
+			c := &http.Client{Timeout: 90 * time.Second}
+			resp, err := c.Do(zombie.Request("POST", "/streams/zombie", admin, adminPass, transfer(t, []messagevault.Message{msg("k", v)}), ""))
+			if err != nil {
+				held <- result{v, 0}
+				return
+			}
+			resp.Body.Close()
+			held <- result{v, resp.StatusCode}
+		}()
+	}
+	var rest []*mvtest.Server
+	for _, n := range nodes {
+		if n != zombie {
+			rest = append(rest, n)
+		}
+	}
+	next := waitLeader(t, rest, 60*time.Second)
+	publish(t, next, "zombie", []messagevault.Message{msg("k", "by the new leader")})
+	zombie.Signal(syscall.SIGCONT)
+	for i := 0; i < 3; i++ {
+		r := <-held
+		if r.status == 200 {
+			t.Fatalf("the thawed zombie acknowledged %s", r.value)
+		}
+	}
+	// It rejoins as a follower of the new leader.
+	if l := waitLeader(t, nodes, 30*time.Second); l != next {
+		t.Fatalf("leadership moved again after the zombie woke")
+	}
+	got := values(readGrant(t, next, "zombie"))
+	if fmt.Sprint(got) != "[k=before k=by the new leader]" {
+		t.Fatalf("stream holds %v; the zombie's held writes must not be in it", got)
+	}
+	publish(t, zombie, "zombie", []messagevault.Message{msg("k", "via the old leader, now a follower")})
+	if got := values(readGrant(t, next, "zombie")); len(got) != 3 {
+		t.Fatalf("stream holds %v", got)
+	}
+}
