@@ -159,6 +159,14 @@ func (n *Node) run() {
 	}()
 	lastPoll := time.Time{}
 	for {
+		select {
+		case <-n.stop:
+			if n.isLeading() {
+				n.demote(context.Background(), true)
+			}
+			return
+		default:
+		}
 		if n.isLeading() {
 			n.lead(ctx)
 			continue // lead returns when leadership ends
@@ -176,10 +184,10 @@ func (n *Node) run() {
 		}
 		if ok {
 			n.elected(ctx, sent)
+			continue
 		}
 		select {
 		case <-n.stop:
-			return
 		case <-time.After(n.cfg.RetryEvery):
 		}
 	}

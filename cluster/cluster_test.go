@@ -1,0 +1,143 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/messagevault/messagevault/cluster"
+)
+
+// fakeLock is one lock shared by the nodes of a test, with a duration and
+// a switch that makes renewals fail.
+type fakeLock struct {
+	mu       *sync.Mutex
+	holder   *string
+	leader   *string
+	me       string
+	dur      time.Duration
+	failRenw *atomic.Bool
+}
+
+func (l *fakeLock) Acquire(context.Context) (bool, error) {
+	if l.failRenw.Load() {
+		return false, errors.New("storage unreachable")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *l.holder == "" || *l.holder == l.me {
+		*l.holder = l.me
+		return true, nil
+	}
+	return false, nil
+}
+
+func (l *fakeLock) Renew(context.Context) error {
+	if l.failRenw.Load() {
+		return errors.New("storage unreachable")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *l.holder != l.me {
+		return errors.New("lease lost")
+	}
+	return nil
+}
+
+func (l *fakeLock) Release(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *l.holder == l.me {
+		*l.holder = ""
+	}
+	return nil
+}
+
+func (l *fakeLock) Duration() time.Duration { return l.dur }
+
+func (l *fakeLock) SetLeader(_ context.Context, ep string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*l.leader = ep
+	return nil
+}
+
+func (l *fakeLock) Leader(context.Context) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return *l.leader, nil
+}
+
+type world struct {
+	mu             sync.Mutex
+	holder, leader string
+	failRenew      atomic.Bool
+}
+
+func (w *world) lock(me string, dur time.Duration) *fakeLock {
+	return &fakeLock{mu: &w.mu, holder: &w.holder, leader: &w.leader, me: me, dur: dur, failRenw: &w.failRenew}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOneLeaderAndHandover(t *testing.T) {
+	w := &world{}
+	var elected, demoted atomic.Int32
+	cfg := func(me string) cluster.Config {
+		return cluster.Config{Lock: w.lock(me, 3*time.Second), Advertise: "http://" + me,
+			RetryEvery: 10 * time.Millisecond, PollEvery: 10 * time.Millisecond, Margin: time.Second,
+			OnElected: func(context.Context, *cluster.Node) error { elected.Add(1); return nil },
+			OnDemoted: func() { demoted.Add(1) }}
+	}
+	a := cluster.Start(cfg("a"))
+	waitFor(t, "a to lead", a.IsLeader)
+	b := cluster.Start(cfg("b"))
+	defer b.Close()
+	waitFor(t, "b to know the leader", func() bool { return b.Leader() == "http://a" })
+	if b.IsLeader() || b.Role() != cluster.RoleFollower || !b.Deadline().IsZero() {
+		t.Fatal("two leaders")
+	}
+	if d := time.Until(a.Deadline()); d <= 0 || d > 2*time.Second {
+		t.Fatalf("leader deadline in %v; want within the lock's duration less the margin", d)
+	}
+	a.Close() // releases: b takes over at once
+	waitFor(t, "b to lead", b.IsLeader)
+	if elected.Load() != 2 || demoted.Load() != 1 {
+		t.Fatalf("elected %d, demoted %d", elected.Load(), demoted.Load())
+	}
+}
+
+// A leader that cannot renew stops before its lock can have expired.
+func TestLeaderThatCannotRenewStepsDown(t *testing.T) {
+	w := &world{}
+	var demotedAt atomic.Int64
+	a := cluster.Start(cluster.Config{Lock: w.lock("a", 2*time.Second), Advertise: "http://a",
+		RenewEvery: 100 * time.Millisecond, Margin: 500 * time.Millisecond,
+		OnDemoted: func() { demotedAt.Store(time.Now().UnixNano()) }})
+	defer a.Close()
+	waitFor(t, "a to lead", a.IsLeader)
+	acquired := time.Now()
+	w.failRenew.Store(true)
+	waitFor(t, "a to step down", func() bool { return demotedAt.Load() != 0 })
+	stepped := time.Unix(0, demotedAt.Load())
+	// The lock was renewed last at most 100 ms after acquired; it is valid
+	// for 2 s from a renewal, so stepping down must happen before then.
+	if stepped.After(acquired.Add(2 * time.Second)) {
+		t.Fatalf("stepped down %v after the last renewal could have been; the lock may have expired", stepped.Sub(acquired))
+	}
+	if a.IsLeader() || time.Now().Before(a.Deadline()) {
+		t.Fatal("still leading after stepping down")
+	}
+}
