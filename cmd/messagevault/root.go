@@ -17,12 +17,13 @@ var Version = "dev"
 
 // Main is the command line: it parses the arguments and runs one command.
 type Main struct {
+	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
 }
 
-// NewMain returns a Main writing to the process's stdout and stderr.
-func NewMain() *Main { return &Main{Stdout: os.Stdout, Stderr: os.Stderr} }
+// NewMain returns a Main on the process's stdin, stdout and stderr.
+func NewMain() *Main { return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr} }
 
 // Run runs the command named by args and returns the process exit code:
 // 0 on success, 1 when the operation failed, 2 for a usage error. Errors
@@ -43,6 +44,13 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	})
 	root.AddCommand(
 		(&ServeCommand{stderr: m.Stderr}).Command(),
+		(&PublishCommand{stdout: m.Stdout, stderr: m.Stderr, stdin: m.Stdin}).Command(),
+		(&ReadCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
+		(&ReadCommand{stdout: m.Stdout, stderr: m.Stderr, tail: true}).Command(),
+		(&StreamsCommand{stdout: m.Stdout}).Command(),
+		(&UsersCommand{stdout: m.Stdout}).Command(),
+		(&MirrorCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
+		(&VerifyCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VersionCommand{stdout: m.Stdout}).Command(),
 	)
 	err := root.ExecuteContext(ctx)

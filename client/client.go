@@ -1,0 +1,213 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Defaults of a Client.
+const (
+	// DefaultURL is where a server listens by default.
+	DefaultURL = "http://127.0.0.1:8001"
+	// DefaultMaxRetries is how often a failed publish is retried.
+	DefaultMaxRetries = 8
+	// DefaultRetryDelay is the first backoff; it doubles up to
+	// DefaultMaxRetryDelay, with jitter.
+	DefaultRetryDelay    = 100 * time.Millisecond
+	DefaultMaxRetryDelay = 5 * time.Second
+)
+
+// Client talks to one MessageVault server.
+type Client struct {
+	url       string
+	user      string
+	password  string
+	http      *http.Client
+	retries   int
+	delay     time.Duration
+	maxDelay  time.Duration
+	compress  bool
+	viaServer bool
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client. Default: one with a 2-minute
+// timeout.
+func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+
+// WithRetries sets how often a publish is retried (default
+// DefaultMaxRetries) and the first and largest backoff (defaults
+// DefaultRetryDelay and DefaultMaxRetryDelay).
+func WithRetries(n int, first, largest time.Duration) Option {
+	return func(c *Client) { c.retries, c.delay, c.maxDelay = n, first, largest }
+}
+
+// WithCompression makes Publish compress values with LZ4 when that makes
+// them smaller. Default: off.
+func WithCompression(on bool) Option { return func(c *Client) { c.compress = on } }
+
+// WithServerReads makes readers read through the server instead of
+// storage, for consumers that cannot reach storage. Default: storage first,
+// the server when storage cannot be reached.
+func WithServerReads() Option { return func(c *Client) { c.viaServer = true } }
+
+// New returns a client of the server at serverURL (DefaultURL if empty)
+// that authenticates as user with password.
+func New(serverURL, user, password string, opts ...Option) *Client {
+	if serverURL == "" {
+		serverURL = DefaultURL
+	}
+	c := &Client{
+		url: strings.TrimRight(serverURL, "/"), user: user, password: password,
+		http:    &http.Client{Timeout: 2 * time.Minute},
+		retries: DefaultMaxRetries, delay: DefaultRetryDelay, maxDelay: DefaultMaxRetryDelay,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// URL returns the server's URL.
+func (c *Client) URL() string { return c.url }
+
+// Error is an error answer of the server.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int
+	// Type and Message are the server's "Type" and "Error".
+	Type    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("server answered %d %s: %s", e.Status, e.Type, e.Message)
+}
+
+// Retryable reports whether the same request may succeed later: 429, 503,
+// and other 5xx.
+func (e *Error) Retryable() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status >= 500
+}
+
+// do sends one request and decodes a JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string, out any) (http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.password)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error, Type string }
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error}
+	}
+	if out != nil {
+		if raw, ok := out.(*[]byte); ok {
+			*raw = data
+		} else if err := json.Unmarshal(data, out); err != nil {
+			return nil, fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// retry runs op until it succeeds, fails for good, or ctx ends.
+func (c *Client) retry(ctx context.Context, op func() error) error {
+	delay := c.delay
+	for attempt := 0; ; attempt++ {
+		err := op()
+		if err == nil || attempt >= c.retries || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		sleep := delay/2 + time.Duration(rand.Int64N(int64(delay)))
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(delay*2, c.maxDelay)
+	}
+}
+
+func retryable(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Retryable()
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, context.Canceled) // connection refused, reset, timeout
+}
+
+// StreamInfo is one stream of the listing.
+type StreamInfo struct {
+	Name     string
+	Position int64
+}
+
+// Streams lists the streams the user may read.
+func (c *Client) Streams(ctx context.Context) ([]StreamInfo, error) {
+	var ans struct{ Streams []StreamInfo }
+	if _, err := c.do(ctx, http.MethodGet, "/streams", nil, "", &ans); err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	return ans.Streams, nil
+}
+
+// Grant returns a read grant for stream: a URL from which it can be read
+// without the server.
+func (c *Client) Grant(ctx context.Context, stream string) (string, error) {
+	var ans struct{ Signature string }
+	if _, err := c.do(ctx, http.MethodGet, "/streams/"+url.PathEscape(stream), nil, "", &ans); err != nil {
+		return "", fmt.Errorf("read grant for %q: %w", stream, err)
+	}
+	return ans.Signature, nil
+}
+
+// rawRecords reads up to limit records from position from through the
+// server, with an optional long-poll wait; it returns their bytes, the
+// position after them and the stream's position.
+func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limit int, wait time.Duration) ([]byte, int64, int64, error) {
+	path := fmt.Sprintf("/streams/%s/messages?format=raw&from=%d&limit=%d", url.PathEscape(stream), from, limit)
+	if wait > 0 {
+		path += fmt.Sprintf("&wait=%.3f", wait.Seconds())
+	}
+	var data []byte
+	h, err := c.do(ctx, http.MethodGet, path, nil, "", &data)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	var next, pos int64
+	fmt.Sscan(h.Get("X-Messagevault-Next"), &next)
+	fmt.Sscan(h.Get("X-Messagevault-Position"), &pos)
+	return data, next, pos, nil
+}

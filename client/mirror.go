@@ -1,0 +1,168 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// mirrorChunk is how many record bytes a mirror writes per commit.
+const mirrorChunk = 4 << 20
+
+// Mirror copies the stream into the local directory dir (as
+// <dir>/<stream>/, in the layout of the local backend), from where the
+// mirror left off: records are byte-identical to the source's and the
+// mirror's position is the source's position it copied up to. It is safe
+// to interrupt: the mirror's position only moves once the bytes before it
+// are durable, so the next run resumes where the last one stopped. It
+// returns the mirror's position. progress, if set, is called now and then
+// with the position reached and the source's position.
+func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, total int64)) (int64, error) {
+	store, err := file.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer store.Close()
+	pw, err := store.OpenWriter(ctx, r.stream)
+	if err != nil {
+		return 0, err
+	}
+	defer pw.Close()
+	local, err := pw.Position(ctx)
+	if err != nil {
+		return 0, err
+	}
+	remote, err := r.src.Position(ctx)
+	if err != nil {
+		return local, err
+	}
+	if local > remote {
+		return local, fmt.Errorf("mirror of %q in %s is at %d, past the source's position %d: it is not a mirror of this stream", r.stream, dir, local, remote)
+	}
+	// The committed part of the mirror's tail page, checked against the
+	// source so that a mirror of another stream is not extended.
+	base := local - local%messagevault.PageSize
+	buf := make([]byte, local-base, mirrorChunk+formats.MaxRecordSize+messagevault.PageSize)
+	if len(buf) > 0 {
+		if _, err := pw.ReadAt(ctx, buf, base); err != nil {
+			return local, fmt.Errorf("read the mirror's tail: %w", err)
+		}
+	}
+	if mark, ok := readMark(dir, r.stream); ok && mark < local {
+		if err := r.sameAsSource(ctx, pw, mark, local); err != nil {
+			return local, err
+		}
+	}
+	lastRecord := int64(-1)
+	size, err := pw.Size(ctx)
+	if err != nil {
+		return local, err
+	}
+	flush := func(end int64) error {
+		n := len(buf)
+		padded := (n + messagevault.PageSize - 1) / messagevault.PageSize * messagevault.PageSize
+		page := append(buf, make([]byte, padded-n)...)
+		if need := base + int64(padded); need > size {
+			size = (need + 64<<20 - 1) / (64 << 20) * (64 << 20)
+			if err := pw.Grow(ctx, size); err != nil {
+				return err
+			}
+		}
+		if err := pw.WritePages(ctx, base, page); err != nil {
+			return err
+		}
+		if err := pw.Flush(ctx); err != nil {
+			return err
+		}
+		if err := pw.CommitPosition(ctx, end); err != nil {
+			return err
+		}
+		newBase := end - end%messagevault.PageSize
+		k := copy(buf, buf[newBase-base:end-base])
+		buf, base, local = buf[:k], newBase, end
+		if lastRecord >= 0 {
+			writeMark(dir, r.stream, lastRecord)
+		}
+		if progress != nil {
+			progress(local, remote)
+		}
+		return nil
+	}
+	end := local
+	var last time.Time
+	for rec, err := range r.src.Records(ctx, local, remote) {
+		if err != nil {
+			if ferr := flush(end); ferr != nil {
+				return local, errors.Join(err, ferr)
+			}
+			return local, err
+		}
+		buf, _ = formats.AppendRecord(buf, rec.ID, rec.Message())
+		end = rec.Offset + int64(rec.Size())
+		lastRecord = rec.Offset
+		if len(buf) >= mirrorChunk || (progress != nil && time.Since(last) > time.Second) {
+			last = time.Now()
+			if err := flush(end); err != nil {
+				return local, fmt.Errorf("write the mirror: %w", err)
+			}
+		}
+	}
+	if end > local {
+		if err := flush(end); err != nil {
+			return local, fmt.Errorf("write the mirror: %w", err)
+		}
+	}
+	if progress != nil {
+		progress(local, remote)
+	}
+	return local, nil
+}
+
+// MirrorMarkFile, in a mirrored stream's folder, holds the position of a
+// record near the mirror's end; the next run compares the mirror's bytes
+// from there with the source's before it appends, so that a mirror is never
+// extended from a different stream.
+const MirrorMarkFile = "mirror.at"
+
+func readMark(dir, name string) (int64, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, name, MirrorMarkFile))
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n, err == nil && n >= 0
+}
+
+func writeMark(dir, name string, at int64) {
+	os.WriteFile(filepath.Join(dir, name, MirrorMarkFile), []byte(strconv.FormatInt(at, 10)+"\n"), 0o644)
+}
+
+// sameAsSource checks that the mirror's bytes from mark to local are the
+// source's records at the same place.
+func (r *Reader) sameAsSource(ctx context.Context, pw messagevault.PageReader, mark, local int64) error {
+	mine := make([]byte, local-mark)
+	if _, err := pw.ReadAt(ctx, mine, mark); err != nil {
+		return fmt.Errorf("read the mirror: %w", err)
+	}
+	var theirs []byte
+	for rec, err := range r.src.Records(ctx, mark, local) {
+		if err != nil {
+			return fmt.Errorf("the mirror does not match the source at %d: %w", mark, err)
+		}
+		theirs, _ = formats.AppendRecord(theirs, rec.ID, rec.Message())
+	}
+	if !bytes.Equal(mine, theirs) {
+		return fmt.Errorf("the mirror of %q differs from the source between %d and %d: it is a mirror of another stream", r.stream, mark, local)
+	}
+	return nil
+}

@@ -1,0 +1,251 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/pierrec/lz4/v4"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// Message is one application message: a key (usually its type, at most
+// 255 bytes) and a value of any size.
+type Message struct {
+	Key   []byte
+	Value []byte
+}
+
+// Result is the answer to a publish.
+type Result struct {
+	// Position is the stream's committed length after the publish.
+	Position int64
+	// Offsets holds the position of each message's first record.
+	Offsets []int64
+}
+
+// records turns messages into v1 records: compressed when asked and
+// worth it, split into chunks of at most MaxValueSize bytes. It returns
+// the records and, for each message, the index of its first record.
+func records(msgs []Message, compress bool) ([]messagevault.Message, []int, error) {
+	var out []messagevault.Message
+	first := make([]int, len(msgs))
+	for i, m := range msgs {
+		if len(m.Key) > messagevault.MaxKeySize {
+			return nil, nil, fmt.Errorf("message %d: key is %d bytes, the limit is %d", i, len(m.Key), messagevault.MaxKeySize)
+		}
+		value, attr := m.Value, byte(0)
+		if compress && len(value) > 64 {
+			if z, err := compressLZ4(value); err == nil && len(z) < len(value) {
+				value, attr = z, messagevault.AttrLZ4
+			}
+		}
+		first[i] = len(out)
+		for {
+			n := min(len(value), messagevault.MaxValueSize)
+			a := attr
+			if n < len(value) {
+				a |= messagevault.AttrContinued
+			}
+			out = append(out, messagevault.NewMessage(m.Key, value[:n], a))
+			value = value[n:]
+			if len(value) == 0 {
+				break
+			}
+		}
+	}
+	return out, first, nil
+}
+
+func compressLZ4(v []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	w := lz4.NewWriter(&buf)
+	if _, err := w.Write(v); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func decompressLZ4(v []byte) ([]byte, error) {
+	return io.ReadAll(lz4.NewReader(bytes.NewReader(v)))
+}
+
+// Publish appends msgs to stream as one batch (their records are
+// contiguous) and returns once the server has made them durable. It
+// retries on 429, 503 and connection errors until ctx ends.
+func (c *Client) Publish(ctx context.Context, stream string, msgs []Message) (Result, error) {
+	recs, first, err := records(msgs, c.compress)
+	if err != nil {
+		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
+	}
+	if len(recs) > messagevault.MaxBatchCount {
+		return Result{}, fmt.Errorf("publish to %q: %d records in one batch; the limit is %d (publish fewer messages at a time)", stream, len(recs), messagevault.MaxBatchCount)
+	}
+	body, err := formats.AppendTransfer(nil, recs)
+	if err != nil {
+		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
+	}
+	var ans struct {
+		Position int64
+		Offsets  []int64
+	}
+	err = c.retry(ctx, func() error {
+		_, err := c.do(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", &ans)
+		return err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
+	}
+	if len(ans.Offsets) != len(recs) {
+		return Result{}, fmt.Errorf("publish to %q: the server answered %d offsets for %d records", stream, len(ans.Offsets), len(recs))
+	}
+	res := Result{Position: ans.Position, Offsets: make([]int64, len(msgs))}
+	for i, f := range first {
+		res.Offsets[i] = ans.Offsets[f]
+	}
+	return res, nil
+}
+
+// Defaults of a BufferedPublisher.
+const (
+	DefaultLinger     = 5 * time.Millisecond
+	DefaultBatchBytes = 1 << 20
+	DefaultBatchCount = 1000
+)
+
+// BufferedPublisher gathers messages into batches: a batch goes out when it
+// holds BatchCount messages or BatchBytes bytes, or Linger after its first
+// message. Add returns once the message's batch is durable.
+type BufferedPublisher struct {
+	c      *Client
+	stream string
+	// Linger, BatchBytes and BatchCount; zero takes the defaults.
+	linger     time.Duration
+	batchBytes int
+	batchCount int
+
+	mu      sync.Mutex
+	pending []Message
+	waiters []chan result
+	size    int
+	timer   *time.Timer
+	ctx     context.Context
+	batches chan batch // to the one sender, so batches keep their order
+	done    chan struct{}
+	closed  bool
+}
+
+type batch struct {
+	msgs    []Message
+	waiters []chan result
+}
+
+type result struct {
+	offset int64
+	err    error
+}
+
+// NewBufferedPublisher returns a buffered publisher to stream; zero limits
+// take the defaults. Batches are sent with ctx.
+func (c *Client) NewBufferedPublisher(ctx context.Context, stream string, linger time.Duration, batchBytes, batchCount int) *BufferedPublisher {
+	if linger <= 0 {
+		linger = DefaultLinger
+	}
+	if batchBytes <= 0 {
+		batchBytes = DefaultBatchBytes
+	}
+	if batchCount <= 0 {
+		batchCount = DefaultBatchCount
+	}
+	p := &BufferedPublisher{c: c, stream: stream, linger: linger, batchBytes: batchBytes, batchCount: batchCount, ctx: ctx,
+		batches: make(chan batch, 16), done: make(chan struct{})}
+	go p.send()
+	return p
+}
+
+// send publishes batches one after another, in the order they were cut.
+func (p *BufferedPublisher) send() {
+	defer close(p.done)
+	for b := range p.batches {
+		res, err := p.c.Publish(p.ctx, p.stream, b.msgs)
+		for i, w := range b.waiters {
+			if err != nil {
+				w <- result{err: err}
+			} else {
+				w <- result{offset: res.Offsets[i]}
+			}
+		}
+	}
+}
+
+// Close sends what is pending and waits until every batch is answered.
+func (p *BufferedPublisher) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.flushLocked()
+	p.closed = true
+	close(p.batches)
+	p.mu.Unlock()
+	<-p.done
+}
+
+// Add queues m and waits until its batch is durable; it returns the
+// message's offset.
+func (p *BufferedPublisher) Add(ctx context.Context, m Message) (int64, error) {
+	ch := make(chan result, 1)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return 0, fmt.Errorf("publish to %q: the buffered publisher is closed", p.stream)
+	}
+	p.pending = append(p.pending, m)
+	p.waiters = append(p.waiters, ch)
+	p.size += len(m.Key) + len(m.Value)
+	if len(p.pending) >= p.batchCount || p.size >= p.batchBytes {
+		p.flushLocked()
+	} else if p.timer == nil {
+		p.timer = time.AfterFunc(p.linger, p.Flush)
+	}
+	p.mu.Unlock()
+	select {
+	case r := <-ch:
+		return r.offset, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Flush sends what is pending now.
+func (p *BufferedPublisher) Flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.flushLocked()
+}
+
+func (p *BufferedPublisher) flushLocked() {
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	if len(p.pending) == 0 {
+		return
+	}
+	if p.closed {
+		return
+	}
+	p.batches <- batch{msgs: p.pending, waiters: p.waiters}
+	p.pending, p.waiters, p.size = nil, nil, 0
+}

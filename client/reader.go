@@ -1,0 +1,297 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
+	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/stream"
+)
+
+// ReadMessage is a message read back, reassembled and decompressed.
+type ReadMessage struct {
+	// Offset is the position of the message's first record; Next the
+	// position after its last one (where to continue from).
+	Offset, Next int64
+	// ID is the id of the message's first record.
+	ID    formats.ID
+	Key   []byte
+	Value []byte
+}
+
+// source is what a Reader reads records from: storage (stream.Reader) or
+// the server's read route.
+type source interface {
+	Position(ctx context.Context) (int64, error)
+	Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error]
+}
+
+// Reader reads one stream.
+type Reader struct {
+	c      *Client // nil when reading a directory without a server
+	stream string
+	src    source
+	closer func() error
+	// ViaServer is true when storage could not be reached and the reader
+	// falls back to the server's read route.
+	ViaServer bool
+	// PollInterval is how often Follow reads the position when it cannot
+	// long-poll the server. Default 200 ms.
+	PollInterval time.Duration
+}
+
+// Reader opens stream for reading straight from storage, through a read
+// grant it asks the server for (and renews when it expires). When storage
+// cannot be reached with the grant it falls back to the server's read
+// route.
+func (c *Client) Reader(ctx context.Context, name string) (*Reader, error) {
+	r := &Reader{c: c, stream: name}
+	if c.viaServer {
+		r.src, r.ViaServer = &serverSource{c: c, stream: name}, true
+		return r, nil
+	}
+	grant, err := c.Grant(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	pr, err := OpenGrant(ctx, grant, func(ctx context.Context) (string, error) { return c.Grant(ctx, name) })
+	if err != nil {
+		r.src, r.ViaServer = &serverSource{c: c, stream: name}, true
+		return r, nil
+	}
+	r.src, r.closer = stream.NewReader(name, pr, stream.ReaderConfig{}), pr.Close
+	return r, nil
+}
+
+// OpenGrant opens the storage behind a read grant: a file:// URL of a
+// stream folder, or an Azure container SAS URL (renew, if set, is asked for
+// a new grant when it expires).
+func OpenGrant(ctx context.Context, grant string, renew func(context.Context) (string, error)) (messagevault.PageReader, error) {
+	u, err := url.Parse(grant)
+	if err != nil {
+		return nil, fmt.Errorf("read grant %q: %w", grant, err)
+	}
+	switch u.Scheme {
+	case "file":
+		return file.OpenStreamReader(filepath.FromSlash(u.Path))
+	case "http", "https":
+		return azure.OpenGrant(ctx, grant, azure.RenewFunc(renew), azure.Config{MaxRetries: 2})
+	default:
+		return nil, fmt.Errorf("read grant %q: unknown scheme %q", grant, u.Scheme)
+	}
+}
+
+// OpenDir opens stream in a local data directory (or a mirror) for
+// reading, without a server.
+func OpenDir(dir, name string) (*Reader, error) {
+	pr, err := file.OpenStreamReader(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{stream: name, src: stream.NewReader(name, pr, stream.ReaderConfig{}), closer: pr.Close}, nil
+}
+
+// Close releases the reader.
+func (r *Reader) Close() error {
+	if r.closer != nil {
+		return r.closer()
+	}
+	return nil
+}
+
+// Position returns the stream's committed position.
+func (r *Reader) Position(ctx context.Context) (int64, error) { return r.src.Position(ctx) }
+
+// Records iterates the raw records from position from to position to (a
+// negative to: the committed position). Each record's slices are valid
+// until the next step.
+func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {
+	return r.src.Records(ctx, from, to)
+}
+
+// Messages iterates whole messages from position from (a message's Offset
+// or Next, 0 for the start) to position to (negative: the committed
+// position), reassembling split values and decompressing LZ4 ones.
+func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMessage, error] {
+	return func(yield func(ReadMessage, error) bool) {
+		var cur ReadMessage
+		var lz4 bool
+		collecting := false
+		for rec, err := range r.src.Records(ctx, from, to) {
+			if err != nil {
+				yield(ReadMessage{}, err)
+				return
+			}
+			if !collecting {
+				cur = ReadMessage{Offset: rec.Offset, ID: rec.ID, Key: append([]byte(nil), rec.Key...)}
+				lz4 = rec.Attributes&messagevault.AttrLZ4 != 0
+				collecting = true
+			}
+			cur.Value = append(cur.Value, rec.Value...)
+			if rec.Attributes&messagevault.AttrContinued != 0 {
+				continue
+			}
+			collecting = false
+			cur.Next = rec.Offset + int64(rec.Size())
+			if lz4 {
+				v, err := decompressLZ4(cur.Value)
+				if err != nil {
+					yield(ReadMessage{}, fmt.Errorf("stream %q: message at %d: LZ4 value: %w", r.stream, cur.Offset, err))
+					return
+				}
+				cur.Value = v
+			}
+			if cur.Value == nil {
+				cur.Value = []byte{}
+			}
+			if !yield(cur, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Follow iterates whole messages from position from, then waits for new
+// ones and yields them as they are committed, until ctx ends (it then
+// yields ctx.Err()). It is woken by the server's long poll when the server
+// is reachable, and polls the position otherwise. Resume after a restart
+// from the Next of the last message handled.
+func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, error] {
+	return func(yield func(ReadMessage, error) bool) {
+		pos := from
+		for {
+			end, err := r.src.Position(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				yield(ReadMessage{}, err)
+				return
+			}
+			if end > pos {
+				for m, err := range r.Messages(ctx, pos, end) {
+					if err != nil {
+						yield(ReadMessage{}, err)
+						return
+					}
+					pos = m.Next
+					if !yield(m, nil) {
+						return
+					}
+				}
+				continue
+			}
+			r.wait(ctx, pos)
+			if err := ctx.Err(); err != nil {
+				yield(ReadMessage{}, err)
+				return
+			}
+		}
+	}
+}
+
+// wait returns when the stream may have moved past pos.
+func (r *Reader) wait(ctx context.Context, pos int64) {
+	if r.c != nil {
+		start := time.Now()
+		_, _, _, err := r.c.rawRecords(ctx, r.stream, pos, 1, 25*time.Second)
+		if err == nil || time.Since(start) > time.Second {
+			return
+		}
+	}
+	poll := r.PollInterval
+	if poll <= 0 {
+		poll = 200 * time.Millisecond
+	}
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// VerifyResult is what a full scan of a stream found.
+type VerifyResult struct {
+	Records  int64
+	Position int64
+}
+
+// Verify reads every record of the stream up to its committed position and
+// checks each one (version, crc, id position). The error names the first
+// bad position. progress, if set, is called now and then with the bytes
+// checked so far and the total.
+func (r *Reader) Verify(ctx context.Context, progress func(done, total int64)) (VerifyResult, error) {
+	pos, err := r.src.Position(ctx)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	res := VerifyResult{Position: pos}
+	var last time.Time
+	for rec, err := range r.src.Records(ctx, 0, pos) {
+		if err != nil {
+			return res, err
+		}
+		res.Records++
+		if progress != nil && time.Since(last) > 100*time.Millisecond {
+			last = time.Now()
+			progress(rec.Offset, pos)
+		}
+	}
+	if progress != nil {
+		progress(pos, pos)
+	}
+	return res, nil
+}
+
+// serverSource reads records through the server's read route.
+type serverSource struct {
+	c      *Client
+	stream string
+}
+
+func (s *serverSource) Position(ctx context.Context) (int64, error) {
+	_, _, pos, err := s.c.rawRecords(ctx, s.stream, 0, 1, 0)
+	return pos, err
+}
+
+func (s *serverSource) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {
+	return func(yield func(formats.Record, error) bool) {
+		pos := from
+		for to < 0 || pos < to {
+			data, next, end, err := s.c.rawRecords(ctx, s.stream, pos, 1000, 0)
+			if err != nil {
+				yield(formats.Record{}, err)
+				return
+			}
+			if to < 0 {
+				to = end
+			}
+			if next == pos {
+				return // nothing more
+			}
+			off := pos
+			for len(data) > 0 && off < to {
+				rec, n, err := formats.DecodeRecord(data)
+				if err != nil {
+					yield(formats.Record{}, fmt.Errorf("stream %q: record at %d from the server: %w: %w", s.stream, off, messagevault.ErrCorrupt, err))
+					return
+				}
+				rec.Offset = off
+				if !yield(rec, nil) {
+					return
+				}
+				off += int64(n)
+				data = data[n:]
+			}
+			pos = next
+		}
+	}
+}

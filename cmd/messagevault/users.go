@@ -1,0 +1,158 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/azure"
+)
+
+// UsersCommand manages users in a local users file or in mv-sys.
+type UsersCommand struct {
+	stdout   io.Writer
+	dataDir  string
+	file     string
+	azure    string
+	password string
+}
+
+// Command returns the cobra command with its subcommands.
+func (c *UsersCommand) Command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "users",
+		Short: "Manage users and their claims",
+		Long: `Manage users and claims where a server keeps them: <data>/auth.json for the
+local backend (--data, default ./data, or --users FILE), or the blob
+mv-sys/auth.json with --azure. A running server picks changes up within a
+second or so.
+
+Claims: all:read, all:write, <stream>:read, <stream>:write (write implies read).`,
+		Example: `  messagevault users list
+  messagevault users add alice orders:read
+  messagevault users add ci --password "$CI_PASSWORD" all:write
+  messagevault users grant alice billing:write
+  messagevault users revoke alice orders:read
+  messagevault users passwd alice
+  messagevault users remove alice
+  messagevault users list --azure="$AZURE_STORAGE_CONNECTION_STRING"`,
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&c.dataDir, "data", DefaultDataDir, "data directory whose auth.json to edit")
+	pf.StringVar(&c.file, "users", "", "users file to edit (instead of <data>/auth.json)")
+	pf.StringVar(&c.azure, "azure", "", "edit mv-sys/auth.json of an Azure account: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
+	pf.Lookup("azure").NoOptDefVal = azureFromEnv
+
+	withPassword := func(cc *cobra.Command) *cobra.Command {
+		cc.Flags().StringVar(&c.password, "password", "", "the password (default: a random one, printed once)")
+		return cc
+	}
+	cmd.AddCommand(
+		&cobra.Command{Use: "list", Short: "List users and their claims", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				u, err := c.open()
+				if err != nil {
+					return err
+				}
+				for _, p := range u.List() {
+					fmt.Fprintf(c.stdout, "%s\t%s\n", p.Name, strings.Join(p.Claims, " "))
+				}
+				return nil
+			}},
+		withPassword(&cobra.Command{Use: "add NAME [CLAIM...]", Short: "Add a user", Args: cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				u, err := c.open()
+				if err != nil {
+					return err
+				}
+				pw := c.newPassword()
+				if err := u.Add(args[0], pw, args[1:]...); err != nil {
+					return err
+				}
+				c.report("added", args[0], pw)
+				return nil
+			}}),
+		withPassword(&cobra.Command{Use: "passwd NAME", Short: "Set a user's password", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				u, err := c.open()
+				if err != nil {
+					return err
+				}
+				pw := c.newPassword()
+				if err := u.SetPassword(args[0], pw); err != nil {
+					return err
+				}
+				c.report("set the password of", args[0], pw)
+				return nil
+			}}),
+		&cobra.Command{Use: "remove NAME", Short: "Remove a user", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				u, err := c.open()
+				if err != nil {
+					return err
+				}
+				return u.Remove(args[0])
+			}},
+		&cobra.Command{Use: "grant NAME CLAIM...", Short: "Give a user claims", Args: cobra.MinimumNArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				u, err := c.open()
+				if err != nil {
+					return err
+				}
+				return u.Grant(args[0], args[1:]...)
+			}},
+		&cobra.Command{Use: "revoke NAME CLAIM...", Short: "Take claims from a user", Args: cobra.MinimumNArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				u, err := c.open()
+				if err != nil {
+					return err
+				}
+				return u.Revoke(args[0], args[1:]...)
+			}},
+	)
+	return cmd
+}
+
+func (c *UsersCommand) open() (*auth.Users, error) {
+	if c.azure != "" {
+		cs := c.azure
+		if cs == azureFromEnv {
+			if cs = os.Getenv(AzureConnectionEnv); cs == "" {
+				return nil, usageError("--azure without a value takes the connection string from %s, which is empty", AzureConnectionEnv)
+			}
+		}
+		s, err := azure.Open(cs, azure.Config{})
+		if err != nil {
+			return nil, usageError("--azure: %v", err)
+		}
+		return auth.Open(s.Users(), nil)
+	}
+	path := c.file
+	if path == "" {
+		path = filepath.Join(c.dataDir, UsersFileName)
+		if _, err := os.Stat(c.dataDir); err != nil {
+			return nil, fmt.Errorf("data directory %s: %w", c.dataDir, err)
+		}
+	}
+	return auth.Open(auth.NewFileSource(path), nil)
+}
+
+func (c *UsersCommand) newPassword() string {
+	if c.password != "" {
+		return c.password
+	}
+	return auth.RandomPassword()
+}
+
+func (c *UsersCommand) report(what, name, pw string) {
+	if c.password != "" {
+		fmt.Fprintf(c.stdout, "%s user %s\n", what, name)
+		return
+	}
+	fmt.Fprintf(c.stdout, "%s user %s; password (shown once): %s\n", what, name, pw)
+}
