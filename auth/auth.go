@@ -262,7 +262,7 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Unlock()
 	if user == nil {
 		// Spend the same time as a real check, so names cannot be probed.
-		compareHash(dummyHash, password)
+		compareHash(dummyHash(), password)
 		return Principal{}, ErrUnauthenticated
 	}
 	if cached && v.hash == stored && time.Now().Before(v.until) && subtle.ConstantTimeCompare(v.digest[:], digest[:]) == 1 {
@@ -299,7 +299,12 @@ func (u *Users) digest(name, password string) [32]byte {
 	return d
 }
 
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), BcryptCost)
+// dummyHash is checked against for unknown users; made on first use, so
+// that commands that never authenticate do not pay for it.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), BcryptCost)
+	return h
+})
 
 // bcryptSlots caps concurrent bcrypt checks at the number of cores, so
 // that a flood of wrong passwords queues instead of starving the server.

@@ -25,7 +25,7 @@ func TestServeDefaultsAndFirstAdmin(t *testing.T) {
 		var out mvtest.Buffer
 		cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0")
 		cmd.Dir = wd
-		cmd.Env = withoutAdminPassword(os.Environ())
+		cmd.Env = withoutAdminPassword(mvtest.Env())
 		cmd.Stderr = &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -85,6 +85,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 	bin := mvtest.Binary(t)
 	for _, args := range [][]string{{"serve", "--bogus"}, {"nonsense"}, {"serve", "extra"}, {"serve", "--tls-cert", "x"}, {"serve", "--log-level", "loud"}} {
 		cmd := exec.Command(bin, args...)
+		cmd.Env = mvtest.Env()
 		cmd.Dir = t.TempDir()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -99,8 +100,16 @@ func TestUsageErrorsExit2(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	out, err := exec.Command(mvtest.Binary(t), "version").Output()
+	cmd := exec.Command(mvtest.Binary(t), "version")
+	cmd.Env = mvtest.Env()
+	out, err := cmd.Output()
 	if err != nil || !strings.HasPrefix(string(out), "messagevault ") {
 		t.Fatalf("version: %q, %v", out, err)
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	mvtest.Cleanup()
+	os.Exit(code)
 }

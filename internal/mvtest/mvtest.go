@@ -23,8 +23,17 @@ import (
 var (
 	buildOnce sync.Once
 	binPath   string
+	binDir    string
 	buildErr  error
 )
+
+// Cleanup removes the binary Binary built. Call it from TestMain after the
+// tests ran.
+func Cleanup() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
 
 // Binary returns the path of a messagevault binary built from this
 // checkout, building it on first use.
@@ -38,7 +47,7 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "messagevault")
+		binDir, binPath = dir, filepath.Join(dir, "messagevault")
 		cmd := exec.Command("go", "build", "-race", "-o", binPath, "./cmd/messagevault")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -49,6 +58,12 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// Env returns the environment to run the binary with: this process's, and
+// no one-second pause at exit (the race detector's default).
+func Env() []string {
+	return append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 }
 
 // Buffer is a bytes.Buffer safe for a process writing and a test reading.
@@ -95,7 +110,7 @@ func Start(t testing.TB, dir string, env []string, args ...string) *Server {
 	bin := Binary(t)
 	all := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dir}, args...)
 	cmd := exec.Command(bin, all...)
-	cmd.Env = append(os.Environ(), "MESSAGEVAULT_ADMIN_PASSWORD="+AdminPassword)
+	cmd.Env = append(Env(), "MESSAGEVAULT_ADMIN_PASSWORD="+AdminPassword)
 	cmd.Env = append(cmd.Env, env...)
 	s := &Server{t: t, Cmd: cmd, DataDir: dir, Stderr: &Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.Stderr

@@ -1,0 +1,75 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+
+	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/client"
+	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/server"
+	"github.com/messagevault/messagevault/vault"
+)
+
+// exampleServer runs a MessageVault server in process, on a temporary
+// directory, with the user admin/secret. Real code talks to a running
+// "messagevault serve" instead.
+func exampleServer() (url string, stop func()) {
+	dir, _ := os.MkdirTemp("", "mv-example-")
+	store, _ := file.Open(dir)
+	users, _ := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users.Add("admin", "secret", "all:write")
+	v := vault.New(store, vault.Config{})
+	srv := httptest.NewServer(server.New(server.Config{Vault: v, Users: users}))
+	return srv.URL, func() { srv.Close(); v.Close(); store.Close(); os.RemoveAll(dir) }
+}
+
+func ExampleClient_Publish() {
+	url, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+
+	c := client.New(url, "admin", "secret")
+	res, err := c.Publish(ctx, "orders", []client.Message{
+		{Key: []byte("order-placed"), Value: []byte(`{"id":1}`)},
+		{Key: []byte("order-paid"), Value: []byte(`{"id":1}`)},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("offsets:", res.Offsets, "position:", res.Position)
+	// Output: offsets: [0 45] position: 88
+}
+
+func ExampleReader_Messages() {
+	url, stop := exampleServer()
+	defer stop()
+	ctx := context.Background()
+	c := client.New(url, "admin", "secret")
+	c.Publish(ctx, "orders", []client.Message{
+		{Key: []byte("order-placed"), Value: []byte("first")},
+		{Key: []byte("order-placed"), Value: []byte("second")},
+	})
+
+	// The reader goes straight to storage with the server's read grant.
+	r, err := c.Reader(ctx, "orders")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+	for m, err := range r.Messages(ctx, 0, -1) {
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("%d %s %s (continue from %d)\n", m.Offset, m.Key, m.Value, m.Next)
+	}
+	// Output:
+	// 0 order-placed first (continue from 42)
+	// 42 order-placed second (continue from 85)
+}
