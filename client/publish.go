@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -80,6 +81,9 @@ func decompressLZ4(v []byte) ([]byte, error) {
 	return io.ReadAll(lz4.NewReader(bytes.NewReader(v)))
 }
 
+// bodyPool keeps transfer bodies between publishes.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
 // Publish appends msgs to stream as one batch (their records are
 // contiguous) and returns once the server has made them durable. It
 // retries on 429, 503 and connection errors until ctx ends.
@@ -91,14 +95,21 @@ func (c *Client) Publish(ctx context.Context, stream string, msgs []Message) (Re
 	if len(recs) > messagevault.MaxBatchCount {
 		return Result{}, fmt.Errorf("publish to %q: %d records in one batch; the limit is %d (publish fewer messages at a time)", stream, len(recs), messagevault.MaxBatchCount)
 	}
-	body, err := formats.AppendTransfer(nil, recs)
+	bp := bodyPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 8<<20 {
+			bodyPool.Put(bp)
+		}
+	}()
+	if n := formats.TransferSize(recs); cap(*bp) < n {
+		*bp = make([]byte, 0, n)
+	}
+	body, err := formats.AppendTransfer((*bp)[:0], recs)
 	if err != nil {
 		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
 	}
-	var ans struct {
-		Position int64
-		Offsets  []int64
-	}
+	*bp = body
+	var ans publishAnswer
 	err = c.retry(ctx, func() error {
 		_, err := c.do(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", &ans)
 		return err
@@ -248,4 +259,71 @@ func (p *BufferedPublisher) flushLocked() {
 	}
 	p.batches <- batch{msgs: p.pending, waiters: p.waiters}
 	p.pending, p.waiters, p.size = nil, nil, 0
+}
+
+// publishAnswer is the server's answer to a publish. It decodes the
+// answer's usual shape without reflection (a batch of thousands of offsets
+// is common), and anything else with encoding/json.
+type publishAnswer struct {
+	Position int64
+	Offsets  []int64
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (a *publishAnswer) UnmarshalJSON(data []byte) error {
+	if a.fast(data) {
+		return nil
+	}
+	var slow struct {
+		Position int64
+		Offsets  []int64
+	}
+	if err := json.Unmarshal(data, &slow); err != nil {
+		return err
+	}
+	a.Position, a.Offsets = slow.Position, slow.Offsets
+	return nil
+}
+
+// fast parses exactly {"Position":N,"Offsets":[N,...]} with optional
+// spaces; it reports false for anything else.
+func (a *publishAnswer) fast(d []byte) bool {
+	d = bytes.TrimSpace(d)
+	const p1, p2 = `{"Position":`, `,"Offsets":[`
+	if !bytes.HasPrefix(d, []byte(p1)) {
+		return false
+	}
+	d = d[len(p1):]
+	pos, n := parseInt(d)
+	if n == 0 || !bytes.HasPrefix(d[n:], []byte(p2)) {
+		return false
+	}
+	d = d[n+len(p2):]
+	offs := make([]int64, 0, 1024)
+	for len(d) > 0 && d[0] != ']' {
+		v, n := parseInt(d)
+		if n == 0 {
+			return false
+		}
+		offs = append(offs, v)
+		d = d[n:]
+		if len(d) > 0 && d[0] == ',' {
+			d = d[1:]
+		}
+	}
+	if string(bytes.TrimSpace(d)) != "]}" {
+		return false
+	}
+	a.Position, a.Offsets = pos, offs
+	return true
+}
+
+// parseInt parses a non-negative decimal at the start of d.
+func parseInt(d []byte) (int64, int) {
+	var v int64
+	i := 0
+	for ; i < len(d) && d[i] >= '0' && d[i] <= '9' && i < 18; i++ {
+		v = v*10 + int64(d[i]-'0')
+	}
+	return v, i
 }

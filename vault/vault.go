@@ -213,6 +213,22 @@ func (v *Vault) Append(ctx context.Context, name string, msgs []messagevault.Mes
 	return e.w.Append(ctx, msgs)
 }
 
+// AppendChecked is Append for messages whose sizes and checksums the
+// caller has already checked (formats.DecodeTransfer does): it skips the
+// second check.
+func (v *Vault) AppendChecked(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {
+	name, err := messagevault.NormalizeStreamName(name)
+	if err != nil {
+		return stream.AppendResult{}, err
+	}
+	e, err := v.acquire(ctx, name)
+	if err != nil {
+		return stream.AppendResult{}, err
+	}
+	defer v.release(e)
+	return e.w.AppendChecked(ctx, msgs)
+}
+
 // Committed returns the committed position of stream name and a channel
 // closed at its next commit, if this vault has its writer open; ok is
 // false otherwise.

@@ -51,6 +51,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		(&UsersCommand{stdout: m.Stdout}).Command(),
 		(&MirrorCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VerifyCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
+		(&BenchCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VersionCommand{stdout: m.Stdout}).Command(),
 	)
 	err := root.ExecuteContext(ctx)

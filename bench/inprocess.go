@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/server"
+	"github.com/messagevault/messagevault/vault"
+)
+
+// Server is an in-process MessageVault server on a loopback port, for a
+// bench without a running server.
+type Server struct {
+	URL, User, Password string
+
+	http  *http.Server
+	vault *vault.Vault
+	dir   string
+}
+
+// StartServer serves storage on 127.0.0.1 at a free port with a user of
+// its own (kept in a temporary file).
+func StartServer(storage messagevault.Storage) (*Server, error) {
+	dir, err := os.MkdirTemp("", "mv-bench-users-")
+	if err != nil {
+		return nil, err
+	}
+	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	if err != nil {
+		return nil, err
+	}
+	pw := auth.RandomPassword()
+	if err := users.Add("bench", pw, "all:write"); err != nil {
+		return nil, err
+	}
+	v := vault.New(storage, vault.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{URL: "http://" + ln.Addr().String(), User: "bench", Password: pw, vault: v, dir: dir,
+		http: &http.Server{Handler: server.New(server.Config{Vault: v, Users: users})}}
+	go s.http.Serve(ln)
+	return s, nil
+}
+
+// Close stops the server and closes its streams.
+func (s *Server) Close() error {
+	err := s.http.Shutdown(context.Background())
+	err = errors.Join(err, s.vault.Close())
+	os.RemoveAll(s.dir)
+	return err
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
+	"github.com/messagevault/messagevault/bench"
+	"github.com/messagevault/messagevault/client"
+	"github.com/messagevault/messagevault/file"
+)
+
+// BenchCommand is the stress tester.
+type BenchCommand struct {
+	conn
+	stdout, stderr io.Writer
+	cfg            bench.Config
+	data, azureCS  string
+	jsonOut, chart string
+	cpuProfile     string
+}
+
+// Command returns the cobra command.
+func (c *BenchCommand) Command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Stress-test a server, then verify every message",
+		Long: `Publish with --threads producers, each sending --steps batches (or for
+--duration) of --batch messages with values of --min-size..--max-size bytes
+(keys message{step}-{i}), against a running server (--url) or an in-process one
+(--data DIR or --azure). Report messages/s, batches/s, payload MB/s and
+publish latency p50/p90/p99/max; then read every stream back straight from
+storage and verify every message (a mismatch fails the run, exit 1).`,
+		Example: `  messagevault bench --data /tmp/bench --threads 4 --batch 1000 --min-size 100 --max-size 100 --duration 20s
+  messagevault bench --url http://127.0.0.1:8001 --steps 200 --json report.json --chart report.svg
+  messagevault bench --azure --threads 8 --steps 50`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return c.Run(cmd) },
+	}
+	c.flags(cmd)
+	f := cmd.Flags()
+	f.IntVar(&c.cfg.Threads, "threads", 4, "concurrent producers")
+	f.IntVar(&c.cfg.Steps, "steps", 0, "batches per producer (default 100 unless --duration)")
+	f.DurationVar(&c.cfg.Duration, "duration", 0, "publish for this long instead of --steps")
+	f.IntVar(&c.cfg.Batch, "batch", 100, "messages per batch")
+	f.IntVar(&c.cfg.MinSize, "min-size", 117, "smallest value in bytes")
+	f.IntVar(&c.cfg.MaxSize, "max-size", 1137, "largest value in bytes")
+	f.IntVar(&c.cfg.Streams, "streams", 1, "streams the producers share")
+	f.IntVar(&c.cfg.Rate, "rate", 0, "cap on messages per second over all producers (0: as fast as possible)")
+	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
+	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
+	f.StringVar(&c.azureCS, "azure", "", "run an in-process server on Azure: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
+	f.Lookup("azure").NoOptDefVal = azureFromEnv
+	f.StringVar(&c.jsonOut, "json", "", "write the report as JSON to this file")
+	f.StringVar(&c.chart, "chart", "", "write a chart of throughput and latency over time (SVG) to this file")
+	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (client and in-process server) to this file, for go tool pprof")
+	return cmd
+}
+
+// Run runs the bench.
+func (c *BenchCommand) Run(cmd *cobra.Command) error {
+	if c.cfg.Steps > 0 && c.cfg.Duration > 0 {
+		return usageError("give --steps or --duration, not both")
+	}
+	if c.data != "" && c.azureCS != "" {
+		return usageError("give --data or --azure, not both")
+	}
+	ctx := cmd.Context()
+	cl := c.client(client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}))
+	var store messagevault.Storage
+	switch {
+	case c.data != "":
+		s, err := file.Open(c.data)
+		if err != nil {
+			return err
+		}
+		store = s
+	case c.azureCS != "":
+		cs := c.azureCS
+		if cs == azureFromEnv {
+			cs = os.Getenv(AzureConnectionEnv)
+		}
+		s, err := azure.Open(cs, azure.Config{})
+		if err != nil {
+			return usageError("--azure: %v", err)
+		}
+		store = s
+	}
+	if store != nil {
+		srv, err := bench.StartServer(store)
+		if err != nil {
+			return err
+		}
+		defer func() { srv.Close(); store.Close() }()
+		cl = client.New(srv.URL, srv.User, srv.Password, client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}))
+	}
+	c.cfg.Client = cl
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	rep, err := bench.Run(ctx, c.cfg)
+	if rep != nil {
+		c.print(rep)
+		if c.jsonOut != "" {
+			b, _ := json.MarshalIndent(rep, "", "  ")
+			if werr := os.WriteFile(c.jsonOut, append(b, '\n'), 0o644); werr != nil {
+				err = errors.Join(err, werr)
+			}
+		}
+		if c.chart != "" {
+			f, ferr := os.Create(c.chart)
+			if ferr == nil {
+				ferr = bench.WriteSVG(f, rep)
+				f.Close()
+			}
+			err = errors.Join(err, ferr)
+		}
+	}
+	return err
+}
+
+func (c *BenchCommand) print(r *bench.Report) {
+	fmt.Fprintf(c.stdout, "threads %d, batches of %d, values %d..%d bytes, %d stream(s): %s\n", r.Threads, r.Batch, r.MinSize, r.MaxSize, r.Streams, strings.Join(r.StreamNames, " "))
+	fmt.Fprintf(c.stdout, "published %d messages in %d batches in %.2f s\n", r.Messages, r.Batches, r.Seconds)
+	fmt.Fprintf(c.stdout, "  %.0f messages/s, %.0f batches/s, %.1f MB/s of payload\n", r.MessagesPerSecond, r.BatchesPerSecond, r.PayloadMBPerSecond)
+	fmt.Fprintf(c.stdout, "  latency ms: p50 %.2f, p90 %.2f, p99 %.2f, max %.2f\n", r.LatencyMs.P50, r.LatencyMs.P90, r.LatencyMs.P99, r.LatencyMs.Max)
+	if r.Verified > 0 {
+		fmt.Fprintf(c.stdout, "verified %d messages from storage in %.2f s (%.0f messages/s)\n", r.Verified, r.VerifySeconds, r.ReadMessagesPerSecond)
+	}
+	if r.Errors > 0 {
+		fmt.Fprintf(c.stdout, "%d publishes failed\n", r.Errors)
+	}
+}
