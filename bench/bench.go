@@ -173,11 +173,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Steps <= 0 {
 		deadline = start.Add(cfg.Duration)
 	}
-	var pace <-chan time.Time
+	// With a rate, each thread sends its batches on a fixed schedule, so
+	// that slow answers do not lower the offered load.
+	var every time.Duration
 	if cfg.Rate > 0 {
-		t := time.NewTicker(time.Second * time.Duration(cfg.Batch) / time.Duration(cfg.Rate))
-		defer t.Stop()
-		pace = t.C
+		every = time.Second * time.Duration(cfg.Threads*cfg.Batch) / time.Duration(cfg.Rate)
 	}
 	var wg sync.WaitGroup
 	for th := 0; th < cfg.Threads; th++ {
@@ -191,9 +191,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if !deadline.IsZero() && time.Now().After(deadline) {
 					return
 				}
-				if pace != nil {
+				if every > 0 {
+					at := start.Add(time.Duration(step)*every + time.Duration(th)*every/time.Duration(cfg.Threads))
 					select {
-					case <-pace:
+					case <-time.After(time.Until(at)):
 					case <-ctx.Done():
 						return
 					}

@@ -162,3 +162,30 @@ func TestCLIAzure(t *testing.T) {
 	s := startAzure(t, az)
 	cliSuite(t, s, []string{"--azure=" + az.ConnectionString()})
 }
+
+func TestBenchCommand(t *testing.T) {
+	dir := t.TempDir()
+	s := mvtest.Start(t, dir, nil)
+	report, chart := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
+	// Against the running server.
+	out := mustCLI(t, s, "", "bench", "--threads", "2", "--steps", "5", "--batch", "50", "--json", report, "--chart", chart)
+	for _, want := range []string{"published 500 messages", "messages/s", "p99", "verified 500 messages"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"MessagesPerSecond"`) {
+		t.Fatalf("JSON report: %v %.200s", err, b)
+	}
+	if b, err := os.ReadFile(chart); err != nil || !strings.Contains(string(b), "<svg") {
+		t.Fatalf("chart: %v", err)
+	}
+	// In process, on a directory of its own.
+	out = mustCLI(t, s, "", "bench", "--data", t.TempDir(), "--threads", "2", "--duration", "1s", "--batch", "10", "--min-size", "100", "--max-size", "100")
+	if !strings.Contains(out, "verified") {
+		t.Fatalf("in-process bench:\n%s", out)
+	}
+	if _, _, code := cli(t, s, "", "bench", "--steps", "1", "--duration", "1s"); code != 2 {
+		t.Fatalf("--steps with --duration: exit %d, want 2", code)
+	}
+}

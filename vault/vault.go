@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -413,6 +414,12 @@ func (v *Vault) sweep() {
 		for i, e := range idle {
 			v.retire(names[i], e, true)
 			v.log.Debug("idle stream writer closed", "stream", names[i])
+		}
+		if len(idle) > 0 {
+			// Hand the closed writers' buffers back to the operating
+			// system now, rather than whenever the runtime gets to it: an
+			// idle server should look idle.
+			debug.FreeOSMemory()
 		}
 	}
 }

@@ -93,7 +93,7 @@ func jetStream(ctx context.Context, syncAlways bool, producers, batch, size int,
 		return 0, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(batch*2))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(producers*batch*2))
 	if err != nil {
 		return 0, err
 	}
