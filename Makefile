@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: test deps unit fuzz fuzz-long bench build serve vet
+.PHONY: test deps unit fuzz fuzz-long bench bench-goals peers build serve vet
 
 ## test: everything CI runs: installs the test dependencies, then vet, gofmt check, all tests with the race detector, short fuzzing
 test: deps vet unit fuzz
@@ -31,6 +31,16 @@ fuzz-long:
 ## bench: every Go benchmark, three runs each (compare with benchstat)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./...
+
+## bench-goals: the issue 7 goal runs of `messagevault bench` (see docs/PERFORMANCE.md)
+bench-goals: build
+	rm -rf /tmp/mv-bench && bin/messagevault bench --data /tmp/mv-bench --threads 4 --batch 1000 --min-size 100 --max-size 100 --duration 10s --no-verify
+	rm -rf /tmp/mv-bench && bin/messagevault bench --data /tmp/mv-bench --threads 4 --batch 10 --rate 10000 --min-size 100 --max-size 100 --duration 10s --no-verify
+	rm -rf /tmp/mv-bench
+
+## peers: the same workload against embedded NATS JetStream and MessageVault, side by side (module bench/peers)
+peers:
+	cd bench/peers && $(GO) run . -producers 4 -batch 1000 -size 100 -duration 10s
 
 build:
 	$(GO) build -o bin/messagevault ./cmd/messagevault
