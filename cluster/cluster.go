@@ -80,6 +80,9 @@ type Node struct {
 	validTill time.Time // leadership is safe to use until then
 	leader    string    // last known leader endpoint
 	elections int
+	renewOK   int
+	renewFail int
+	losses    int
 
 	stop chan struct{}
 	done chan struct{}
@@ -147,6 +150,21 @@ func (n *Node) Elections() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.elections
+}
+
+// Renewals returns how many renewals of the lock succeeded and failed.
+func (n *Node) Renewals() (ok, failed int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.renewOK, n.renewFail
+}
+
+// Losses returns how many times this node stepped down because its lock
+// lapsed.
+func (n *Node) Losses() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.losses
 }
 
 func (n *Node) run() {
@@ -253,6 +271,9 @@ func (n *Node) lead(ctx context.Context) {
 		n.mu.Lock()
 		if err == nil {
 			n.validTill = n.validFrom(sent)
+			n.renewOK++
+		} else {
+			n.renewFail++
 		}
 		lapsed := !time.Now().Before(n.validTill)
 		n.mu.Unlock()
@@ -261,6 +282,9 @@ func (n *Node) lead(ctx context.Context) {
 		}
 		if lapsed {
 			n.log.Error("leader lock lost or not renewed in time: stepping down")
+			n.mu.Lock()
+			n.losses++
+			n.mu.Unlock()
 			n.demote(ctx, false)
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
@@ -144,3 +145,5 @@ func values(recs []formats.Record) []string {
 	}
 	return out
 }
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}

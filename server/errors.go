@@ -93,6 +93,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 && r.Context().Err() == nil {
 		s.log.Error("request failed", "id", requestID(r.Context()), "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		s.metrics.recordError(err)
+		s.status.failed(status, requestID(r.Context()), err)
 	}
 	writeJSON(w, status, apiError{Error: err.Error(), Type: typ})
 }

@@ -111,12 +111,14 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 		s.forward(w, r, body)
 		return
 	}
+	start := time.Now()
 	res, err := v.AppendChecked(r.Context(), name, msgs)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	s.metrics.appended(len(msgs), len(body))
+	s.status.published1(name, len(msgs), time.Since(start))
 	// The answer by hand: a batch of thousands of offsets is common.
 	out := make([]byte, 0, 32+12*len(res.Offsets))
 	out = append(out, `{"Position":`...)
@@ -259,8 +261,9 @@ func decodeJSON(body []byte, dst []messagevault.Message) ([]messagevault.Message
 
 // Headers of a forwarded write.
 const (
-	forwardedForHeader = "X-Messagevault-Forwarded-For"
-	forwardedHeader    = "X-Messagevault-Forwarded"
+	forwardedForHeader  = "X-Messagevault-Forwarded-For"
+	forwardedHeader     = "X-Messagevault-Forwarded"
+	forwardedNodeHeader = "X-Messagevault-Node"
 )
 
 // forward sends a publish that this follower has authenticated, authorized
@@ -282,6 +285,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
 	req.Header.Set(forwardedHeader, "1")
+	if s.selfURL != "" {
+		req.Header.Set(forwardedNodeHeader, s.selfURL)
+	}
 	req.Header.Set("X-Request-Id", requestID(r.Context()))
 	if u, ok := r.Context().Value(keyUser).(*string); ok {
 		req.Header.Set(forwardedForHeader, *u)

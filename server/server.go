@@ -91,8 +91,9 @@ type Config struct {
 // ForwardTimeout bounds a write forwarded to the leader.
 const ForwardTimeout = 60 * time.Second
 
-// SetNode tells the server who leads (set once, before serving).
-func (s *Server) SetNode(n Node) { s.cfg.Node = n }
+// SetNode tells the server who leads and this node's own URL (set once,
+// before serving).
+func (s *Server) SetNode(n Node, self string) { s.cfg.Node, s.selfURL = n, self }
 
 // SetVault makes v the vault that writes (nil: this node does not lead).
 func (s *Server) SetVault(v *vault.Vault) { s.vault.Store(v) }
@@ -122,6 +123,8 @@ type Server struct {
 	metrics *metrics
 
 	inflight atomic.Int64
+	status   *status
+	selfURL  string
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{}
@@ -151,6 +154,13 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}),
 		client: &http.Client{Timeout: ForwardTimeout}}
 	s.vault.Store(cfg.Vault)
+	s.status = newStatus()
+	sctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-s.shutdown
+		cancel()
+	}()
+	go s.status.sampleLoop(sctx)
 	s.metrics = newMetrics(cfg.Registry, s)
 	s.routes()
 	s.handler = s.middleware(s.mux)
@@ -168,6 +178,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	s.mux.HandleFunc("GET /ui/{$}", s.handleUI)
+	s.mux.HandleFunc("GET /ui/status", s.handleUIStatus)
 	s.mux.HandleFunc("/", s.handleNotFound)
 }
 
@@ -312,6 +325,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 			return auth.Principal{}, false
 		}
 		// A follower checked the user's claims before forwarding.
+		if node := r.Header.Get(forwardedNodeHeader); node != "" {
+			s.status.follower(node)
+		}
 		p := auth.Principal{Name: ClusterUser + " for " + r.Header.Get(forwardedForHeader), Claims: []string{"all:write"}}
 		if u, ok := r.Context().Value(keyUser).(*string); ok {
 			*u = p.Name
@@ -388,13 +404,7 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var infos []vault.StreamInfo
-	var err error
-	if v := s.vault.Load(); v != nil {
-		infos, err = v.Streams(r.Context())
-	} else {
-		infos, err = vault.List(r.Context(), s.cfg.Storage)
-	}
+	infos, err := s.listStreams(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -406,4 +416,13 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, ans)
+}
+
+// listStreams lists the streams with their positions: the writer's
+// committed ones while this node leads, storage's otherwise.
+func (s *Server) listStreams(ctx context.Context) ([]vault.StreamInfo, error) {
+	if v := s.vault.Load(); v != nil {
+		return v.Streams(ctx)
+	}
+	return vault.List(ctx, s.cfg.Storage)
 }

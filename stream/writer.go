@@ -45,11 +45,24 @@ type WriterConfig struct {
 	// fails the group instead of holding the stream. Default
 	// DefaultOpTimeout.
 	OpTimeout time.Duration
+	// Observer, if set, hears of every group commit and failure (for
+	// metrics). It is called from the writer's goroutine: keep it quick.
+	Observer Observer
 	// Deadline, if set, returns until when this writer may write: a
 	// leader's lease, less a margin. A group is refused with
 	// messagevault.ErrNotLeader once it has passed, and its storage calls
 	// are cut off when it passes. Default: no deadline.
 	Deadline func() time.Time
+}
+
+// Observer hears what a Writer does.
+type Observer interface {
+	// Committed reports a group made durable: how many appends it
+	// answered, their messages and record bytes, and how long the storage
+	// calls took.
+	Committed(stream string, appends, messages, bytes int, took time.Duration)
+	// Failed reports a group that failed, with the error its appends got.
+	Failed(stream string, err error)
 }
 
 // AppendResult is the answer to an append once it is durable.
@@ -339,7 +352,20 @@ func (w *Writer) commit(group []*request) {
 	if len(taken) == 0 {
 		return
 	}
+	start := time.Now()
 	err := w.write(taken)
+	if o := w.cfg.Observer; o != nil {
+		if err != nil {
+			o.Failed(w.name, err)
+		} else {
+			msgs, bytes := 0, 0
+			for _, r := range taken {
+				msgs += len(r.msgs)
+				bytes += r.size
+			}
+			o.Committed(w.name, len(taken), msgs, bytes, time.Since(start))
+		}
+	}
 	for _, r := range taken {
 		if err != nil {
 			r.res, r.err = AppendResult{}, err

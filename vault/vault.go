@@ -378,6 +378,24 @@ func list(ctx context.Context, storage messagevault.Storage, committed func(stri
 	return out, nil
 }
 
+// Positions returns the committed positions of the streams whose writers
+// are open.
+func (v *Vault) Positions() map[string]int64 {
+	v.mu.Lock()
+	entries := make(map[string]*entry, len(v.writers))
+	for n, e := range v.writers {
+		entries[n] = e
+	}
+	v.mu.Unlock()
+	out := make(map[string]int64, len(entries))
+	for n := range entries {
+		if pos, _, ok := v.Committed(n); ok {
+			out[n] = pos
+		}
+	}
+	return out
+}
+
 // OpenWriters returns how many stream writers are open.
 func (v *Vault) OpenWriters() int {
 	v.mu.Lock()

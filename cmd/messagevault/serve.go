@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/messagevault/messagevault"
@@ -21,6 +23,7 @@ import (
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/cluster"
 	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/metrics"
 	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/stream"
 	"github.com/messagevault/messagevault/vault"
@@ -65,6 +68,7 @@ type ServeCommand struct {
 	GrantTTL       time.Duration
 	IdleTimeout    time.Duration
 	LogLevel       string
+	LogFormat      string
 }
 
 // Command returns the cobra command.
@@ -118,6 +122,7 @@ exits 0.`,
 	f.DurationVar(&c.GrantTTL, "grant-ttl", server.DefaultGrantTTL, "how long read grants are valid")
 	f.DurationVar(&c.IdleTimeout, "idle-timeout", vault.DefaultIdleTimeout, "close a stream's writer after this long without appends")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&c.LogFormat, "log-format", "text", "log format: text, or json (one object per line, for log collectors)")
 	return cmd
 }
 
@@ -132,7 +137,16 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return usageError("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler
+	switch c.LogFormat {
+	case "text":
+		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	default:
+		return usageError("--log-format %q: want text or json", c.LogFormat)
+	}
+	log := slog.New(handler)
 
 	b, err := c.openBackend()
 	if err != nil {
@@ -162,8 +176,12 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(registry)
 	api := server.New(server.Config{
-		Storage:          b.store,
+		Registry:         registry,
+		Storage:          m.Storage(b.store),
 		Users:            users,
 		Logger:           log,
 		MaxBodyBytes:     c.MaxBody,
@@ -211,10 +229,10 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 			if err != nil {
 				return err
 			}
-			v := vault.New(store, vault.Config{
+			v := vault.New(m.Storage(store), vault.Config{
 				IdleTimeout: c.IdleTimeout,
 				Logger:      log,
-				Writer:      stream.WriterConfig{Deadline: node.Deadline},
+				Writer:      stream.WriterConfig{Deadline: node.Deadline, Observer: m},
 			})
 			mu.Lock()
 			current = v
@@ -235,7 +253,17 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 			}
 		},
 	})
-	api.SetNode(node)
+	api.SetNode(node, advertise)
+	metrics.RegisterNode(registry, node)
+	metrics.RegisterPositions(registry, func() map[string]int64 {
+		mu.Lock()
+		v := current
+		mu.Unlock()
+		if v == nil {
+			return nil
+		}
+		return v.Positions()
+	})
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -100,7 +100,8 @@ type Server struct {
 // AdminPassword is the admin password Start sets through the environment.
 const AdminPassword = "test-admin-password"
 
-var servingRE = regexp.MustCompile(`msg=serving url=(https?://[0-9.:]+)`)
+// servingRE finds the listening URL in the server's log, text or JSON.
+var servingRE = regexp.MustCompile(`msg"?[=:]"?serving"?[ ,]"?url"?[=:]"?(https?://[0-9.:]+)`)
 
 // Start runs "messagevault serve --listen 127.0.0.1:0 --data dir" plus
 // args, with MESSAGEVAULT_ADMIN_PASSWORD=AdminPassword unless env sets it,

@@ -1,0 +1,228 @@
+// Package metrics owns MessageVault's Prometheus metrics beyond the HTTP
+// layer's own: appends and group commits (a stream.Observer), storage
+// operations (a wrapper of any messagevault.Storage), per-stream
+// positions, and leader election. Names follow Prometheus conventions:
+// messagevault_..._total, _seconds, _bytes.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/messagevault/messagevault"
+)
+
+// Metrics are the collectors; register them once with a registry.
+type Metrics struct {
+	appendedMsgs  prometheus.Counter
+	appendedBytes prometheus.Counter
+	groupAppends  prometheus.Histogram
+	groupMsgs     prometheus.Histogram
+	commitSeconds prometheus.Histogram
+	commitErrors  prometheus.Counter
+	storageOps    *prometheus.HistogramVec
+	storageErrors *prometheus.CounterVec
+	fenced        prometheus.Counter
+}
+
+// New makes the collectors and registers them with reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		appendedMsgs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_appended_messages_total", Help: "Messages made durable (records appended).",
+		}),
+		appendedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_appended_bytes_total", Help: "Record bytes made durable.",
+		}),
+		groupAppends: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "messagevault_group_commit_appends", Help: "Appends (publish requests) answered by one group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		groupMsgs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "messagevault_group_commit_messages", Help: "Messages written by one group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "messagevault_group_commit_seconds", Help: "Time to make one group durable (pages, flush, position).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_group_commit_errors_total", Help: "Group commits that failed (nothing of them acknowledged).",
+		}),
+		storageOps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "messagevault_storage_operation_seconds", Help: "Latency of storage operations, by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18),
+		}, []string{"op"}),
+		storageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messagevault_storage_errors_total", Help: "Failed storage operations, by operation.",
+		}, []string{"op"}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_etag_conflicts_total", Help: "Writes refused because another writer changed the stream (fencing).",
+		}),
+	}
+	reg.MustRegister(m.appendedMsgs, m.appendedBytes, m.groupAppends, m.groupMsgs, m.commitSeconds, m.commitErrors,
+		m.storageOps, m.storageErrors, m.fenced)
+	return m
+}
+
+// Committed implements stream.Observer.
+func (m *Metrics) Committed(stream string, appends, messages, bytes int, took time.Duration) {
+	m.appendedMsgs.Add(float64(messages))
+	m.appendedBytes.Add(float64(bytes))
+	m.groupAppends.Observe(float64(appends))
+	m.groupMsgs.Observe(float64(messages))
+	m.commitSeconds.Observe(took.Seconds())
+}
+
+// Failed implements stream.Observer.
+func (m *Metrics) Failed(stream string, err error) { m.commitErrors.Inc() }
+
+// observe records one storage operation.
+func (m *Metrics) observe(op string, start time.Time, err error) {
+	m.storageOps.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil && !errors.Is(err, context.Canceled) {
+		m.storageErrors.WithLabelValues(op).Inc()
+		if errors.Is(err, messagevault.ErrFenced) {
+			m.fenced.Inc()
+		}
+	}
+}
+
+// Storage wraps s so that every operation is timed and counted.
+func (m *Metrics) Storage(s messagevault.Storage) messagevault.Storage {
+	if g, ok := s.(messagevault.Granter); ok {
+		return &grantingStorage{storage{s, m}, g}
+	}
+	return &storage{s, m}
+}
+
+type storage struct {
+	s messagevault.Storage
+	m *Metrics
+}
+
+type grantingStorage struct {
+	storage
+	g messagevault.Granter
+}
+
+func (s *grantingStorage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
+	start := time.Now()
+	u, err := s.g.ReadGrant(ctx, stream, ttl)
+	s.m.observe("grant", start, err)
+	return u, err
+}
+
+func (s *storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
+	start := time.Now()
+	w, err := s.s.OpenWriter(ctx, stream)
+	s.m.observe("open_writer", start, err)
+	if err != nil {
+		return nil, err
+	}
+	return &pageWriter{w, s.m}, nil
+}
+
+func (s *storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
+	start := time.Now()
+	r, err := s.s.OpenReader(ctx, stream)
+	if err != nil && !errors.Is(err, messagevault.ErrStreamNotFound) {
+		s.m.observe("open_reader", start, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pageReader{r, s.m}, nil
+}
+
+func (s *storage) Streams(ctx context.Context) ([]string, error) {
+	start := time.Now()
+	n, err := s.s.Streams(ctx)
+	s.m.observe("list", start, err)
+	return n, err
+}
+
+func (s *storage) Close() error { return s.s.Close() }
+
+type pageReader struct {
+	r messagevault.PageReader
+	m *Metrics
+}
+
+func (r *pageReader) Position(ctx context.Context) (int64, error) {
+	start := time.Now()
+	p, err := r.r.Position(ctx)
+	r.m.observe("read_position", start, err)
+	return p, err
+}
+
+func (r *pageReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	start := time.Now()
+	n, err := r.r.ReadAt(ctx, p, off)
+	e := err
+	if n == len(p) {
+		e = nil
+	}
+	r.m.observe("read", start, e)
+	return n, err
+}
+
+func (r *pageReader) Close() error { return r.r.Close() }
+
+type pageWriter struct {
+	w messagevault.PageWriter
+	m *Metrics
+}
+
+func (w *pageWriter) Position(ctx context.Context) (int64, error) {
+	start := time.Now()
+	p, err := w.w.Position(ctx)
+	w.m.observe("read_position", start, err)
+	return p, err
+}
+
+func (w *pageWriter) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	start := time.Now()
+	n, err := w.w.ReadAt(ctx, p, off)
+	e := err
+	if n == len(p) {
+		e = nil
+	}
+	w.m.observe("read", start, e)
+	return n, err
+}
+
+func (w *pageWriter) Size(ctx context.Context) (int64, error) { return w.w.Size(ctx) }
+
+func (w *pageWriter) Grow(ctx context.Context, size int64) error {
+	start := time.Now()
+	err := w.w.Grow(ctx, size)
+	w.m.observe("grow", start, err)
+	return err
+}
+
+func (w *pageWriter) WritePages(ctx context.Context, off int64, p []byte) error {
+	start := time.Now()
+	err := w.w.WritePages(ctx, off, p)
+	w.m.observe("write_pages", start, err)
+	return err
+}
+
+func (w *pageWriter) Flush(ctx context.Context) error {
+	start := time.Now()
+	err := w.w.Flush(ctx)
+	w.m.observe("flush", start, err)
+	return err
+}
+
+func (w *pageWriter) CommitPosition(ctx context.Context, pos int64) error {
+	start := time.Now()
+	err := w.w.CommitPosition(ctx, pos)
+	w.m.observe("commit_position", start, err)
+	return err
+}
+
+func (w *pageWriter) Close() error { return w.w.Close() }
