@@ -3,6 +3,7 @@ package azure
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -43,12 +44,21 @@ type LeaderLock struct {
 	lease *lease.BlobClient
 }
 
-// LeaderLock returns the account's leader lock, with a lease id of its own.
-func (s *Storage) LeaderLock() (*LeaderLock, error) {
+// LeaderLock returns the account's leader lock. The lease id is derived
+// from node, a name that only this node holds at a time (its advertised
+// URL, whose port no other process can hold): a node restarted after a
+// crash takes its own lease back at once instead of waiting for it to
+// expire. An empty node gives a random id.
+func (s *Storage) LeaderLock(node string) (*LeaderLock, error) {
 	cc := s.svc.NewContainerClient(SysContainer)
 	l := &LeaderLock{s: s, lock: cc.NewPageBlobClient(LockBlob), info: cc.NewPageBlobClient(InfoBlob)}
 	var id [16]byte
-	rand.Read(id[:])
+	if node == "" {
+		rand.Read(id[:])
+	} else {
+		sum := sha256.Sum256([]byte("messagevault leader lease\x00" + node))
+		copy(id[:], sum[:])
+	}
 	h := hex.EncodeToString(id[:])
 	leaseID := fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
 	lc, err := lease.NewBlobClient(l.lock, &lease.BlobClientOptions{LeaseID: &leaseID})

@@ -220,6 +220,12 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	// leads, and its writers stop at the lock's safe deadline.
 	var mu sync.Mutex
 	var current *vault.Vault
+	if b.lock == nil {
+		if b.lock, err = b.leaderLock(advertise); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	node := cluster.Start(cluster.Config{
 		Lock:      b.lock,
 		Advertise: advertise,
@@ -308,12 +314,14 @@ func advertiseURL(scheme string, addr net.Addr) string {
 // backend is the storage serve runs on: where it reads, how it is led,
 // where it writes once elected, and where its users live.
 type backend struct {
-	store    messagevault.Storage // reads (and writes, on Azure)
-	users    auth.Source
-	lock     cluster.Lock
-	writable func() (messagevault.Storage, error)
-	secret   func(ctx context.Context, fresh string) (string, error)
-	describe string
+	store messagevault.Storage // reads (and writes, on Azure)
+	users auth.Source
+	lock  cluster.Lock
+	// leaderLock makes the lock once the node's URL is known (Azure).
+	leaderLock func(advertise string) (cluster.Lock, error)
+	writable   func() (messagevault.Storage, error)
+	secret     func(ctx context.Context, fresh string) (string, error)
+	describe   string
 }
 
 // openBackend opens the local directory, or the Azure account(s) with
@@ -359,11 +367,8 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 	if err != nil {
 		return nil, usageError("--azure: %v", err)
 	}
-	lock, err := def.LeaderLock()
-	if err != nil {
-		return nil, err
-	}
-	b := &backend{store: def, users: def.Users(), lock: lock, secret: def.ClusterSecret, describe: def.String()}
+	b := &backend{store: def, users: def.Users(), secret: def.ClusterSecret, describe: def.String()}
+	b.leaderLock = func(advertise string) (cluster.Lock, error) { return def.LeaderLock(advertise) }
 	if len(c.StreamAccounts) > 0 {
 		overrides := map[string]*azure.Storage{}
 		for _, v := range c.StreamAccounts {
