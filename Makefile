@@ -26,6 +26,7 @@ unit:
 fuzz:
 	$(GO) test ./formats -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./formats -run '^$$' -fuzz '^FuzzDecodeTransfer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server -run '^$$' -fuzz '^FuzzPublish$$' -fuzztime $(FUZZTIME)
 
 ## fuzz-long: the same for ten minutes each (not part of `make test`)
 fuzz-long:
