@@ -41,6 +41,13 @@ func NewLeaderLock(dir string) (*LeaderLock, error) {
 	if err := mkdirAllSynced(abs); err != nil {
 		return nil, fmt.Errorf("open data directory: %w", err)
 	}
+	// A directory this process could never write (read-only, no
+	// permission) is an error now, not a standby that waits for ever.
+	f, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %q cannot be written: %w", abs, err)
+	}
+	f.Close()
 	return &LeaderLock{dir: abs}, nil
 }
 
