@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: test deps unit fuzz fuzz-long bench bench-goals peers build serve vet
+.PHONY: test deps unit fuzz fuzz-long soak bench bench-goals peers build serve vet
 
 ## test: everything CI runs: installs the test dependencies, then vet, gofmt check, all tests with the race detector, short fuzzing
 test: deps vet unit fuzz
@@ -31,6 +31,11 @@ fuzz:
 ## fuzz-long: the same for ten minutes each (not part of `make test`)
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=10m
+
+## soak: a steady load for SOAK_DURATION (default 30m) that fails if goroutines, open files or memory keep growing
+SOAK_DURATION ?= 30m
+soak: deps
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -race -tags soak -count=1 -timeout 0 -run '^TestSoak$$' -v ./e2e
 
 ## bench: every Go benchmark, three runs each (compare with benchstat)
 bench:

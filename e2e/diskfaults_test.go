@@ -7,8 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
