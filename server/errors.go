@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
@@ -95,7 +96,20 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.metrics.recordError(err)
 		s.status.failed(status, requestID(r.Context()), err)
 	}
-	writeJSON(w, status, apiError{Error: err.Error(), Type: typ})
+	msg := err.Error()
+	if status >= 500 {
+		// Storage errors can run to many lines (the SDK's request dumps):
+		// the client gets the first line and the request id; the log has
+		// the rest.
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = strings.TrimSpace(msg[:i])
+		}
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		msg += " (request " + requestID(r.Context()) + ")"
+	}
+	writeJSON(w, status, apiError{Error: msg, Type: typ})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
