@@ -55,3 +55,17 @@ func NormalizeStreamName(name string) (string, error) {
 	}
 	return n, nil
 }
+
+// CheckStreamName reports an error wrapping ErrInvalidStreamName unless
+// name is a valid stream name already in normalized (lower-case) form.
+// Backends call it so that no name reaches storage unchecked.
+func CheckStreamName(name string) error {
+	n, err := NormalizeStreamName(name)
+	if err != nil {
+		return err
+	}
+	if n != name {
+		return fmt.Errorf("%w %q: not normalized (want %q)", ErrInvalidStreamName, name, n)
+	}
+	return nil
+}

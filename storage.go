@@ -2,6 +2,7 @@ package messagevault
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -86,4 +87,26 @@ type Granter interface {
 	// ReadGrant returns a read-only URL for stream, valid for about ttl
 	// where the storage can limit it.
 	ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error)
+}
+
+// CheckPages reports an error wrapping ErrOutOfRange unless a write of n
+// bytes at off fits a blob of size bytes and both are multiples of
+// PageSize: the WritePages contract, checked the same way by every backend.
+func CheckPages(off int64, n int, size int64) error {
+	if off < 0 || off%PageSize != 0 || n%PageSize != 0 {
+		return fmt.Errorf("write %d bytes at %d: not page-aligned: %w", n, off, ErrOutOfRange)
+	}
+	if off+int64(n) > size {
+		return fmt.Errorf("write %d bytes at %d: past the blob size %d: %w", n, off, size, ErrOutOfRange)
+	}
+	return nil
+}
+
+// CheckGrow reports an error wrapping ErrOutOfRange unless size is a
+// multiple of PageSize: the Grow contract.
+func CheckGrow(size int64) error {
+	if size%PageSize != 0 {
+		return fmt.Errorf("grow to %d: not a multiple of %d: %w", size, PageSize, ErrOutOfRange)
+	}
+	return nil
 }

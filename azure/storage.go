@@ -134,19 +134,10 @@ func (s *Storage) container(stream string) *container.Client {
 	return s.svc.NewContainerClient(ContainerPrefix + stream)
 }
 
-func checkName(stream string) error {
-	if n, err := messagevault.NormalizeStreamName(stream); err != nil {
-		return err
-	} else if n != stream {
-		return fmt.Errorf("%w %q: not normalized (want %q)", messagevault.ErrInvalidStreamName, stream, n)
-	}
-	return nil
-}
-
 // OpenWriter opens stream for writing, creating its container and blobs if
 // needed, and takes it over from any earlier writer (fencing it).
 func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
-	if err := checkName(stream); err != nil {
+	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open writer: %w", err)
 	}
 	s.mu.Lock()
@@ -177,7 +168,7 @@ func (s *Storage) release(stream string) {
 
 // OpenReader opens stream for reading with the account's key.
 func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
-	if err := checkName(stream); err != nil {
+	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
 	r := newReader(s.container(stream), nil)
@@ -214,7 +205,7 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 // ReadGrant returns a container SAS URL for mv-<stream> with read and list
 // permissions only, valid from five minutes ago (clock skew) for ttl.
 func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
-	if err := checkName(stream); err != nil {
+	if err := messagevault.CheckStreamName(stream); err != nil {
 		return "", fmt.Errorf("read grant: %w", err)
 	}
 	start := time.Now().Add(-5 * time.Minute).UTC()

@@ -120,8 +120,8 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	if size%messagevault.PageSize != 0 {
-		return fmt.Errorf("grow to %d: not a multiple of %d: %w", size, messagevault.PageSize, messagevault.ErrOutOfRange)
+	if err := messagevault.CheckGrow(size); err != nil {
+		return err
 	}
 	if size <= w.size {
 		return nil
@@ -139,11 +139,8 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	if off < 0 || off%messagevault.PageSize != 0 || len(p)%messagevault.PageSize != 0 {
-		return fmt.Errorf("write %d bytes at %d: not page-aligned: %w", len(p), off, messagevault.ErrOutOfRange)
-	}
-	if off+int64(len(p)) > w.size {
-		return fmt.Errorf("write %d bytes at %d: past the blob size %d: %w", len(p), off, w.size, messagevault.ErrOutOfRange)
+	if err := messagevault.CheckPages(off, len(p), w.size); err != nil {
+		return err
 	}
 	for len(p) > 0 {
 		n := min(len(p), MaxPutPage)

@@ -83,20 +83,9 @@ func (s *Storage) Dir() string { return s.dir }
 // a normalized stream name.
 func (s *Storage) StreamDir(stream string) string { return filepath.Join(s.dir, stream) }
 
-// checkName refuses anything but a normalized stream name, so that no name
-// can reach outside the data directory.
-func checkName(stream string) error {
-	if n, err := messagevault.NormalizeStreamName(stream); err != nil {
-		return err
-	} else if n != stream {
-		return fmt.Errorf("%w %q: not normalized (want %q)", messagevault.ErrInvalidStreamName, stream, n)
-	}
-	return nil
-}
-
 // OpenWriter opens stream for writing, creating its files if needed.
 func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
-	if err := checkName(stream); err != nil {
+	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open writer: %w", err)
 	}
 	s.mu.Lock()
@@ -129,7 +118,7 @@ func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.P
 }
 
 func openReader(dir, stream string) (messagevault.PageReader, error) {
-	if err := checkName(stream); err != nil {
+	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
 	r, err := OpenStreamReader(filepath.Join(dir, stream))
@@ -228,7 +217,7 @@ func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duratio
 }
 
 func grant(dir, stream string) (string, error) {
-	if err := checkName(stream); err != nil {
+	if err := messagevault.CheckStreamName(stream); err != nil {
 		return "", fmt.Errorf("read grant: %w", err)
 	}
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(filepath.Join(dir, stream))}

@@ -272,8 +272,8 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	if err := w.alive(); err != nil {
 		return err
 	}
-	if size%messagevault.PageSize != 0 {
-		return fmt.Errorf("grow to %d: not a multiple of %d: %w", size, messagevault.PageSize, messagevault.ErrOutOfRange)
+	if err := messagevault.CheckGrow(size); err != nil {
+		return err
 	}
 	if size > int64(len(w.b.data)) {
 		w.b.data = append(w.b.data, make([]byte, size-int64(len(w.b.data)))...)
@@ -288,11 +288,8 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if err := w.alive(); err != nil {
 		return err
 	}
-	if off < 0 || off%messagevault.PageSize != 0 || len(p)%messagevault.PageSize != 0 {
-		return fmt.Errorf("write %d bytes at %d: not page-aligned: %w", len(p), off, messagevault.ErrOutOfRange)
-	}
-	if off+int64(len(p)) > int64(len(w.b.data)) {
-		return fmt.Errorf("write %d bytes at %d: past the blob size %d: %w", len(p), off, len(w.b.data), messagevault.ErrOutOfRange)
+	if err := messagevault.CheckPages(off, len(p), int64(len(w.b.data))); err != nil {
+		return err
 	}
 	if err := s.failWrite; err != nil {
 		s.failWrite = nil

@@ -202,22 +202,19 @@ func (v *Vault) open(ctx context.Context, name string) (*stream.Writer, error) {
 // Append appends msgs to stream name (normalized first), creating the
 // stream on first use, and returns once they are durable.
 func (v *Vault) Append(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {
-	name, err := messagevault.NormalizeStreamName(name)
-	if err != nil {
-		return stream.AppendResult{}, err
-	}
-	e, err := v.acquire(ctx, name)
-	if err != nil {
-		return stream.AppendResult{}, err
-	}
-	defer v.release(e)
-	return e.w.Append(ctx, msgs)
+	return v.append(ctx, name, msgs, (*stream.Writer).Append)
 }
 
 // AppendChecked is Append for messages whose sizes and checksums the
 // caller has already checked (formats.DecodeTransfer does): it skips the
 // second check.
 func (v *Vault) AppendChecked(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {
+	return v.append(ctx, name, msgs, (*stream.Writer).AppendChecked)
+}
+
+// append runs one of the writer's append methods on stream name's writer.
+func (v *Vault) append(ctx context.Context, name string, msgs []messagevault.Message,
+	appendTo func(*stream.Writer, context.Context, []messagevault.Message) (stream.AppendResult, error)) (stream.AppendResult, error) {
 	name, err := messagevault.NormalizeStreamName(name)
 	if err != nil {
 		return stream.AppendResult{}, err
@@ -227,7 +224,7 @@ func (v *Vault) AppendChecked(ctx context.Context, name string, msgs []messageva
 		return stream.AppendResult{}, err
 	}
 	defer v.release(e)
-	return e.w.AppendChecked(ctx, msgs)
+	return appendTo(e.w, ctx, msgs)
 }
 
 // Committed returns the committed position of stream name and a channel
