@@ -31,4 +31,11 @@ var (
 	// ErrOutOfRange reports a read or write past the end of a blob, or an
 	// offset or length that is not a multiple of PageSize where one must be.
 	ErrOutOfRange = errors.New("out of range")
+	// ErrSequenceTooOld reports a producer sequence that is not above the
+	// producer's last applied one and is no longer remembered, so the
+	// server cannot tell whether that batch was stored.
+	ErrSequenceTooOld = errors.New("producer sequence too old")
+	// ErrPositionMismatch reports a conditional append whose expected
+	// position is not the stream's position when the batch is appended.
+	ErrPositionMismatch = errors.New("position mismatch")
 )

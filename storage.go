@@ -78,6 +78,25 @@ type PageWriter interface {
 	// writer must then stop. An error other than ErrFenced leaves the
 	// outcome unknown: the position may have been recorded.
 	CommitPosition(ctx context.Context, pos int64) error
+
+	// ReadState returns the contents of writer-state slot 0 or 1, or nil
+	// if the slot was never written. The stream writer keeps its producer
+	// table there; readers of the v1 layout never look at it.
+	ReadState(ctx context.Context, slot int) ([]byte, error)
+
+	// WriteState replaces the contents of state slot 0 or 1 with p. Like
+	// WritePages it is conditional on this writer still owning the
+	// stream, and is durable once Flush returns; a crash can leave the
+	// slot torn, so callers must check what they read back.
+	WriteState(ctx context.Context, slot int, p []byte) error
+
+	// Refence is called after an error whose outcome is unknown, before
+	// the writer reloads the position: when it returns, no request this
+	// PageWriter sent earlier can still land (on Azure the blobs get new
+	// ETags, so a late write or commit fails its condition), and the
+	// position it will read is durable. It returns an error wrapping
+	// ErrFenced if another writer has taken the stream.
+	Refence(ctx context.Context) error
 }
 
 // Granter is implemented by storages that hand out read-only grants: a URL

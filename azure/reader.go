@@ -126,9 +126,38 @@ func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// readTries is how many downloads readRange makes of one range when the
+// body breaks off midway.
+const readTries = 4
+
 // readRange downloads [off, off+len(p)) of a page blob into p; past the
 // end of the blob it returns what there is and io.EOF.
+//
+// A body that breaks off midway is resumed with a new, unconditional
+// download of what is missing. (The SDK's retrying reader resumes under
+// If-Match of the blob's first ETag, which any append changes: the resumed
+// read would fail with 412 although committed bytes never change.)
 func readRange(ctx context.Context, b *pageblob.Client, p []byte, off int64) (int, error) {
+	n := 0
+	var err error
+	for try := 0; n < len(p) && try < readTries; try++ {
+		var k int
+		k, err = downloadOnce(ctx, b, p[n:], off+int64(n))
+		n += k
+		if err == nil || errors.Is(err, io.EOF) || ctx.Err() != nil {
+			break
+		}
+		if k == 0 {
+			// Nothing arrived: a failed request, which the SDK's own
+			// policy has retried already.
+			break
+		}
+	}
+	return n, err
+}
+
+// downloadOnce makes one download of [off, off+len(p)).
+func downloadOnce(ctx context.Context, b *pageblob.Client, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -139,11 +168,16 @@ func readRange(ctx context.Context, b *pageblob.Client, p []byte, off int64) (in
 		}
 		return 0, err
 	}
-	body := resp.NewRetryReader(ctx, nil)
-	defer body.Close()
-	n, err := io.ReadFull(body, p)
+	defer resp.Body.Close()
+	n, err := io.ReadFull(resp.Body, p)
 	if err == io.ErrUnexpectedEOF || (err == io.EOF && n < len(p)) {
-		return n, io.EOF
+		if resp.ContentLength != nil && int64(n) == *resp.ContentLength {
+			return n, io.EOF // the blob ends here
+		}
+		if err == io.EOF && n == 0 {
+			return 0, io.EOF
+		}
+		return n, fmt.Errorf("download broke off after %d of %d bytes: %w", n, len(p), io.ErrUnexpectedEOF)
 	}
 	return n, err
 }

@@ -34,6 +34,10 @@ const (
 	PositionBlob = "position.c7"
 	// PositionKey is the metadata key of the committed length.
 	PositionKey = "position"
+	// StateBlob0 and StateBlob1 are the writer's two state slots (block
+	// blobs holding its producer table, written alternately). Readers of
+	// the v1 layout ignore them.
+	StateBlob0, StateBlob1 = "producers.0", "producers.1"
 	// MaxPutPage is the largest Put Page request Azure accepts.
 	MaxPutPage = 4 << 20
 )
@@ -233,7 +237,7 @@ func mapError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case bloberror.HasCode(err, bloberror.ConditionNotMet):
+	case bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobAlreadyExists):
 		return fmt.Errorf("%w: %w", messagevault.ErrFenced, err)
 	case bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.BlobNotFound):
 		return fmt.Errorf("%w: %w", messagevault.ErrStreamNotFound, err)

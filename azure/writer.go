@@ -6,14 +6,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
@@ -33,6 +36,7 @@ type writer struct {
 	size      int64
 	recordsET azcore.ETag
 	posET     azcore.ETag
+	stateET   [2]azcore.ETag // "" while the slot's blob does not exist
 	id        string
 	closed    bool
 	release   func()
@@ -93,6 +97,149 @@ func (w *writer) takeOver(ctx context.Context) error {
 	if rprops.ContentLength != nil {
 		w.size = *rprops.ContentLength
 	}
+	for slot := range w.stateET {
+		et, err := w.touch(ctx, w.stateBlob(slot), false)
+		if err != nil {
+			return err
+		}
+		w.stateET[slot] = et
+	}
+	return nil
+}
+
+// stateName returns the blob name of state slot 0 or 1.
+func stateName(slot int) string {
+	if slot == 1 {
+		return StateBlob1
+	}
+	return StateBlob0
+}
+
+// stateBlob returns the client of state slot 0 or 1.
+func (w *writer) stateBlob(slot int) *blob.Client { return w.cc.NewBlobClient(stateName(slot)) }
+
+// touch rewrites b's metadata with this writer's id under If-Match of the
+// ETag it reads first, so that b gets an ETag only this writer knows, and
+// returns it ("" if b does not exist). With own set, b must already carry
+// this writer's id: if it carries another's, the stream was taken over and
+// touch fails with ErrFenced.
+func (w *writer) touch(ctx context.Context, b *blob.Client, own bool) (azcore.ETag, error) {
+	props, err := b.GetProperties(ctx, nil)
+	if err != nil {
+		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return "", nil
+		}
+		return "", err
+	}
+	md := props.Metadata
+	if md == nil {
+		md = map[string]*string{}
+	}
+	if own {
+		if id, _ := metadataValue(md, "writer"); id != w.id {
+			return "", fmt.Errorf("%s: written by %q since: %w", b.URL(), id, messagevault.ErrFenced)
+		}
+	}
+	for k := range md {
+		if strings.EqualFold(k, "writer") {
+			delete(md, k)
+		}
+	}
+	md["writer"] = to.Ptr(w.id)
+	resp, err := b.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(*props.ETag)})
+	if err != nil {
+		return "", err
+	}
+	return *resp.ETag, nil
+}
+
+// Refence gives every blob of the stream a new ETag, so that a request
+// this writer sent earlier and gave up on (a page write or position
+// commit cut off by a deadline) fails its condition if it arrives late.
+// A blob that another writer has written since fails with ErrFenced. A
+// late request that lands while Refence runs makes its conditional
+// rewrite fail; Refence then reads again.
+func (w *writer) Refence(ctx context.Context) error {
+	if w.closed {
+		return messagevault.ErrClosed
+	}
+	var err error
+	for try := 0; try < takeOverTries; try++ {
+		if err = w.refence(ctx); err == nil {
+			return nil
+		}
+		if !bloberror.HasCode(err, bloberror.ConditionNotMet) {
+			return fmt.Errorf("refence: %w", mapError(err))
+		}
+	}
+	return fmt.Errorf("refence: the stream keeps changing: %w", mapError(err))
+}
+
+func (w *writer) refence(ctx context.Context) error {
+	var ets [4]azcore.ETag
+	blobs := []*blob.Client{w.records.BlobClient(), w.position.BlobClient(), w.stateBlob(0), w.stateBlob(1)}
+	for i, b := range blobs {
+		et, err := w.touch(ctx, b, true)
+		if err != nil {
+			return err
+		}
+		if et == "" && i < 2 {
+			return fmt.Errorf("%s is gone: %w", b.URL(), messagevault.ErrFenced)
+		}
+		ets[i] = et
+	}
+	props, err := w.records.GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: ifMatch(ets[0])})
+	if err != nil {
+		return err
+	}
+	w.recordsET, w.posET, w.stateET = ets[0], ets[1], [2]azcore.ETag{ets[2], ets[3]}
+	if props.ContentLength != nil {
+		w.size = *props.ContentLength
+	}
+	return nil
+}
+
+func (w *writer) ReadState(ctx context.Context, slot int) ([]byte, error) {
+	if w.closed {
+		return nil, messagevault.ErrClosed
+	}
+	if slot != 0 && slot != 1 {
+		return nil, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
+	}
+	resp, err := w.stateBlob(slot).DownloadStream(ctx, nil)
+	if err != nil {
+		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read state slot %d: %w", slot, mapError(err))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read state slot %d: %w", slot, err)
+	}
+	return b, nil
+}
+
+func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
+	if w.closed {
+		return messagevault.ErrClosed
+	}
+	if slot != 0 && slot != 1 {
+		return fmt.Errorf("write state slot %d: %w", slot, messagevault.ErrOutOfRange)
+	}
+	cond := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+	if et := w.stateET[slot]; et != "" {
+		cond = ifMatch(et)
+	}
+	resp, err := w.cc.NewBlockBlobClient(stateName(slot)).Upload(ctx, streaming.NopCloser(bytes.NewReader(p)), &blockblob.UploadOptions{
+		AccessConditions: cond,
+		Metadata:         map[string]*string{"writer": to.Ptr(w.id)},
+	})
+	if err != nil {
+		return fmt.Errorf("write state slot %d: %w", slot, mapError(err))
+	}
+	w.stateET[slot] = *resp.ETag
 	return nil
 }
 

@@ -26,6 +26,9 @@ const (
 	RecordsFile = "000000000000.b7"
 	// PositionFile holds the committed length, 8 bytes little-endian.
 	PositionFile = "position.c7"
+	// StateFiles are the writer's two state slots (its producer table,
+	// written alternately). Readers of the v1 layout ignore them.
+	StateFile0, StateFile1 = "producers.0", "producers.1"
 	// LockFile is the directory lock held by the owning process.
 	LockFile = ".lock"
 )

@@ -47,6 +47,9 @@ type blob struct {
 	durPos  int64 // the position as last made durable
 	writer  *writer
 	version int // bumped by Crash: writers of older versions are dead
+
+	state    [2][]byte // writer-state slots as written
+	durState [2][]byte // as last flushed
 }
 
 type undo struct {
@@ -116,6 +119,7 @@ func (s *Storage) Crash() {
 		}
 		b.undo = nil
 		b.pos = b.durPos
+		b.state = b.durState
 		b.writer = nil
 		b.version++
 	}
@@ -321,8 +325,46 @@ func (w *writer) Flush(ctx context.Context) error {
 		return fmt.Errorf("flush: %w", err)
 	}
 	w.b.undo = nil
+	w.b.durState = w.b.state
 	s.flushes++
 	return nil
+}
+
+func (w *writer) ReadState(ctx context.Context, slot int) ([]byte, error) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if err := w.alive(); err != nil {
+		return nil, err
+	}
+	if slot != 0 && slot != 1 {
+		return nil, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
+	}
+	return slices.Clone(w.b.state[slot]), nil
+}
+
+func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := w.alive(); err != nil {
+		return err
+	}
+	if slot != 0 && slot != 1 {
+		return fmt.Errorf("write state slot %d: %w", slot, messagevault.ErrOutOfRange)
+	}
+	if err := s.failWrite; err != nil {
+		s.failWrite = nil
+		return fmt.Errorf("write state: %w", err)
+	}
+	w.b.state[slot] = slices.Clone(p)
+	return nil
+}
+
+// Refence has nothing to cut off: mem's calls are synchronous.
+func (w *writer) Refence(ctx context.Context) error {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.alive()
 }
 
 func (w *writer) CommitPosition(ctx context.Context, pos int64) error {

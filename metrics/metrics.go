@@ -26,6 +26,8 @@ type Metrics struct {
 	storageOps    *prometheus.HistogramVec
 	storageErrors *prometheus.CounterVec
 	fenced        prometheus.Counter
+	duplicates    prometheus.Counter
+	evicted       prometheus.Counter
 }
 
 // New makes the collectors and registers them with reg.
@@ -62,9 +64,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "messagevault_etag_conflicts_total", Help: "Writes refused because another writer changed the stream (fencing).",
 		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_duplicate_batches_total", Help: "Publishes whose producer sequence was applied already: answered as the first time, not appended again.",
+		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_producers_evicted_total", Help: "Producers forgotten by a stream's exactly-once table to make room for newer ones.",
+		}),
 	}
 	reg.MustRegister(m.appendedMsgs, m.appendedBytes, m.groupAppends, m.groupMsgs, m.commitSeconds, m.commitErrors,
-		m.storageOps, m.storageErrors, m.fenced)
+		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted)
 	return m
 }
 
@@ -79,6 +87,12 @@ func (m *Metrics) Committed(stream string, appends, messages, bytes int, took ti
 
 // Failed implements stream.Observer.
 func (m *Metrics) Failed(stream string, err error) { m.commitErrors.Inc() }
+
+// Duplicate implements stream.Observer.
+func (m *Metrics) Duplicate(stream string) { m.duplicates.Inc() }
+
+// Evicted implements stream.Observer.
+func (m *Metrics) Evicted(stream string, n int) { m.evicted.Add(float64(n)) }
 
 // observe records one storage operation.
 func (m *Metrics) observe(op string, start time.Time, err error) {
@@ -222,6 +236,27 @@ func (w *pageWriter) CommitPosition(ctx context.Context, pos int64) error {
 	start := time.Now()
 	err := w.w.CommitPosition(ctx, pos)
 	w.m.observe("commit_position", start, err)
+	return err
+}
+
+func (w *pageWriter) ReadState(ctx context.Context, slot int) ([]byte, error) {
+	start := time.Now()
+	p, err := w.w.ReadState(ctx, slot)
+	w.m.observe("read_state", start, err)
+	return p, err
+}
+
+func (w *pageWriter) WriteState(ctx context.Context, slot int, p []byte) error {
+	start := time.Now()
+	err := w.w.WriteState(ctx, slot, p)
+	w.m.observe("write_state", start, err)
+	return err
+}
+
+func (w *pageWriter) Refence(ctx context.Context) error {
+	start := time.Now()
+	err := w.w.Refence(ctx)
+	w.m.observe("refence", start, err)
 	return err
 }
 

@@ -65,6 +65,10 @@ func classify(err error) (int, string) {
 		errors.Is(err, formats.ErrTooLarge),
 		errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad-request"
+	case errors.Is(err, messagevault.ErrSequenceTooOld):
+		return http.StatusConflict, "sequence-too-old"
+	case errors.Is(err, messagevault.ErrPositionMismatch):
+		return http.StatusPreconditionFailed, "position-mismatch"
 	case errors.Is(err, messagevault.ErrOutOfRange):
 		return http.StatusBadRequest, "out-of-range"
 	case errors.Is(err, messagevault.ErrStreamNotFound):

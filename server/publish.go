@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/stream"
 )
 
 // BodyReadTimeout bounds the time a client takes to send a publish body.
@@ -57,9 +59,51 @@ func (s *Server) handlePublishJSON(w http.ResponseWriter, r *http.Request) {
 	s.publish(w, r, decodeJSON)
 }
 
+// Request and answer headers of exactly-once and conditional publishes.
+const (
+	ProducerHeader         = "MessageVault-Producer"
+	SequenceHeader         = "MessageVault-Sequence"
+	ExpectedPositionHeader = "MessageVault-Expected-Position"
+	DuplicateHeader        = "MessageVault-Duplicate"
+)
+
+// appendOptions reads the exactly-once and conditional headers of a
+// publish.
+func appendOptions(r *http.Request) (stream.AppendOptions, error) {
+	var o stream.AppendOptions
+	producer, seq := r.Header.Values(ProducerHeader), r.Header.Values(SequenceHeader)
+	hasP, hasS := len(producer) > 0, len(seq) > 0
+	switch {
+	case hasP != hasS:
+		return o, badRequest("%s and %s go together: give both or neither", ProducerHeader, SequenceHeader)
+	case hasP:
+		if len(producer) != 1 || !stream.ValidProducer(producer[0]) {
+			return o, badRequest("%s: %q is not a producer id (1 to %d of A-Z a-z 0-9 . _ : -)", ProducerHeader, strings.Join(producer, ","), stream.MaxProducerLen)
+		}
+		n, err := strconv.ParseUint(strings.Join(seq, ","), 10, 64)
+		if err != nil || len(seq) != 1 {
+			return o, badRequest("%s: %q is not a sequence number (a decimal from 0 to %d)", SequenceHeader, strings.Join(seq, ","), uint64(math.MaxUint64))
+		}
+		o.Producer, o.Sequence = producer[0], n
+	}
+	if v := r.Header.Values(ExpectedPositionHeader); len(v) > 0 {
+		n, err := strconv.ParseInt(strings.Join(v, ","), 10, 64)
+		if err != nil || n < 0 || len(v) != 1 {
+			return o, badRequest("%s: %q is not a position (a decimal byte count, 0 or more)", ExpectedPositionHeader, strings.Join(v, ","))
+		}
+		o.Expect, o.ExpectPosition = true, n
+	}
+	return o, nil
+}
+
 func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFunc) {
 	name, ok := s.streamFor(w, r, true)
 	if !ok {
+		return
+	}
+	opts, err := appendOptions(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	limit := s.cfg.MaxBodyBytes
@@ -112,13 +156,29 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 		return
 	}
 	start := time.Now()
-	res, err := v.AppendChecked(r.Context(), name, msgs)
+	res, err := v.AppendChecked(r.Context(), name, msgs, opts)
 	if err != nil {
+		var mismatch *stream.PositionMismatchError
+		if errors.As(err, &mismatch) {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusPreconditionFailed)
+			json.NewEncoder(w).Encode(struct {
+				Error    string `json:"Error"`
+				Type     string `json:"Type"`
+				Position int64  `json:"Position"`
+			}{err.Error(), "position-mismatch", mismatch.Position})
+			return
+		}
 		s.writeError(w, r, err)
 		return
 	}
-	s.metrics.appended(len(msgs), len(body))
-	s.status.published1(name, len(msgs), time.Since(start))
+	if res.Duplicate {
+		w.Header().Set(DuplicateHeader, "true")
+	}
+	if !res.Duplicate {
+		s.metrics.appended(len(msgs), len(body))
+		s.status.published1(name, len(msgs), time.Since(start))
+	}
 	// The answer by hand: a batch of thousands of offsets is common.
 	out := make([]byte, 0, 32+12*len(res.Offsets))
 	out = append(out, `{"Position":`...)
@@ -272,18 +332,29 @@ const (
 // 503 with Retry-After.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	leader := s.leader()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
 	if leader == "" || s.cfg.ClusterSecret == "" || r.Header.Get(forwardedHeader) != "" {
 		// A forwarded write that reaches a non-leader is not forwarded
 		// again: the cluster is changing leaders; the client retries.
 		s.writeError(w, r, errNoLeader)
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, strings.TrimRight(leader, "/")+r.URL.Path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.Path, rd)
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("%w: leader endpoint %q: %w", errNoLeader, leader, err))
 		return
 	}
-	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	if body != nil {
+		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	}
+	for k, v := range r.Header {
+		if isMessageVaultHeader(k) {
+			req.Header[k] = v
+		}
+	}
 	req.Header.Set(forwardedHeader, "1")
 	if s.selfURL != "" {
 		req.Header.Set(forwardedNodeHeader, s.selfURL)
@@ -305,6 +376,52 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 			w.Header().Set(h, v)
 		}
 	}
+	for k, v := range resp.Header {
+		if isMessageVaultHeader(k) {
+			w.Header()[k] = v
+		}
+	}
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
+}
+
+// isMessageVaultHeader reports a MessageVault-* header (canonical form),
+// which a follower passes to the leader and back unchanged.
+func isMessageVaultHeader(k string) bool { return strings.HasPrefix(k, "Messagevault-") }
+
+// handleProducer serves GET /streams/{stream}/producers/{producer}: the
+// last sequence the stream applied for a producer, so that a producer
+// that restarts with its id resumes numbering after it.
+func (s *Server) handleProducer(w http.ResponseWriter, r *http.Request) {
+	name, ok := s.streamFor(w, r, true)
+	if !ok {
+		return
+	}
+	id := r.PathValue("producer")
+	if !stream.ValidProducer(id) {
+		s.writeError(w, r, badRequest("%q is not a producer id (1 to %d of A-Z a-z 0-9 . _ : -)", id, stream.MaxProducerLen))
+		return
+	}
+	v := s.vault.Load()
+	if v == nil {
+		s.forward(w, r, nil)
+		return
+	}
+	pr, err := s.cfg.Storage.OpenReader(r.Context(), name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	pr.Close()
+	seq, known, err := v.LastSequence(r.Context(), name, id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Stream   string `json:"Stream"`
+		Producer string `json:"Producer"`
+		Sequence uint64 `json:"Sequence"`
+		Known    bool   `json:"Known"`
+	}{name, id, seq, known})
 }

@@ -174,6 +174,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /streams/{stream}", s.handleGrant)
 	s.mux.HandleFunc("GET /streams/{stream}/messages", s.handleRead)
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
+	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
 	s.mux.HandleFunc("GET /streams", s.handleStreams)
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.HandleFunc("GET /readyz", s.handleReady)

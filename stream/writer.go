@@ -53,6 +53,9 @@ type WriterConfig struct {
 	// messagevault.ErrNotLeader once it has passed, and its storage calls
 	// are cut off when it passes. Default: no deadline.
 	Deadline func() time.Time
+	// MaxProducers is how many producers the exactly-once table
+	// remembers. Default DefaultMaxProducers.
+	MaxProducers int
 }
 
 // Observer hears what a Writer does.
@@ -63,6 +66,12 @@ type Observer interface {
 	Committed(stream string, appends, messages, bytes int, took time.Duration)
 	// Failed reports a group that failed, with the error its appends got.
 	Failed(stream string, err error)
+	// Duplicate reports a batch answered from the producer table
+	// without being appended again.
+	Duplicate(stream string)
+	// Evicted reports producers forgotten by the producer table to make
+	// room for newer ones.
+	Evicted(stream string, n int)
 }
 
 // AppendResult is the answer to an append once it is durable.
@@ -71,6 +80,10 @@ type AppendResult struct {
 	Position int64
 	// Offsets holds each message's record position, in order.
 	Offsets []int64
+	// Duplicate is set when the batch's producer sequence was applied
+	// already: nothing was appended, and Offsets are those of the first
+	// time.
+	Duplicate bool
 }
 
 // idCounter is the process-local counter of message ids, seeded at random
@@ -93,11 +106,22 @@ const (
 
 type request struct {
 	msgs  []messagevault.Message
+	opts  AppendOptions
 	size  int
 	state atomic.Int32
 	done  chan struct{}
 	res   AppendResult
 	err   error
+	// skip marks a request answered without appending (a duplicate, a
+	// refused condition); dupOf names the request of the same group it
+	// repeats, whose offsets it answers with.
+	skip  bool
+	dupOf *request
+	// query asks for the last sequence of opts.Producer instead of
+	// appending; the answer goes to last and known.
+	query bool
+	last  uint64
+	known bool
 }
 
 // Writer appends to one stream. Appends are strictly ordered; concurrent
@@ -126,6 +150,11 @@ type Writer struct {
 	size    int64  // size of the records blob
 	recover bool   // reload pos and tail from storage before the next group
 	lastMs  int64  // id time of the last group: ids never go back in time
+
+	producers *producerTable // exactly-once table as of pos
+	slot      int            // state slot holding the table as of pos, or -1
+	snap      []byte         // reused snapshot buffer
+	inGroup   map[string]*request
 }
 
 // OpenWriter opens the log of stream on pages: it reads the committed
@@ -158,6 +187,7 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 		done:    make(chan struct{}),
 		notify:  make(chan struct{}),
 	}
+	w.slot = -1
 	if err := w.load(ctx); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", name, err)
 	}
@@ -193,8 +223,73 @@ func (w *Writer) load(ctx context.Context) error {
 			return fmt.Errorf("preload tail page at %d: %w", pos-int64(tail), err)
 		}
 	}
+	if err := w.loadProducers(ctx, pos); err != nil {
+		return err
+	}
 	w.pos, w.size, w.recover = pos, size, false
 	return nil
+}
+
+// loadProducers reads both state slots and keeps the newest snapshot that
+// describes the committed stream (see snapshotMagic): a snapshot whose
+// group was never committed is ignored.
+func (w *Writer) loadProducers(ctx context.Context, pos int64) error {
+	w.producers, w.slot = newProducerTable(w.cfg.MaxProducers), -1
+	best := int64(-1)
+	for slot := range 2 {
+		b, err := w.pages.ReadState(ctx, slot)
+		if err != nil {
+			return fmt.Errorf("read producer table: %w", err)
+		}
+		if len(b) == 0 {
+			continue
+		}
+		t, s, err := decodeSnapshot(b, w.cfg.MaxProducers)
+		if err != nil || s.pos > pos || s.pos <= best || s.lastOff < 0 || s.lastOff+2+int64(len(s.lastID)) > s.pos {
+			continue // torn, or for a group that was never committed
+		}
+		var id formats.ID
+		if n, err := w.pages.ReadAt(ctx, id[:], s.lastOff+2); n < len(id) {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("check producer table: read record at %d: %w", s.lastOff, err)
+		}
+		if id != s.lastID {
+			continue
+		}
+		w.producers, w.slot, best = t, slot, s.pos
+	}
+	return nil
+}
+
+// LastSequence returns the last sequence the stream applied for producer,
+// and false if it remembers none (a new producer, or one forgotten).
+// It waits for the writer's current group.
+func (w *Writer) LastSequence(ctx context.Context, producer string) (uint64, bool, error) {
+	r := &request{opts: AppendOptions{Producer: producer}, done: make(chan struct{}), query: true}
+	if err := w.Err(); err != nil {
+		return 0, false, err
+	}
+	select {
+	case w.reqs <- r:
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	case <-w.closing:
+		return 0, false, fmt.Errorf("stream %q: %w", w.name, messagevault.ErrClosed)
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(stateQueued, stateCancelled) {
+			return 0, false, ctx.Err()
+		}
+		<-r.done
+	}
+	if r.err != nil {
+		return 0, false, r.err
+	}
+	return r.last, r.known, nil
 }
 
 // Append validates msgs, appends them as one contiguous run of records and
@@ -208,18 +303,28 @@ func (w *Writer) load(ctx context.Context) error {
 // with any remote log: the batch may be stored in full (a commit that landed
 // but reported failure); it is never stored in part.
 func (w *Writer) Append(ctx context.Context, msgs []messagevault.Message) (AppendResult, error) {
+	return w.AppendWith(ctx, msgs, AppendOptions{})
+}
+
+// AppendWith is Append under the conditions of opts: exactly-once by
+// producer sequence, and an expected position.
+func (w *Writer) AppendWith(ctx context.Context, msgs []messagevault.Message, opts AppendOptions) (AppendResult, error) {
 	for i := range msgs {
 		if err := msgs[i].Validate(); err != nil {
 			return AppendResult{}, fmt.Errorf("append to %q: message %d: %w", w.name, i, err)
 		}
 	}
-	return w.AppendChecked(ctx, msgs)
+	return w.AppendChecked(ctx, msgs, opts)
 }
 
-// AppendChecked is Append for messages the caller has already validated
-// (formats.DecodeTransfer checks sizes and checksums): it skips the crc
-// pass. Sizes are still checked, so no message can make a bad record.
-func (w *Writer) AppendChecked(ctx context.Context, msgs []messagevault.Message) (AppendResult, error) {
+// AppendChecked is AppendWith for messages the caller has already
+// validated (formats.DecodeTransfer checks sizes and checksums): it skips
+// the crc pass. Sizes are still checked, so no message can make a bad
+// record.
+func (w *Writer) AppendChecked(ctx context.Context, msgs []messagevault.Message, opts AppendOptions) (AppendResult, error) {
+	if opts.Producer != "" && !ValidProducer(opts.Producer) {
+		return AppendResult{}, fmt.Errorf("append to %q: producer id %q: %w: want 1 to %d of A-Z a-z 0-9 . _ : -", w.name, opts.Producer, messagevault.ErrInvalidMessage, MaxProducerLen)
+	}
 	if len(msgs) == 0 {
 		return AppendResult{}, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrEmptyBatch)
 	}
@@ -233,7 +338,7 @@ func (w *Writer) AppendChecked(ctx context.Context, msgs []messagevault.Message)
 	if err := w.Err(); err != nil {
 		return AppendResult{}, err
 	}
-	r := &request{msgs: msgs, size: size, done: make(chan struct{})}
+	r := &request{msgs: msgs, opts: opts, size: size, done: make(chan struct{})}
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
@@ -316,6 +421,7 @@ func (w *Writer) loop() {
 			// Drain: everything queued before Close is written.
 			for {
 				if group = w.gather(group[:0], 0); len(group) == 0 {
+					w.settle()
 					return
 				}
 				w.commit(group)
@@ -360,57 +466,85 @@ func (w *Writer) commit(group []*request) {
 		} else {
 			msgs, bytes := 0, 0
 			for _, r := range taken {
-				msgs += len(r.msgs)
-				bytes += r.size
+				if r.res.Duplicate {
+					o.Duplicate(w.name)
+				}
+				if !r.skip {
+					msgs += len(r.msgs)
+					bytes += r.size
+				}
 			}
-			o.Committed(w.name, len(taken), msgs, bytes, time.Since(start))
+			if msgs > 0 {
+				o.Committed(w.name, len(taken), msgs, bytes, time.Since(start))
+			}
 		}
 	}
 	for _, r := range taken {
 		if err != nil {
 			r.res, r.err = AppendResult{}, err
+		} else if r.dupOf != nil {
+			r.res.Offsets, r.res.Position = r.dupOf.res.Offsets, r.dupOf.res.Position
 		}
 		close(r.done)
 	}
 }
 
-func (w *Writer) write(group []*request) error {
+func (w *Writer) write(group []*request) (err error) {
 	if err := w.Err(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(w.cfg.OpTimeout)
-	if w.cfg.Deadline != nil {
-		d := w.cfg.Deadline()
-		if !time.Now().Before(d) {
-			return fmt.Errorf("append to %q: %w", w.name, messagevault.ErrNotLeader)
-		}
-		if d.Before(deadline) {
-			deadline = d
-		}
+	ctx, cancel, err := w.opContext()
+	if err != nil {
+		return err
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if w.recover {
-		before := w.Position()
-		if err := w.load(ctx); err != nil {
-			return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
-		}
-		if w.pos != before {
-			// A commit that reported failure landed all the same, maybe
-			// without being made durable: commit it again before anyone
-			// sees it.
-			if err := w.pages.CommitPosition(ctx, w.pos); err != nil {
-				return w.fail(fmt.Errorf("append to %q: recommit position %d: %w", w.name, w.pos, err))
-			}
-			w.publish(w.pos)
+		if err := w.resolve(ctx); err != nil {
+			return err
 		}
 	}
+	evicted := w.producers.evicted
+	defer func() {
+		clear(w.inGroup)
+		if err != nil {
+			// The table may hold this group's sequences: reload it
+			// (and the rest) from storage before the next group.
+			w.recover = true
+		} else if n := w.producers.evicted - evicted; n > 0 && w.cfg.Observer != nil {
+			w.cfg.Observer.Evicted(w.name, n)
+		}
+	}()
 	tail := len(w.buf)
 	base := w.pos - int64(tail)
 	cur := w.pos
 	ms := max(formats.MillisSinceEpoch(w.cfg.Now()), w.lastMs)
 	w.lastMs = ms
+	var (
+		lastOff  int64 = -1
+		lastID   formats.ID
+		withSeqs bool
+	)
 	for _, r := range group {
+		if r.query {
+			r.skip = true
+			r.last, r.known = w.producers.last(r.opts.Producer)
+			continue
+		}
+		if r.opts.Producer != "" {
+			skip, err := w.checkSequence(ctx, r)
+			if err != nil {
+				w.buf = w.buf[:tail]
+				return err
+			}
+			if skip {
+				continue
+			}
+		}
+		if r.opts.Expect && r.opts.ExpectPosition != cur {
+			r.skip = true
+			r.err = fmt.Errorf("append to %q: %w", w.name, &PositionMismatchError{Expected: r.opts.ExpectPosition, Position: cur, Err: messagevault.ErrPositionMismatch})
+			continue
+		}
 		r.res.Offsets = make([]int64, len(r.msgs))
 		for i := range r.msgs {
 			if cur > formats.MaxIDOffset {
@@ -424,10 +558,27 @@ func (w *Writer) write(group []*request) error {
 				return fmt.Errorf("append to %q: %w", w.name, err)
 			}
 			r.res.Offsets[i] = cur
+			lastOff, lastID = cur, id
 			cur = base + int64(len(w.buf))
+		}
+		if p := r.opts.Producer; p != "" {
+			withSeqs = true
+			w.producers.add(p, applied{seq: r.opts.Sequence, start: r.res.Offsets[0], end: cur, count: uint32(len(r.msgs))})
+			if w.inGroup == nil {
+				w.inGroup = map[string]*request{}
+			}
+			w.inGroup[seqKey(p, r.opts.Sequence)] = r
 		}
 	}
 	end := cur
+	for _, r := range group {
+		if r.skip && r.res.Position < w.pos {
+			r.res.Position = w.pos
+		}
+	}
+	if lastOff < 0 {
+		return nil // nothing to append: every request was answered as is
+	}
 	n := len(w.buf)
 	padded := int(roundUp(int64(n)))
 	w.buf = append(w.buf, make([]byte, padded-n)...)
@@ -441,6 +592,17 @@ func (w *Writer) write(group []*request) error {
 	if err := w.pages.WritePages(ctx, base, w.buf[:padded]); err != nil {
 		return w.fail(fmt.Errorf("append to %q: write %d bytes at %d: %w", w.name, padded, base, err))
 	}
+	slot := w.slot
+	if withSeqs {
+		// The table as of end goes to the slot that does not hold the
+		// table as of pos, before the commit: a crash before the commit
+		// leaves a snapshot that load sees is not committed.
+		slot = 1 - max(w.slot, 0)
+		w.snap = w.producers.encode(w.snap, snapshot{pos: end, lastOff: lastOff, lastID: lastID})
+		if err := w.pages.WriteState(ctx, slot, w.snap); err != nil {
+			return w.fail(fmt.Errorf("append to %q: write producer table: %w", w.name, err))
+		}
+	}
 	if err := w.pages.Flush(ctx); err != nil {
 		return w.fail(fmt.Errorf("append to %q: flush: %w", w.name, err))
 	}
@@ -448,6 +610,7 @@ func (w *Writer) write(group []*request) error {
 		return w.fail(fmt.Errorf("append to %q: commit position %d: %w", w.name, end, err))
 	}
 	// Durable: keep the new partial tail page and publish the position.
+	w.slot = slot
 	newBase := end - end%messagevault.PageSize
 	k := copy(w.buf, w.buf[newBase-base:end-base])
 	w.buf = w.buf[:k]
@@ -456,10 +619,124 @@ func (w *Writer) write(group []*request) error {
 	}
 	w.pos = end
 	for _, r := range group {
-		r.res.Position = end
+		if !r.skip || r.dupOf != nil {
+			r.res.Position = end
+		}
 	}
 	w.publish(end)
 	return nil
+}
+
+// opContext returns the context of one group's storage calls: bounded by
+// OpTimeout and by the leader's deadline. It fails with ErrNotLeader once
+// the deadline has passed.
+func (w *Writer) opContext() (context.Context, context.CancelFunc, error) {
+	deadline := time.Now().Add(w.cfg.OpTimeout)
+	if w.cfg.Deadline != nil {
+		d := w.cfg.Deadline()
+		if !time.Now().Before(d) {
+			return nil, nil, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrNotLeader)
+		}
+		if d.Before(deadline) {
+			deadline = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	return ctx, cancel, nil
+}
+
+// checkSequence looks r's producer sequence up in the table. It returns
+// true, with r answered, for a duplicate (same offsets as the first time)
+// or a sequence too old to tell; false for a new batch. An error is a
+// storage error reading a duplicate's offsets back.
+func (w *Writer) checkSequence(ctx context.Context, r *request) (bool, error) {
+	v, a := w.producers.check(r.opts.Producer, r.opts.Sequence)
+	switch v {
+	case verdictDuplicate:
+		r.skip = true
+		r.res.Duplicate = true
+		if orig := w.inGroup[seqKey(r.opts.Producer, r.opts.Sequence)]; orig != nil {
+			r.dupOf = orig
+			return true, nil
+		}
+		offsets, err := w.offsetsOf(ctx, a)
+		if err != nil {
+			return true, fmt.Errorf("append to %q: read back the offsets of producer %q sequence %d: %w", w.name, r.opts.Producer, r.opts.Sequence, err)
+		}
+		r.res.Offsets = offsets
+		return true, nil
+	case verdictTooOld:
+		last, _ := w.producers.last(r.opts.Producer)
+		r.skip = true
+		r.err = fmt.Errorf("append to %q: producer %q sequence %d: %w: its last applied sequence is %d, and the stream no longer remembers whether %d was applied (it keeps the last %d per producer)",
+			w.name, r.opts.Producer, r.opts.Sequence, messagevault.ErrSequenceTooOld, last, r.opts.Sequence, SequencesPerProducer)
+		return true, nil
+	}
+	return false, nil
+}
+
+func seqKey(producer string, seq uint64) string { return fmt.Sprintf("%s\x00%d", producer, seq) }
+
+// offsetsOf reads back the records of an applied batch and returns their
+// offsets: the answer a duplicate gets.
+func (w *Writer) offsetsOf(ctx context.Context, a applied) ([]int64, error) {
+	b := make([]byte, a.end-a.start)
+	if n, err := w.pages.ReadAt(ctx, b, a.start); n < len(b) {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	offsets := make([]int64, 0, a.count)
+	for off := 0; off < len(b); {
+		_, n, err := formats.DecodeRecord(b[off:])
+		if err != nil {
+			return nil, fmt.Errorf("record at %d: %w", a.start+int64(off), err)
+		}
+		offsets = append(offsets, a.start+int64(off))
+		off += n
+	}
+	if len(offsets) != int(a.count) {
+		return nil, fmt.Errorf("found %d records where %d were applied: %w", len(offsets), a.count, messagevault.ErrCorrupt)
+	}
+	return offsets, nil
+}
+
+// resolve settles a group that failed with an unknown outcome: it cuts
+// off every request of the failed group that may still land late
+// (Refence), reloads the position, tail page and producer table from
+// storage, and commits again a position that landed without being
+// confirmed, so that nobody sees it before it is durable.
+func (w *Writer) resolve(ctx context.Context) error {
+	before := w.Position()
+	if err := w.pages.Refence(ctx); err != nil {
+		return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
+	}
+	if err := w.load(ctx); err != nil {
+		return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
+	}
+	if w.pos != before {
+		if err := w.pages.CommitPosition(ctx, w.pos); err != nil {
+			return w.fail(fmt.Errorf("append to %q: recommit position %d: %w", w.name, w.pos, err))
+		}
+		w.publish(w.pos)
+	}
+	return nil
+}
+
+// settle resolves, before the writer closes, a failed group left
+// unresolved, so that a position that landed unconfirmed is confirmed (or
+// found not to have landed) while this writer still owns the stream.
+func (w *Writer) settle() {
+	if !w.recover || w.Err() != nil {
+		return
+	}
+	ctx, cancel, err := w.opContext()
+	if err != nil {
+		return
+	}
+	defer cancel()
+	w.resolve(ctx)
 }
 
 // publish makes pos the committed position seen by Position and Committed,

@@ -202,19 +202,33 @@ func (v *Vault) open(ctx context.Context, name string) (*stream.Writer, error) {
 // Append appends msgs to stream name (normalized first), creating the
 // stream on first use, and returns once they are durable.
 func (v *Vault) Append(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {
-	return v.append(ctx, name, msgs, (*stream.Writer).Append)
+	return v.append(ctx, name, func(w *stream.Writer) (stream.AppendResult, error) {
+		return w.AppendWith(ctx, msgs, stream.AppendOptions{})
+	})
 }
 
-// AppendChecked is Append for messages whose sizes and checksums the
-// caller has already checked (formats.DecodeTransfer does): it skips the
-// second check.
-func (v *Vault) AppendChecked(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {
-	return v.append(ctx, name, msgs, (*stream.Writer).AppendChecked)
+// AppendChecked is Append under the conditions of opts, for messages
+// whose sizes and checksums the caller has already checked
+// (formats.DecodeTransfer does): it skips the second check.
+func (v *Vault) AppendChecked(ctx context.Context, name string, msgs []messagevault.Message, opts stream.AppendOptions) (stream.AppendResult, error) {
+	return v.append(ctx, name, func(w *stream.Writer) (stream.AppendResult, error) {
+		return w.AppendChecked(ctx, msgs, opts)
+	})
 }
 
-// append runs one of the writer's append methods on stream name's writer.
-func (v *Vault) append(ctx context.Context, name string, msgs []messagevault.Message,
-	appendTo func(*stream.Writer, context.Context, []messagevault.Message) (stream.AppendResult, error)) (stream.AppendResult, error) {
+// LastSequence returns the last sequence stream name applied for
+// producer, and false if it remembers none.
+func (v *Vault) LastSequence(ctx context.Context, name, producer string) (seq uint64, known bool, err error) {
+	_, err = v.append(ctx, name, func(w *stream.Writer) (stream.AppendResult, error) {
+		var err error
+		seq, known, err = w.LastSequence(ctx, producer)
+		return stream.AppendResult{}, err
+	})
+	return seq, known, err
+}
+
+// append runs do on stream name's writer, opening it if needed.
+func (v *Vault) append(ctx context.Context, name string, do func(*stream.Writer) (stream.AppendResult, error)) (stream.AppendResult, error) {
 	name, err := messagevault.NormalizeStreamName(name)
 	if err != nil {
 		return stream.AppendResult{}, err
@@ -224,7 +238,7 @@ func (v *Vault) append(ctx context.Context, name string, msgs []messagevault.Mes
 		return stream.AppendResult{}, err
 	}
 	defer v.release(e)
-	return appendTo(e.w, ctx, msgs)
+	return do(e.w)
 }
 
 // Committed returns the committed position of stream name and a channel
