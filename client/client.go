@@ -37,6 +37,7 @@ type Client struct {
 	maxDelay  time.Duration
 	compress  bool
 	viaServer bool
+	producers *producers
 }
 
 // Option configures a Client.
@@ -76,6 +77,9 @@ func New(serverURL, user, password string, opts ...Option) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	if c.producers == nil {
+		c.producers = newProducers("", 0)
+	}
 	return c
 }
 
@@ -89,6 +93,9 @@ type Error struct {
 	// Type and Message are the server's "Type" and "Error".
 	Type    string
 	Message string
+	// Position is the stream's position when a conditional publish
+	// (ExpectPosition) was refused with 412.
+	Position int64
 }
 
 func (e *Error) Error() string {
@@ -103,9 +110,17 @@ func (e *Error) Retryable() bool {
 
 // do sends one request and decodes a JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string, out any) (http.Header, error) {
+	return c.doWith(ctx, method, path, body, contentType, nil, out)
+}
+
+// doWith is do with extra request headers.
+func (c *Client) doWith(ctx context.Context, method, path string, body []byte, contentType string, hdr http.Header, out any) (http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.url+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if c.user != "" {
 		req.SetBasicAuth(c.user, c.password)
@@ -123,11 +138,14 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error, Type string }
+		var e struct {
+			Error, Type string
+			Position    int64
+		}
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error}
+		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error, Position: e.Position}
 	}
 	if out != nil {
 		if raw, ok := out.(*[]byte); ok {

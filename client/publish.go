@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,6 +31,10 @@ type Result struct {
 	Position int64
 	// Offsets holds the position of each message's first record.
 	Offsets []int64
+	// Duplicate is set when the server had stored this batch already (a
+	// retry whose first answer was lost): it was not stored again, and
+	// Offsets are those of the first time.
+	Duplicate bool
 }
 
 // records turns messages into v1 records: compressed when asked and
@@ -86,8 +91,18 @@ var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return 
 
 // Publish appends msgs to stream as one batch (their records are
 // contiguous) and returns once the server has made them durable. It
-// retries on 429, 503 and connection errors until ctx ends.
-func (c *Client) Publish(ctx context.Context, stream string, msgs []Message) (Result, error) {
+// retries on 429, 503 and connection errors until ctx ends. Every batch
+// carries a producer id and sequence (see WithProducer), so a retry after
+// a lost answer is not stored twice. opts make the publish conditional
+// (ExpectPosition).
+//
+// An error other than an *Error with a 4xx Status leaves the outcome
+// unknown: the batch may have been stored.
+func (c *Client) Publish(ctx context.Context, stream string, msgs []Message, opts ...PublishOption) (Result, error) {
+	var po publishOptions
+	for _, o := range opts {
+		o(&po)
+	}
 	recs, first, err := records(msgs, c.compress)
 	if err != nil {
 		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
@@ -109,18 +124,45 @@ func (c *Client) Publish(ctx context.Context, stream string, msgs []Message) (Re
 		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
 	}
 	*bp = body
+	var (
+		l   *lane
+		seq uint64
+	)
+	if !c.producers.off {
+		if l, err = c.producers.take(ctx); err != nil {
+			return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
+		}
+		defer c.producers.put(l)
+		if seq, err = c.sequence(ctx, l, stream); err != nil {
+			return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
+		}
+	}
+	hdr := seqHeaders(l, seq, po)
 	var ans publishAnswer
+	dup := false
 	err = c.retry(ctx, func() error {
-		_, err := c.do(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", &ans)
+		h, err := c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", hdr, &ans)
+		if err == nil {
+			dup = h.Get(DuplicateHeader) == "true"
+		}
 		return err
 	})
+	if l != nil {
+		// The sequence is used, whatever the outcome: a failed batch
+		// leaves a gap, which the server allows.
+		l.next[stream] = seq + 1
+		var e *Error
+		if errors.As(err, &e) && e.Status == http.StatusConflict {
+			delete(l.next, stream) // out of step with the server: resume
+		}
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
 	}
 	if len(ans.Offsets) != len(recs) {
 		return Result{}, fmt.Errorf("publish to %q: the server answered %d offsets for %d records", stream, len(ans.Offsets), len(recs))
 	}
-	res := Result{Position: ans.Position, Offsets: make([]int64, len(msgs))}
+	res := Result{Position: ans.Position, Offsets: make([]int64, len(msgs)), Duplicate: dup}
 	for i, f := range first {
 		res.Offsets[i] = ans.Offsets[f]
 	}

@@ -114,6 +114,28 @@ func TestAzureClusterForwardsAndHandsOver(t *testing.T) {
 	if got := values(readGrant(t, leader, "shared")); len(got) != 3 {
 		t.Fatalf("stream holds %v", got)
 	}
+	// Every node answers an exactly-once publish the same: a follower
+	// passes the MessageVault-* headers both ways.
+	var follower *mvtest.Server
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	seqBody := transfer(t, []messagevault.Message{msg("k", "sequenced")})
+	for i, want := range []string{"", "true"} {
+		status, out, h := publishWith(t, follower, "/streams/shared", seqBody, "application/octet-stream", seqHeaders("fwd", 1))
+		if status != 200 || h.Get("MessageVault-Duplicate") != want {
+			t.Fatalf("sequenced publish %d through a follower: %d %s, duplicate header %q", i, status, out, h.Get("MessageVault-Duplicate"))
+		}
+	}
+	if _, out, _ := do(t, follower.Request("GET", "/streams/shared/producers/fwd", admin, adminPass, nil, "")); !strings.Contains(string(out), `"Sequence":1`) {
+		t.Fatalf("GET producers through a follower: %s", out)
+	}
+	status, out, _ := publishWith(t, follower, "/streams/shared", seqBody, "application/octet-stream", map[string]string{"MessageVault-Expected-Position": "1"})
+	if status != http.StatusPreconditionFailed || !strings.Contains(string(out), `"Position":`) {
+		t.Fatalf("conditional publish through a follower: %d %s", status, out)
+	}
 	_, body, _ := do(t, nodes[0].Request("GET", "/streams", admin, adminPass, nil, ""))
 	if !strings.Contains(string(body), `"Leader":"`+leader.URL+`"`) {
 		t.Fatalf("listing does not name the leader: %s", body)
@@ -133,7 +155,7 @@ func TestAzureClusterForwardsAndHandsOver(t *testing.T) {
 		t.Fatalf("old leader exit %d", code)
 	}
 	publish(t, rest[0], "shared", []messagevault.Message{msg("k", "after the handover")})
-	if got := values(readGrant(t, next, "shared")); len(got) != 4 {
+	if got := values(readGrant(t, next, "shared")); len(got) != 5 {
 		t.Fatalf("after the handover the stream holds %v", got)
 	}
 	t.Logf("graceful handover took %v", took)

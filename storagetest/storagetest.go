@@ -41,6 +41,8 @@ func Run(t *testing.T, newStorage NewStorage) {
 		{"StreamsListed", testStreamsListed},
 		{"LargeWrite", testLargeWrite},
 		{"ConcurrentReaders", testConcurrentReaders},
+		{"StateSlots", testStateSlots},
+		{"Refence", testRefence},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -394,4 +396,78 @@ func testConcurrentReaders(t *testing.T, s messagevault.Storage) {
 		}
 	}
 	wg.Wait()
+}
+
+// testStateSlots: the two writer-state slots start empty, hold what was
+// last written to each, survive a reopen, and refuse other slot numbers.
+func testStateSlots(t *testing.T, s messagevault.Storage) {
+	ctx := context.Background()
+	w := mustWriter(t, s, "state")
+	for slot := range 2 {
+		if b, err := w.ReadState(ctx, slot); err != nil || len(b) != 0 {
+			t.Fatalf("new stream's slot %d: %q, %v; want empty", slot, b, err)
+		}
+	}
+	if err := w.WriteState(ctx, 2, []byte("x")); !errors.Is(err, messagevault.ErrOutOfRange) {
+		t.Fatalf("WriteState(2): %v; want ErrOutOfRange", err)
+	}
+	long := pages(3, 9)[:1000]
+	for _, step := range []struct {
+		slot int
+		p    []byte
+	}{{0, long}, {1, []byte("one")}, {0, []byte("shorter")}} {
+		if err := w.WriteState(ctx, step.slot, step.p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(w messagevault.PageWriter) {
+		t.Helper()
+		for slot, want := range []string{"shorter", "one"} {
+			if b, err := w.ReadState(ctx, slot); err != nil || string(b) != want {
+				t.Fatalf("slot %d: %q, %v; want %q", slot, b, err, want)
+			}
+		}
+	}
+	check(w)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(mustWriter(t, s, "state"))
+}
+
+// testRefence: a writer keeps writing after Refence, and what it had
+// committed is still there.
+func testRefence(t *testing.T, s messagevault.Storage) {
+	ctx := context.Background()
+	w := mustWriter(t, s, "refence")
+	if err := w.Grow(ctx, 2*page); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteState(ctx, 0, []byte("s")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CommitPosition(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Refence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WritePages(ctx, page, pages(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteState(ctx, 0, []byte("t")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CommitPosition(ctx, page+10); err != nil {
+		t.Fatal(err)
+	}
+	if pos, err := w.Position(ctx); err != nil || pos != page+10 {
+		t.Fatalf("Position after Refence and a commit = %d, %v", pos, err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/formats"
 )
@@ -83,6 +84,9 @@ type PublishCommand struct {
 	files          []string
 	lz4            bool
 	batch          int
+	linger         time.Duration
+	producer       string
+	expect         int64
 }
 
 // Command returns the cobra command.
@@ -92,7 +96,18 @@ func (c *PublishCommand) Command() *cobra.Command {
 		Short: "Publish messages to a stream",
 		Long: `Publish messages: each VALUE argument is one message; with --stdin each line
 of standard input is one; with --file each file is one (of any size: values
-over 64 KiB are split and reassembled by readers).`,
+over 64 KiB are split and reassembled by readers).
+
+With --stdin, lines go out every --batch lines or --linger after the first
+unsent line, whichever comes first, so a quiet "tail -f" is published as it
+comes. End of input, Ctrl-C (SIGINT) and SIGTERM send what is held before
+exiting; if a publish finally fails, the error says how many lines were not
+stored.
+
+Every batch carries a producer id and sequence number, so a retried batch is
+stored once. --producer names the producer (it then resumes its numbering
+from the server); --expect-position publishes only if the stream's position
+is exactly N (exit 1 with the current position otherwise).`,
 		Example: `  messagevault publish orders '{"id": 1}' '{"id": 2}' --key order-placed
   tail -f app.log | messagevault publish logs --stdin
   messagevault publish blobs --file big.bin --lz4`,
@@ -106,11 +121,20 @@ over 64 KiB are split and reassembled by readers).`,
 	f.StringArrayVar(&c.files, "file", nil, "publish the content of a file (repeatable)")
 	f.BoolVar(&c.lz4, "lz4", false, "compress values with LZ4 when it makes them smaller")
 	f.IntVar(&c.batch, "batch", 1000, "messages per publish request")
+	f.DurationVar(&c.linger, "linger", 200*time.Millisecond, "with --stdin, the longest a line waits before it is sent")
+	f.StringVar(&c.producer, "producer", "", "producer id (1 to 64 of A-Z a-z 0-9 . _ : -); default a random one")
+	f.Int64Var(&c.expect, "expect-position", -1, "publish only if the stream's position is exactly this (one batch only)")
 	return cmd
 }
 
 // Run publishes.
 func (c *PublishCommand) Run(ctx context.Context, stream string, values []string) error {
+	if c.batch <= 0 || c.batch > messagevault.MaxBatchCount {
+		return usageError("--batch must be 1 to %d", messagevault.MaxBatchCount)
+	}
+	if c.linger <= 0 {
+		return usageError("--linger must be positive")
+	}
 	var msgs []client.Message
 	key := []byte(c.key)
 	for _, v := range values {
@@ -123,15 +147,29 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		}
 		msgs = append(msgs, client.Message{Key: key, Value: b})
 	}
-	cl := c.client(client.WithCompression(c.lz4))
+	opts := []client.Option{client.WithCompression(c.lz4)}
+	if c.producer != "" {
+		opts = append(opts, client.WithProducer(c.producer))
+	}
+	cl := c.client(opts...)
+	var popts []client.PublishOption
+	if c.expect >= 0 {
+		popts = append(popts, client.ExpectPosition(c.expect))
+	}
 	total, sent := 0, 0
 	var last client.Result
-	send := func(batch []client.Message) error {
+	send := func(ctx context.Context, batch []client.Message) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		res, err := cl.Publish(ctx, stream, batch)
+		if len(popts) > 0 && sent > 0 {
+			return usageError("--expect-position publishes one batch; %d messages need more (raise --batch)", total+len(batch))
+		}
+		res, err := cl.Publish(ctx, stream, batch, popts...)
 		if err != nil {
+			if pos, ok := client.IsPositionMismatch(err); ok {
+				return fmt.Errorf("not published: the stream is at position %d, not %d", pos, c.expect)
+			}
 			return err
 		}
 		last = res
@@ -140,32 +178,117 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		return nil
 	}
 	if c.lines {
-		sc := bufio.NewScanner(c.stdin)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
-			msgs = append(msgs, client.Message{Key: key, Value: append([]byte(nil), sc.Bytes()...)})
-			if len(msgs) >= c.batch {
-				if err := send(msgs); err != nil {
-					return err
-				}
-				msgs = nil
-			}
-		}
-		if err := sc.Err(); err != nil {
-			return fmt.Errorf("read standard input: %w", err)
-		}
-	} else if len(msgs) == 0 {
-		return usageError("nothing to publish: give values, --stdin or --file")
-	}
-	for len(msgs) > 0 {
-		n := min(len(msgs), c.batch)
-		if err := send(msgs[:n]); err != nil {
+		if err := c.publishLines(ctx, key, msgs, send); err != nil {
 			return err
 		}
-		msgs = msgs[n:]
+	} else {
+		if len(msgs) == 0 {
+			return usageError("nothing to publish: give values, --stdin or --file")
+		}
+		for len(msgs) > 0 {
+			n := min(len(msgs), c.batch)
+			if err := send(ctx, msgs[:n]); err != nil {
+				return err
+			}
+			msgs = msgs[n:]
+		}
 	}
 	fmt.Fprintf(c.stdout, "published %d messages to %s in %d batches; position %d\n", total, stream, sent, last.Position)
 	return nil
+}
+
+// flushTimeout bounds the last publish after Ctrl-C or SIGTERM.
+const flushTimeout = 30 * time.Second
+
+// drainQuiet is how long publish --stdin keeps reading, after Ctrl-C or
+// SIGTERM, lines already written to its input.
+const drainQuiet = 100 * time.Millisecond
+
+// publishLines publishes standard input line by line: a batch goes out at
+// --batch lines or --linger after its first line. At end of input, or
+// when ctx ends (Ctrl-C, SIGTERM), what is held is sent before returning.
+func (c *PublishCommand) publishLines(ctx context.Context, key []byte, held []client.Message, send func(context.Context, []client.Message) error) error {
+	lines := make(chan []byte, c.batch)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(c.stdin)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			lines <- append([]byte(nil), sc.Bytes()...)
+		}
+		readErr <- sc.Err()
+		close(lines)
+	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func(ctx context.Context) error {
+		timer.Stop()
+		for len(held) > 0 {
+			n := min(len(held), c.batch)
+			if err := send(ctx, held[:n]); err != nil {
+				return fmt.Errorf("%w (%d lines were not stored)", err, len(held))
+			}
+			held = held[n:]
+		}
+		return nil
+	}
+	final := func() error {
+		// The caller's context has ended: the held lines still go out.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		defer cancel()
+		return flush(fctx)
+	}
+	if len(held) > 0 {
+		timer.Reset(c.linger)
+	}
+	// A publish under way when Ctrl-C comes is finished, not cut off;
+	// the loop then sends the rest.
+	sendCtx := context.WithoutCancel(ctx)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				if err := flush(sendCtx); err != nil {
+					return err
+				}
+				if err := <-readErr; err != nil {
+					return fmt.Errorf("read standard input: %w", err)
+				}
+				return nil
+			}
+			if len(held) == 0 {
+				timer.Reset(c.linger)
+			}
+			held = append(held, client.Message{Key: key, Value: line})
+			if len(held) >= c.batch {
+				if err := flush(sendCtx); err != nil {
+					return err
+				}
+			}
+		case <-timer.C:
+			if err := flush(sendCtx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			// Take the lines already written to the input (until it is
+			// quiet for drainQuiet), then send everything held.
+			quiet := time.NewTimer(drainQuiet)
+		drain:
+			for {
+				select {
+				case line, ok := <-lines:
+					if !ok {
+						break drain
+					}
+					held = append(held, client.Message{Key: key, Value: line})
+					quiet.Reset(drainQuiet)
+				case <-quiet.C:
+					break drain
+				}
+			}
+			return final()
+		}
+	}
 }
 
 // ReadCommand reads messages, or follows the tail.

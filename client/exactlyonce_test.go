@@ -1,0 +1,115 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/messagevault/messagevault/client"
+	"github.com/messagevault/messagevault/internal/mvtest"
+)
+
+// loseFirstAnswer delivers every request, but throws away the answer to
+// the first publish: the batch is stored, the client hears an error.
+type loseFirstAnswer struct{ lost atomic.Bool }
+
+func (l *loseFirstAnswer) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPost && l.lost.CompareAndSwap(false, true) {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, errors.New("connection reset by the test")
+	}
+	return resp, err
+}
+
+func TestRetryAfterALostAnswerIsStoredOnce(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	lossy := &loseFirstAnswer{}
+	c := newClient(s, client.WithHTTPClient(&http.Client{Transport: lossy}))
+	res, err := c.Publish(ctx, "once", []client.Message{{Value: []byte("only once")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lossy.lost.Load() || !res.Duplicate {
+		t.Fatalf("lost %v, duplicate %v: the retry should have been answered as a duplicate", lossy.lost.Load(), res.Duplicate)
+	}
+	if _, err := c.Publish(ctx, "once", []client.Message{{Value: []byte("next")}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newClient(s).Reader(ctx, "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range collect(t, r, 0) {
+		got = append(got, string(m.Value))
+	}
+	if strings.Join(got, ",") != "only once,next" {
+		t.Fatalf("stream holds %q", got)
+	}
+	// Without sequences the same loss stores the batch twice: the old
+	// at-least-once contract, still there for those who ask for it.
+	lossy2 := &loseFirstAnswer{}
+	plain := newClient(s, client.WithHTTPClient(&http.Client{Transport: lossy2}), client.WithoutSequences())
+	if _, err := plain.Publish(ctx, "twice", []client.Message{{Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := newClient(s).Reader(ctx, "twice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(collect(t, r2, 0)); n != 2 {
+		t.Fatalf("without sequences the stream holds %d copies, want 2", n)
+	}
+}
+
+func TestNamedProducerResumes(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	a := newClient(s, client.WithProducer("job-7"))
+	for i := 0; i < 3; i++ {
+		if _, err := a.Publish(ctx, "named", []client.Message{{Value: []byte("a")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq, known, err := a.LastSequence(ctx, "named", "job-7")
+	if err != nil || !known || seq != 3 {
+		t.Fatalf("LastSequence = %d, %v, %v; want 3", seq, known, err)
+	}
+	// A restarted process with the same id continues after 3: its first
+	// batch is new, not taken for a retry of sequence 1.
+	b := newClient(s, client.WithProducer("job-7"))
+	res, err := b.Publish(ctx, "named", []client.Message{{Value: []byte("b")}})
+	if err != nil || res.Duplicate {
+		t.Fatalf("restarted producer: %+v, %v", res, err)
+	}
+	if seq, _, _ := b.LastSequence(ctx, "named", "job-7"); seq != 4 {
+		t.Fatalf("last sequence %d, want 4", seq)
+	}
+	if _, known, err := b.LastSequence(ctx, "nowhere", "job-7"); known || err != nil {
+		t.Fatalf("LastSequence on a stream that does not exist: %v, %v", known, err)
+	}
+}
+
+func TestExpectPosition(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	c := newClient(s)
+	first, err := c.Publish(ctx, "cond", []client.Message{{Value: []byte("1")}}, client.ExpectPosition(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Publish(ctx, "cond", []client.Message{{Value: []byte("2")}}, client.ExpectPosition(0))
+	if pos, ok := client.IsPositionMismatch(err); !ok || pos != first.Position {
+		t.Fatalf("stale expectation: %v; want 412 with position %d", err, first.Position)
+	}
+	if _, err := c.Publish(ctx, "cond", []client.Message{{Value: []byte("2")}}, client.ExpectPosition(first.Position)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,63 @@
+package e2e_test
+
+import (
+	"bytes"
+	"io"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/messagevault/messagevault/internal/mvtest"
+)
+
+// TestPublishStdinLingersAndFlushes: `tail -f log | messagevault publish
+// --stdin` publishes a quiet input within --linger, and Ctrl-C sends the
+// lines it holds before exiting.
+func TestPublishStdinLingersAndFlushes(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		name := "stdin-" + strings.ToLower(sig.String()[:3])
+		name = strings.ReplaceAll(name, " ", "")
+		cmd := exec.Command(mvtest.Binary(t), "publish", name, "--stdin", "--linger", "100ms", "--batch", "1000")
+		cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_URL="+s.URL, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD="+adminPass)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(in, "first line\n")
+		// The input stays open: the line goes out after the linger.
+		deadline := time.Now().Add(20 * time.Second)
+		for position(t, s, name) == 0 {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("a quiet input was never published: %s", out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// Lines held when the signal comes are sent before the exit.
+		io.WriteString(in, "second line\nthird line\n")
+		time.Sleep(20 * time.Millisecond)
+		cmd.Process.Signal(sig)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", sig, err, out.String())
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("publish --stdin did not exit after %v", sig)
+		}
+		if got := strings.Join(values(readDirect(t, s, name)), ","); got != "=first line,=second line,=third line" {
+			t.Fatalf("after %v the stream holds %q; output %s", sig, got, out.String())
+		}
+	}
+}
