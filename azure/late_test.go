@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"syscall"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
