@@ -42,7 +42,19 @@ func slowPublish(t *testing.T, s *mvtest.Server, stream string, body []byte) (fi
 	fmt.Fprintf(conn, "POST /streams/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: %d\r\nContent-Type: application/octet-stream\r\n\r\n",
 		stream, basic(admin, adminPass), len(body))
 	conn.Write(body[:half])
-	time.Sleep(200 * time.Millisecond) // the server is now reading the body
+	// Wait until the server holds the body's reservation: it reads the
+	// body only after checking the password, which takes a bcrypt.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, m, _ := do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
+		if !strings.Contains(string(m), "\nmessagevault_publish_inflight_bytes 0\n") && strings.Contains(string(m), "\nmessagevault_publish_inflight_bytes ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow publish never reserved its body")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	return func() (int, string) {
 		conn.Write(body[half:])
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
