@@ -2,10 +2,14 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,26 +18,43 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/azurite"
+	"github.com/messagevault/messagevault/internal/history"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
 // crashLoop kills a publishing server with SIGKILL at random moments,
 // kills times, restarting it each time (start returns a fresh process on
-// the same storage). After each restart every acknowledged message must
-// read back intact, exactly once, and the whole stream must verify.
+// the same storage). Two producers publish batches numbered with producer
+// sequences and retry every batch whose outcome they do not know, with the
+// same sequence, until it is acknowledged, across the restarts. After each
+// restart the stream must verify and explain the producers' history
+// (internal/history): every acknowledged message exactly once at its
+// acknowledged offset, nothing twice, each producer's batches in order.
 func crashLoop(t *testing.T, kills int, start func() *mvtest.Server) {
 	rnd := rand.New(rand.NewPCG(3, uint64(time.Now().UnixNano())))
-	acked := map[string]bool{}
-	var mu sync.Mutex
-	batch := 0
+	var hist history.History
+	type producer struct {
+		id      string
+		seq     uint64
+		pending []messagevault.Message // the batch to send until acknowledged
+	}
+	producers := []*producer{{id: "crash-a"}, {id: "crash-b"}}
+	next := func(p *producer) {
+		p.seq++
+		p.pending = nil
+		for i := 0; i < 20; i++ {
+			p.pending = append(p.pending, msg("k", fmt.Sprintf("%s-%07d-%02d", p.id, p.seq, i)))
+		}
+	}
+	for _, p := range producers {
+		next(p)
+	}
 	s := start()
-	publish(t, s, "crashloop", []messagevault.Message{msg("k", "first")})
-	acked["first"] = true
 	for k := 0; k < kills; k++ {
 		waitLeader(t, []*mvtest.Server{s}, 60*time.Second)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
-		for p := 0; p < 2; p++ {
+		for _, p := range producers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -44,25 +65,39 @@ func crashLoop(t *testing.T, kills int, start func() *mvtest.Server) {
 						return
 					default:
 					}
-					mu.Lock()
-					batch++
-					b := batch
-					mu.Unlock()
-					var msgs []messagevault.Message
-					for i := 0; i < 20; i++ {
-						msgs = append(msgs, msg("k", fmt.Sprintf("b%07d-%02d", b, i)))
+					values := make([]string, len(p.pending))
+					for i, m := range p.pending {
+						values[i] = string(m.Value)
 					}
-					resp, err := hc.Do(s.Request("POST", "/streams/crashloop", admin, adminPass, transfer(t, msgs), ""))
+					req := s.Request("POST", "/streams/crashloop", admin, adminPass, transfer(t, p.pending), "")
+					req.Header.Set("MessageVault-Producer", p.id)
+					req.Header.Set("MessageVault-Sequence", strconv.FormatUint(p.seq, 10))
+					a := history.Attempt{Producer: p.id, Sequence: p.seq, Values: values, Outcome: history.Unknown}
+					resp, err := hc.Do(req)
 					if err != nil {
-						return // the server died
+						hist.Add(a)
+						return // the server died: retry on the next one
 					}
+					body, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode == 200 {
-						mu.Lock()
-						for _, m := range msgs {
-							acked[string(m.Value)] = true
+					switch {
+					case resp.StatusCode == 200:
+						var ans publishAnswer
+						if err := json.Unmarshal(body, &ans); err != nil {
+							t.Errorf("publish answer %q: %v", body, err)
+							return
 						}
-						mu.Unlock()
+						a.Outcome, a.Offsets = history.Acked, ans.Offsets
+						hist.Add(a)
+						next(p)
+					case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 429:
+						a.Outcome = history.Failed
+						hist.Add(a)
+						t.Errorf("%s/%d refused: %d %s", p.id, p.seq, resp.StatusCode, body)
+						return
+					default:
+						hist.Add(a)
+						time.Sleep(20 * time.Millisecond)
 					}
 				}
 			}()
@@ -74,42 +109,79 @@ func crashLoop(t *testing.T, kills int, start func() *mvtest.Server) {
 		wg.Wait()
 
 		s = start()
-		ctx := context.Background()
-		r, err := client.New(s.URL, admin, mvtest.AdminPassword).Reader(ctx, "crashloop")
-		if err != nil {
-			t.Fatalf("kill %d: %v", k, err)
-		}
-		seen := map[string]bool{}
-		for m, err := range r.Messages(ctx, 0, -1) {
-			if err != nil {
-				t.Fatalf("kill %d: reading back: %v", k, err)
-			}
-			if seen[string(m.Value)] {
-				t.Fatalf("kill %d: %s stored twice", k, m.Value)
-			}
-			seen[string(m.Value)] = true
-		}
-		res, err := r.Verify(ctx, nil)
-		r.Close()
-		if err != nil {
-			t.Fatalf("kill %d: verify: %v", k, err)
-		}
-		mu.Lock()
-		for v := range acked {
-			if !seen[v] {
-				t.Fatalf("kill %d: acknowledged message %s is lost", k, v)
-			}
-		}
-		n := len(acked)
-		mu.Unlock()
+		rep := checkHistory(t, s, &hist, fmt.Sprintf("kill %d", k+1))
 		if k%10 == 9 || k == kills-1 {
-			t.Logf("kill %d: %d messages acknowledged, %d records stored, all verified", k+1, n, res.Records)
+			t.Logf("kill %d: %v", k+1, rep)
 		}
 	}
-	if len(acked) == 0 {
+	// The batches still pending go through on the last server, each once.
+	waitLeader(t, []*mvtest.Server{s}, 60*time.Second)
+	for _, p := range producers {
+		for {
+			req := s.Request("POST", "/streams/crashloop", admin, adminPass, transfer(t, p.pending), "")
+			req.Header.Set("MessageVault-Producer", p.id)
+			req.Header.Set("MessageVault-Sequence", strconv.FormatUint(p.seq, 10))
+			status, body, _ := do(t, req)
+			if status == 200 {
+				var ans publishAnswer
+				json.Unmarshal(body, &ans)
+				values := make([]string, len(p.pending))
+				for i, m := range p.pending {
+					values[i] = string(m.Value)
+				}
+				hist.Add(history.Attempt{Producer: p.id, Sequence: p.seq, Values: values, Outcome: history.Acked, Offsets: ans.Offsets})
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	rep := checkHistory(t, s, &hist, "at the end")
+	if rep.Acked == 0 {
 		t.Fatal("nothing was ever acknowledged")
 	}
-	t.Logf("CRASHLOOP: %d kills, %d acknowledged messages, 0 lost", kills, len(acked))
+	if pending := hist.Pending(); len(pending) != 0 {
+		t.Fatalf("batches never acknowledged: %v", pending)
+	}
+	t.Logf("CRASHLOOP: %d kills; %v", kills, rep)
+}
+
+// checkHistory reads the crash loop's stream back, verifies it and checks
+// it against the history.
+func checkHistory(t *testing.T, s *mvtest.Server, hist *history.History, when string) history.Report {
+	t.Helper()
+	ctx := context.Background()
+	var stored []history.Stored
+	r, err := client.New(s.URL, admin, mvtest.AdminPassword).Reader(ctx, "crashloop")
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Status == http.StatusNotFound {
+		return mustCheck(t, hist, nil, when) // killed before its first batch: no stream yet
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	defer r.Close()
+	for m, err := range r.Messages(ctx, 0, -1) {
+		if errors.As(err, &ce) && ce.Status == http.StatusNotFound && len(stored) == 0 {
+			return mustCheck(t, hist, nil, when) // killed before its first batch: no stream yet
+		}
+		if err != nil {
+			t.Fatalf("%s: reading back: %v", when, err)
+		}
+		stored = append(stored, history.Stored{Offset: m.Offset, Value: string(m.Value)})
+	}
+	if _, err := r.Verify(ctx, nil); err != nil {
+		t.Fatalf("%s: verify: %v", when, err)
+	}
+	return mustCheck(t, hist, stored, when)
+}
+
+func mustCheck(t *testing.T, hist *history.History, stored []history.Stored, when string) history.Report {
+	t.Helper()
+	rep, err := hist.Check(stored)
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	return rep
 }
 
 // freePort returns a loopback address nothing listens on now.
