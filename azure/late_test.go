@@ -13,20 +13,13 @@ import (
 
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/internal/azurite"
+	"github.com/messagevault/messagevault/internal/faultproxy"
 	"github.com/messagevault/messagevault/stream"
 )
 
-// late holds the first position commit it sees once armed until the
-// client gives up on it, and delivers it to storage just before the
-// deliverAt-th later request that changes position.c7's metadata: a
-// request that arrives late, after the writer has moved on.
-type late struct {
-	mu        sync.Mutex
-	armed     bool
-	held      *http.Request
-	deliverAt int
-	seen      int
-	status    int // what storage answered the late request
+func isPageWrite(req *http.Request) bool {
+	return req.Method == http.MethodPut && strings.Contains(req.URL.RawQuery, "comp=page") &&
+		strings.HasSuffix(req.URL.Path, "/"+azure.RecordsBlob)
 }
 
 func isPositionMetadata(req *http.Request) bool {
@@ -34,47 +27,37 @@ func isPositionMetadata(req *http.Request) bool {
 		strings.HasSuffix(req.URL.Path, "/"+azure.PositionBlob)
 }
 
-func (l *late) Do(req *http.Request) (*http.Response, error) {
-	if isPositionMetadata(req) {
-		l.mu.Lock()
-		switch {
-		case l.armed:
-			l.armed = false
-			l.held = req.Clone(context.Background())
-			l.mu.Unlock()
-			<-req.Context().Done()
-			return nil, req.Context().Err()
-		case l.held != nil:
-			l.seen++
-			if l.seen == l.deliverAt {
-				resp, err := http.DefaultClient.Do(l.held)
-				if err != nil {
-					l.mu.Unlock()
-					return nil, fmt.Errorf("deliver the late commit: %w", err)
-				}
-				resp.Body.Close()
-				l.status = resp.StatusCode
-				l.held = nil
-			}
-		}
-		l.mu.Unlock()
-	}
-	return http.DefaultClient.Do(req)
-}
-
-// TestLateCommitCannotCorrupt: a position commit cut off by the writer's
-// deadline lands later, before the recovery's first request, between
-// recovery and the next commit, or after it. In every ordering the stream
+// TestLateCommitCannotCorrupt: a position commit (or a page write) cut off
+// by the writer's deadline lands later, through the fault proxy: before
+// the recovery's first request, between recovery and the next commit, or
+// after it. In every ordering the stream
 // stays readable end to end, every acknowledged batch is there once, and
 // the batch whose outcome was unknown is there at most once.
 func TestLateCommitCannotCorrupt(t *testing.T) {
 	az := azurite.Start(t)
 	ctx := context.Background()
-	for deliverAt := 1; deliverAt <= 3; deliverAt++ {
-		t.Run(fmt.Sprintf("before-request-%d", deliverAt), func(t *testing.T) {
-			l := &late{deliverAt: deliverAt}
-			s := open(t, az, azure.Config{Transport: l, MaxRetries: 1})
-			name := fmt.Sprintf("late%d", deliverAt)
+	cases := []struct {
+		kind      string
+		match     func(*http.Request) bool
+		deliverAt int
+	}{
+		{"commit", isPositionMetadata, 1}, {"commit", isPositionMetadata, 2}, {"commit", isPositionMetadata, 3},
+		{"pages", isPageWrite, 1}, {"pages", isPageWrite, 2},
+	}
+	for _, tc := range cases {
+		deliverAt := tc.deliverAt
+		t.Run(fmt.Sprintf("%s-before-request-%d", tc.kind, deliverAt), func(t *testing.T) {
+			p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+			s, err := azure.Open(cs, azure.Config{MaxRetries: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("late-%s-%d", tc.kind, deliverAt)
 			pw, err := s.OpenWriter(ctx, name)
 			if err != nil {
 				t.Fatal(err)
@@ -89,9 +72,7 @@ func TestLateCommitCannotCorrupt(t *testing.T) {
 			if _, err := w.AppendWith(ctx, batch("a", 2), seq(1)); err != nil {
 				t.Fatal(err)
 			}
-			l.mu.Lock()
-			l.armed = true
-			l.mu.Unlock()
+			p.Late(tc.match, tc.match, deliverAt)
 			if _, err := w.AppendWith(ctx, batch("b", 2), seq(2)); err == nil {
 				t.Fatal("the held commit was reported durable")
 			}
@@ -100,12 +81,11 @@ func TestLateCommitCannotCorrupt(t *testing.T) {
 					t.Fatalf("append %s after the late commit: %v", tag, err)
 				}
 			}
-			l.mu.Lock()
-			if l.held != nil {
+			delivered, status := p.LateStatus()
+			if !delivered {
 				t.Fatal("the late commit was never delivered")
 			}
-			t.Logf("the late commit got %d", l.status)
-			l.mu.Unlock()
+			t.Logf("the late commit got %d", status)
 			// The retry of the unknown batch: stored at most once.
 			res, err := w.AppendWith(ctx, batch("b", 2), seq(2))
 			if err != nil {

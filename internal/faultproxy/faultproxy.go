@@ -1,9 +1,13 @@
 // Package faultproxy is an HTTP proxy for tests that sits between a server
 // and its storage (Azurite) and injects faults on demand: latency, error
-// answers, dropped connections, and requests stalled until the fault ends.
+// answers, dropped connections, requests stalled until the fault ends, and
+// late requests: one held past its client's timeout and delivered later.
 package faultproxy
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -36,6 +40,21 @@ type Proxy struct {
 	faults   atomic.Int64
 	mu       sync.Mutex
 	released chan struct{}
+
+	target *url.URL
+	late   *late
+}
+
+// late is an armed late-request fault.
+type late struct {
+	hold    func(*http.Request) bool // the request to hold
+	before  func(*http.Request) bool // requests that count towards delivery
+	n       int                      // deliver before the n-th of them
+	seen    int
+	held    *http.Request
+	body    []byte
+	holding bool
+	status  int // what the target answered the late request; 0 before
 }
 
 // Start proxies 127.0.0.1:<free port> to target.
@@ -48,9 +67,12 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{URL: "http://" + ln.Addr().String(), released: make(chan struct{})}
+	p := &Proxy{URL: "http://" + ln.Addr().String(), released: make(chan struct{}), target: u}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.lateRequest(w, r) {
+			return
+		}
 		switch Mode(p.mode.Load()) {
 		case Latency:
 			p.faults.Add(1)
@@ -109,4 +131,76 @@ func (p *Proxy) Faults() int64 { return p.faults.Load() }
 func (p *Proxy) Close() {
 	p.Set(Pass, 0, 0)
 	p.srv.Close()
+}
+
+// Late arms the late-request fault: the next request for which hold is
+// true is held without an answer until its client gives up (the client
+// sees a timeout: an unknown outcome), and is then delivered to the target
+// just before the n-th later request for which before is true, as a
+// request delayed in the network arrives after the client has moved on.
+func (p *Proxy) Late(hold, before func(*http.Request) bool, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.late = &late{hold: hold, before: before, n: n}
+}
+
+// LateStatus reports whether the late request was delivered, and the
+// status the target answered it with.
+func (p *Proxy) LateStatus() (delivered bool, status int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.late == nil {
+		return false, 0
+	}
+	return p.late.status != 0, p.late.status
+}
+
+// lateRequest runs the late-request fault for r; it reports true when it
+// answered r itself (by holding it).
+func (p *Proxy) lateRequest(w http.ResponseWriter, r *http.Request) bool {
+	p.mu.Lock()
+	l := p.late
+	if l == nil {
+		p.mu.Unlock()
+		return false
+	}
+	if l.held == nil && !l.holding && l.status == 0 && l.hold(r) {
+		l.holding = true
+		p.mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		<-r.Context().Done() // the client gave up
+		p.mu.Lock()
+		l.held, l.body, l.holding = r.Clone(context.Background()), body, false
+		p.mu.Unlock()
+		p.faults.Add(1)
+		return true
+	}
+	if l.held != nil && l.before(r) {
+		l.seen++
+		if l.seen == l.n {
+			l.status = p.deliver(l.held, l.body)
+			l.held = nil
+		}
+	}
+	p.mu.Unlock()
+	return false
+}
+
+// deliver sends a held request to the target and returns the status.
+func (p *Proxy) deliver(r *http.Request, body []byte) int {
+	u := *p.target
+	u.Path, u.RawPath, u.RawQuery = r.URL.Path, r.URL.RawPath, r.URL.RawQuery
+	req, err := http.NewRequest(r.Method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return -1
+	}
+	req.Header = r.Header.Clone()
+	req.ContentLength = int64(len(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
