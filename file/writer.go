@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,53 @@ type writer struct {
 
 	state      [2]*os.File // state slots, opened on first use
 	stateDirty [2]bool     // written since the last Flush
+
+	// busy is closed when a call that outlived its context returns;
+	// until then every call fails at once (a stuck disk).
+	busy      chan struct{}
+	busySince time.Time
+}
+
+// fdatasync is the system call, a variable so that tests can model a disk
+// that stops answering.
+var fdatasync = unix.Fdatasync
+
+// call runs fn, a system call that may block on a stuck disk, and waits
+// for it no longer than ctx allows. A call that outlives ctx is left to
+// finish on its own; until it does, every later call fails at once, so a
+// stuck disk turns into prompt errors (503s) instead of hung publishes.
+func (w *writer) call(ctx context.Context, what string, fn func() error) error {
+	if w.busy != nil {
+		select {
+		case <-w.busy:
+			w.busy = nil
+		default:
+			return fmt.Errorf("%s: the disk has not answered an earlier call for %v: %w", what, time.Since(w.busySince).Round(time.Millisecond), context.DeadlineExceeded)
+		}
+	}
+	done := make(chan error, 1)
+	finished := make(chan struct{})
+	go func() {
+		done <- fn()
+		close(finished)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		w.busy, w.busySince = finished, time.Now()
+		return fmt.Errorf("%s: the disk did not answer in time: %w", what, ctx.Err())
+	}
+}
+
+// sync makes f's data durable, bounded by ctx.
+func (w *writer) sync(ctx context.Context, f *os.File) error {
+	return w.call(ctx, "fdatasync "+f.Name(), func() error {
+		if err := fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", f.Name(), err)
+		}
+		return nil
+	})
 }
 
 func openWriter(dir, parent string) (*writer, error) {
@@ -109,25 +157,30 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if err := messagevault.CheckPages(off, len(p), w.size); err != nil {
 		return err
 	}
-	if _, err := w.records.WriteAt(p, off); err != nil {
-		return fmt.Errorf("write pages: %w", err)
-	}
-	return nil
+	// A write that outlives ctx may still land later, with whatever p
+	// then holds; call refuses every other call until it has, so nothing
+	// written after it can be overwritten by it.
+	return w.call(ctx, "write pages", func() error {
+		if _, err := w.records.WriteAt(p, off); err != nil {
+			return fmt.Errorf("write pages: %w", err)
+		}
+		return nil
+	})
 }
 
 func (w *writer) Flush(ctx context.Context) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	if err := unix.Fdatasync(int(w.records.Fd())); err != nil {
-		return fmt.Errorf("fdatasync %s: %w", w.records.Name(), err)
+	if err := w.sync(ctx, w.records); err != nil {
+		return err
 	}
 	for i, f := range w.state {
 		if !w.stateDirty[i] {
 			continue
 		}
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
-			return fmt.Errorf("fdatasync %s: %w", f.Name(), err)
+		if err := w.sync(ctx, f); err != nil {
+			return err
 		}
 		w.stateDirty[i] = false
 	}
@@ -203,10 +256,7 @@ func (w *writer) Refence(ctx context.Context) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	if err := unix.Fdatasync(int(w.position.Fd())); err != nil {
-		return fmt.Errorf("fdatasync %s: %w", w.position.Name(), err)
-	}
-	return nil
+	return w.sync(ctx, w.position)
 }
 
 func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
@@ -217,13 +267,17 @@ func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
 		return fmt.Errorf("commit position %d: blob is %d bytes: %w", pos, w.size, messagevault.ErrOutOfRange)
 	}
 	binary.LittleEndian.PutUint64(w.pbuf[:], uint64(pos))
-	if _, err := w.position.WriteAt(w.pbuf[:], 0); err != nil {
-		return fmt.Errorf("write position: %w", err)
+	buf := w.pbuf // the call may outlive this one
+	err := w.call(ctx, "write position", func() error {
+		if _, err := w.position.WriteAt(buf[:], 0); err != nil {
+			return fmt.Errorf("write position: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	if err := unix.Fdatasync(int(w.position.Fd())); err != nil {
-		return fmt.Errorf("fdatasync %s: %w", w.position.Name(), err)
-	}
-	return nil
+	return w.sync(ctx, w.position)
 }
 
 func (w *writer) Close() error {

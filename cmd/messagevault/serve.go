@@ -287,8 +287,20 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	defer cancel()
 	shutdownErr := srv.Shutdown(sctx)
 	// Then leave the election: queued appends are written, the lock is
-	// released, and another node takes over at once.
-	node.Close()
+	// released, and another node takes over at once. Storage that does
+	// not answer (a stuck disk) cannot hold the exit past the drain
+	// timeout: appends still waiting were never acknowledged.
+	closed := make(chan struct{})
+	go func() {
+		node.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-sctx.Done():
+		log.Error("storage did not answer while draining: exiting without waiting for it; appends it holds were not acknowledged", "timeout", ShutdownTimeout)
+		return fmt.Errorf("shutdown: storage did not answer within %v", ShutdownTimeout)
+	}
 	if shutdownErr != nil {
 		return fmt.Errorf("shutdown: %w", shutdownErr)
 	}
