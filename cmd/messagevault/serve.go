@@ -298,6 +298,15 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	select {
 	case <-closed:
 	case <-sctx.Done():
+		select {
+		case <-closed:
+			// closed as the deadline passed: fine.
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case <-closed:
+	default:
 		log.Error("storage did not answer while draining: exiting without waiting for it; appends it holds were not acknowledged", "timeout", ShutdownTimeout)
 		return fmt.Errorf("shutdown: storage did not answer within %v", ShutdownTimeout)
 	}
