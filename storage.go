@@ -80,8 +80,11 @@ type PageWriter interface {
 	CommitPosition(ctx context.Context, pos int64) error
 
 	// ReadState returns the contents of writer-state slot 0 or 1, or nil
-	// if the slot was never written. The stream writer keeps its producer
-	// table there; readers of the v1 layout never look at it.
+	// if the slot was never written. What was last written comes first;
+	// a backend may leave stale bytes after it (the file backend
+	// overwrites in place), so callers frame their data. The stream
+	// writer keeps its producer table there; readers of the v1 layout
+	// never look at it.
 	ReadState(ctx context.Context, slot int) ([]byte, error)
 
 	// WriteState replaces the contents of state slot 0 or 1 with p. Like

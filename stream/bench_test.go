@@ -44,37 +44,45 @@ func openFileWriter(b *testing.B) (*file.Storage, *stream.Writer) {
 
 // BenchmarkAppend measures durable appends (fdatasync on) to the file
 // backend: batches of 1,000 messages with 100-byte values, from 1 and from
-// 4 concurrent producers (whose batches share group commits).
+// 4 concurrent producers (whose batches share group commits), without and
+// with producer sequences (exactly-once), side by side.
 func BenchmarkAppend(b *testing.B) {
 	for _, producers := range []int{1, 4} {
-		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
-			_, w := openFileWriter(b)
-			msgs := benchBatch(1000)
-			size := recordsSize(msgs)
-			b.SetBytes(size)
-			b.ReportAllocs()
-			ctx := context.Background()
-			var wg sync.WaitGroup
-			work := make(chan struct{})
-			for p := 0; p < producers; p++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range work {
-						if _, err := w.Append(ctx, msgs); err != nil {
-							b.Error(err)
+		for _, seqs := range []bool{false, true} {
+			b.Run(fmt.Sprintf("producers=%d/sequences=%v", producers, seqs), func(b *testing.B) {
+				_, w := openFileWriter(b)
+				msgs := benchBatch(1000)
+				size := recordsSize(msgs)
+				b.SetBytes(size)
+				b.ReportAllocs()
+				ctx := context.Background()
+				var wg sync.WaitGroup
+				work := make(chan struct{})
+				for p := 0; p < producers; p++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						var opts stream.AppendOptions
+						if seqs {
+							opts.Producer = fmt.Sprintf("bench-%d", p)
 						}
-					}
-				}()
-			}
-			for b.Loop() {
-				work <- struct{}{}
-			}
-			close(work)
-			wg.Wait()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/msg")
-			b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
-		})
+						for range work {
+							opts.Sequence++
+							if _, err := w.AppendWith(ctx, msgs, opts); err != nil {
+								b.Error(err)
+							}
+						}
+					}()
+				}
+				for b.Loop() {
+					work <- struct{}{}
+				}
+				close(work)
+				wg.Wait()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(msgs)), "ns/msg")
+				b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
 	}
 }
 

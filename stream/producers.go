@@ -159,11 +159,14 @@ func (t *producerTable) add(id string, a applied) {
 
 // Snapshot format of the producer table, as stored in a writer-state slot:
 //
-//	magic "MVP1", crc32-IEEE of everything after it (4 bytes),
-//	pos, lastOff (int64 each), lastID (16 bytes), producer count (u32),
-//	per producer, least recently used first: id length (u8), id,
-//	entry count (u8), per entry oldest first: seq (u64), start, end
-//	(int64), record count (u32). Integers are little-endian.
+//	magic "MVP1", length of the whole snapshot (u32), crc32-IEEE of the
+//	bytes from pos to the end (u32), pos, lastOff (int64 each), lastID
+//	(16 bytes), producer count (u32), per producer, least recently used
+//	first: id length (u8), id, entry count (u8), per entry oldest first:
+//	seq (u64), start, end (int64), record count (u32). Integers are
+//	little-endian. Bytes after the length are ignored: a slot may keep
+//	stale bytes from a longer snapshot (the file backend overwrites in
+//	place, which keeps its fdatasync to the data).
 //
 // pos is the position the snapshot describes; lastOff and lastID name the
 // last record of the group that wrote it. A snapshot is believed only if
@@ -183,7 +186,7 @@ var errBadSnapshot = errors.New("bad producer snapshot")
 
 func (t *producerTable) encode(dst []byte, s snapshot) []byte {
 	dst = append(dst[:0], snapshotMagic...)
-	dst = append(dst, 0, 0, 0, 0)
+	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(s.pos))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(s.lastOff))
 	dst = append(dst, s.lastID[:]...)
@@ -200,24 +203,30 @@ func (t *producerTable) encode(dst []byte, s snapshot) []byte {
 			dst = binary.LittleEndian.AppendUint32(dst, a.count)
 		}
 	}
-	binary.LittleEndian.PutUint32(dst[4:8], crc32.ChecksumIEEE(dst[8:]))
+	binary.LittleEndian.PutUint32(dst[4:8], uint32(len(dst)))
+	binary.LittleEndian.PutUint32(dst[8:12], crc32.ChecksumIEEE(dst[12:]))
 	return dst
 }
 
 // decodeSnapshot parses b into a table of at most max producers.
 func decodeSnapshot(b []byte, max int) (*producerTable, snapshot, error) {
 	var s snapshot
-	const head = 4 + 4 + 8 + 8 + 16 + 4
+	const head = 4 + 4 + 4 + 8 + 8 + 16 + 4
 	if len(b) < head || string(b[:4]) != snapshotMagic {
 		return nil, s, fmt.Errorf("%w: no header", errBadSnapshot)
 	}
-	if crc32.ChecksumIEEE(b[8:]) != binary.LittleEndian.Uint32(b[4:8]) {
+	if n := binary.LittleEndian.Uint32(b[4:]); n < head || int64(n) > int64(len(b)) {
+		return nil, s, fmt.Errorf("%w: length %d of %d bytes", errBadSnapshot, n, len(b))
+	} else {
+		b = b[:n]
+	}
+	if crc32.ChecksumIEEE(b[12:]) != binary.LittleEndian.Uint32(b[8:12]) {
 		return nil, s, fmt.Errorf("%w: checksum mismatch", errBadSnapshot)
 	}
-	s.pos = int64(binary.LittleEndian.Uint64(b[8:]))
-	s.lastOff = int64(binary.LittleEndian.Uint64(b[16:]))
-	copy(s.lastID[:], b[24:40])
-	n := int(binary.LittleEndian.Uint32(b[40:]))
+	s.pos = int64(binary.LittleEndian.Uint64(b[12:]))
+	s.lastOff = int64(binary.LittleEndian.Uint64(b[20:]))
+	copy(s.lastID[:], b[28:44])
+	n := int(binary.LittleEndian.Uint32(b[44:]))
 	b = b[head:]
 	t := newProducerTable(max)
 	for i := 0; i < n; i++ {

@@ -28,6 +28,7 @@ type BenchCommand struct {
 	data, azureCS  string
 	jsonOut, chart string
 	cpuProfile     string
+	noSequences    bool
 }
 
 // Command returns the cobra command.
@@ -58,6 +59,7 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 	f.IntVar(&c.cfg.Streams, "streams", 1, "streams the producers share")
 	f.IntVar(&c.cfg.Rate, "rate", 0, "cap on messages per second over all producers (0: as fast as possible)")
 	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
+	f.BoolVar(&c.noSequences, "no-sequences", false, "publish without producer sequences (at-least-once), to measure what exactly-once costs")
 	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
 	f.StringVar(&c.azureCS, "azure", "", "run an in-process server on Azure: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
 	f.Lookup("azure").NoOptDefVal = azureFromEnv
@@ -76,7 +78,11 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		return usageError("give --data or --azure, not both")
 	}
 	ctx := cmd.Context()
-	cl := c.client(client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}))
+	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}})}
+	if c.noSequences {
+		copts = append(copts, client.WithoutSequences())
+	}
+	cl := c.client(copts...)
 	var store messagevault.Storage
 	switch {
 	case c.data != "":
@@ -102,7 +108,7 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 			return err
 		}
 		defer func() { srv.Close(); store.Close() }()
-		cl = client.New(srv.URL, srv.User, srv.Password, client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}))
+		cl = client.New(srv.URL, srv.User, srv.Password, copts...)
 	}
 	c.cfg.Client = cl
 	if c.cpuProfile != "" {
