@@ -24,11 +24,10 @@ const (
 	// RecordsFile is the records blob of a stream's first (and so far only)
 	// segment; its 12 digits are the segment's starting position.
 	RecordsFile = "000000000000.b7"
-	// PositionFile holds the committed length, 8 bytes little-endian.
+	// PositionFile holds the committed length, 8 bytes little-endian;
+	// the writer's state slots follow from StateOffset (readers of the v1
+	// layout read the first 8 bytes only).
 	PositionFile = "position.c7"
-	// StateFiles are the writer's two state slots (its producer table,
-	// written alternately). Readers of the v1 layout ignore them.
-	StateFile0, StateFile1 = "producers.0", "producers.1"
 	// LockFile is the directory lock held by the owning process.
 	LockFile = ".lock"
 )

@@ -3,11 +3,9 @@ package file
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,9 +21,6 @@ type writer struct {
 	size    int64
 	pbuf    [8]byte
 	release func()
-
-	state      [2]*os.File // state slots, opened on first use
-	stateDirty [2]bool     // written since the last Flush
 
 	// busy is closed when a call that outlived its context returns;
 	// until then every call fails at once (a stuck disk).
@@ -173,64 +168,45 @@ func (w *writer) Flush(ctx context.Context) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	files := []*os.File{w.records}
-	for i, f := range w.state {
-		if w.stateDirty[i] {
-			files = append(files, f)
-		}
-	}
-	if len(files) == 1 {
-		return w.sync(ctx, w.records)
-	}
-	// The records and the state slot are synced side by side: the disk
-	// can serve both in one journal commit, so a group with producer
-	// sequences costs about one fdatasync, not two.
-	err := w.call(ctx, "fdatasync", func() error {
-		errs := make([]error, len(files))
-		var wg sync.WaitGroup
-		for i, f := range files {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := fdatasync(int(f.Fd())); err != nil {
-					errs[i] = fmt.Errorf("fdatasync %s: %w", f.Name(), err)
-				}
-			}()
-		}
-		wg.Wait()
-		return errors.Join(errs...)
-	})
-	if err != nil {
-		return err
-	}
-	w.stateDirty = [2]bool{}
-	return nil
+	return w.sync(ctx, w.records)
 }
 
-func stateFile(slot int) (string, error) {
-	switch slot {
-	case 0:
-		return StateFile0, nil
-	case 1:
-		return StateFile1, nil
+// State slots live in position.c7 after its first 8 bytes (the v1
+// position, all that readers look at): slot i at StateOffset +
+// i*StateSlotSize. They share the position's fdatasync, so a state write
+// costs no flush of its own; it is durable once the next CommitPosition
+// returns.
+const (
+	StateOffset   = 4096
+	StateSlotSize = 4 << 20
+)
+
+func stateOffset(slot int) (int64, error) {
+	if slot != 0 && slot != 1 {
+		return 0, fmt.Errorf("state slot %d: %w", slot, messagevault.ErrOutOfRange)
 	}
-	return "", fmt.Errorf("state slot %d: %w", slot, messagevault.ErrOutOfRange)
+	return StateOffset + int64(slot)*StateSlotSize, nil
 }
 
 func (w *writer) ReadState(ctx context.Context, slot int) ([]byte, error) {
 	if w.closed {
 		return nil, messagevault.ErrClosed
 	}
-	name, err := stateFile(slot)
+	off, err := stateOffset(slot)
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(w.dir, name))
+	st, err := w.position.Stat()
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, fmt.Errorf("read state slot %d: %w", slot, err)
+	}
+	n := min(st.Size()-off, StateSlotSize)
+	if n <= 0 {
+		return nil, nil
+	}
+	b := make([]byte, n)
+	if k, err := w.position.ReadAt(b, off); int64(k) < n {
+		return nil, fmt.Errorf("read state slot %d: %w", slot, err)
 	}
 	return b, nil
 }
@@ -239,34 +215,19 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	name, err := stateFile(slot)
+	off, err := stateOffset(slot)
 	if err != nil {
 		return err
 	}
-	f := w.state[slot]
-	if f == nil {
-		path := filepath.Join(w.dir, name)
-		_, statErr := os.Stat(path)
-		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
-			return fmt.Errorf("open %s: %w", name, err)
-		}
-		if os.IsNotExist(statErr) {
-			// A new file's directory entry must be durable too.
-			if err := syncDir(w.dir); err != nil {
-				f.Close()
-				return err
-			}
-		}
-		w.state[slot] = f
+	if len(p) > StateSlotSize {
+		return fmt.Errorf("write state slot %d: %d bytes, the slot holds %d: %w", slot, len(p), StateSlotSize, messagevault.ErrOutOfRange)
 	}
-	w.stateDirty[slot] = true
-	// Overwritten in place, never shrunk: the slot's blocks stay
-	// allocated, so its fdatasync writes data only, with no journal
-	// commit for a new size. The caller frames its data (stale bytes may
-	// follow it).
-	return w.call(ctx, "write "+name, func() error {
-		if _, err := f.WriteAt(p, 0); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
+	// Overwritten in place, never shrunk: the caller frames its data
+	// (stale bytes may follow it). p must not change until this returns:
+	// a call that outlives ctx holds every later call back until it ends.
+	return w.call(ctx, "write state", func() error {
+		if _, err := w.position.WriteAt(p, off); err != nil {
+			return fmt.Errorf("write state slot %d: %w", slot, err)
 		}
 		return nil
 	})
@@ -308,11 +269,6 @@ func (w *writer) Close() error {
 		return nil
 	}
 	err := w.reader.Close()
-	for _, f := range w.state {
-		if f != nil {
-			err = errors.Join(err, f.Close())
-		}
-	}
 	if w.release != nil {
 		w.release()
 	}

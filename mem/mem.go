@@ -35,6 +35,7 @@ type Storage struct {
 	failFlush  error
 	failCommit error
 	lostCommit error // the next commit lands, then reports this error
+	loseState  bool  // the next WriteState reports success and keeps nothing
 
 	// counters, for tests that check group commit
 	writes, flushes, commits int
@@ -104,6 +105,15 @@ func (s *Storage) LandNextCommitFailing(err error) {
 	s.lostCommit = orInjected(err)
 }
 
+// LoseNextState makes the next WriteState report success without keeping
+// anything, as a power loss that kept the position but not a state write
+// made just before it.
+func (s *Storage) LoseNextState() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loseState = true
+}
+
 // Crash simulates a power loss: every write not yet flushed is rolled back
 // (newest first), every open writer is invalidated (its methods return
 // messagevault.ErrClosed) and the stream locks are released, so that a new
@@ -123,7 +133,7 @@ func (s *Storage) Crash() {
 		b.writer = nil
 		b.version++
 	}
-	s.failWrite, s.tearWrite, s.failFlush, s.failCommit, s.lostCommit = nil, false, nil, nil, nil
+	s.failWrite, s.tearWrite, s.failFlush, s.failCommit, s.lostCommit, s.loseState = nil, false, nil, nil, nil, false
 }
 
 // Counts returns how many WritePages, Flush and CommitPosition calls have
@@ -355,6 +365,10 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 	if err := s.failWrite; err != nil {
 		s.failWrite = nil
 		return fmt.Errorf("write state: %w", err)
+	}
+	if s.loseState {
+		s.loseState = false
+		return nil
 	}
 	w.b.state[slot] = slices.Clone(p)
 	return nil

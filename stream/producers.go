@@ -176,6 +176,14 @@ func (t *producerTable) add(id string, a applied) {
 // group's record with another id).
 const snapshotMagic = "MVP1"
 
+// snapshotHeader is the size of a snapshot's fixed part; maxSnapshot
+// bounds a whole snapshot (DefaultMaxProducers of the longest ids, with
+// every entry, take under 1 MiB).
+const (
+	snapshotHeader = 4 + 4 + 4 + 8 + 8 + 16 + 4
+	maxSnapshot    = 64 << 20
+)
+
 // snapshot is the table as of one group.
 type snapshot struct {
 	pos, lastOff int64
@@ -211,7 +219,7 @@ func (t *producerTable) encode(dst []byte, s snapshot) []byte {
 // decodeSnapshot parses b into a table of at most max producers.
 func decodeSnapshot(b []byte, max int) (*producerTable, snapshot, error) {
 	var s snapshot
-	const head = 4 + 4 + 4 + 8 + 8 + 16 + 4
+	const head = snapshotHeader
 	if len(b) < head || string(b[:4]) != snapshotMagic {
 		return nil, s, fmt.Errorf("%w: no header", errBadSnapshot)
 	}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -223,30 +224,31 @@ func (w *Writer) load(ctx context.Context) error {
 			return fmt.Errorf("preload tail page at %d: %w", pos-int64(tail), err)
 		}
 	}
-	if err := w.loadProducers(ctx, pos); err != nil {
+	if err := w.loadProducers(ctx, pos, size); err != nil {
 		return err
 	}
 	w.pos, w.size, w.recover = pos, size, false
 	return nil
 }
 
-// loadProducers reads both state slots and keeps the newest snapshot that
-// describes the committed stream (see snapshotMagic): a snapshot whose
-// group was never committed is ignored.
-func (w *Writer) loadProducers(ctx context.Context, pos int64) error {
+// loadProducers finds the newest snapshot of the producer table that
+// describes the committed stream (see snapshotMagic) among the two state
+// slots and the copy the last group wrote past its records; a snapshot
+// whose group was never committed fails its check and is ignored. When
+// only the copy past the records has the newest table (a crash kept the
+// position but lost the slot), it is saved to a slot at once, before the
+// next group's pages overwrite it.
+func (w *Writer) loadProducers(ctx context.Context, pos, size int64) error {
 	w.producers, w.slot = newProducerTable(w.cfg.MaxProducers), -1
 	best := int64(-1)
-	for slot := range 2 {
-		b, err := w.pages.ReadState(ctx, slot)
-		if err != nil {
-			return fmt.Errorf("read producer table: %w", err)
-		}
+	var bestBytes []byte
+	check := func(b []byte, slot int) error {
 		if len(b) == 0 {
-			continue
+			return nil
 		}
 		t, s, err := decodeSnapshot(b, w.cfg.MaxProducers)
 		if err != nil || s.pos > pos || s.pos <= best || s.lastOff < 0 || s.lastOff+2+int64(len(s.lastID)) > s.pos {
-			continue // torn, or for a group that was never committed
+			return nil // torn, or for a group that was never committed
 		}
 		var id formats.ID
 		if n, err := w.pages.ReadAt(ctx, id[:], s.lastOff+2); n < len(id) {
@@ -256,11 +258,67 @@ func (w *Writer) loadProducers(ctx context.Context, pos int64) error {
 			return fmt.Errorf("check producer table: read record at %d: %w", s.lastOff, err)
 		}
 		if id != s.lastID {
-			continue
+			return nil
 		}
-		w.producers, w.slot, best = t, slot, s.pos
+		w.producers, w.slot, best, bestBytes = t, slot, s.pos, b
+		return nil
+	}
+	for slot := range 2 {
+		b, err := w.pages.ReadState(ctx, slot)
+		if err != nil {
+			return fmt.Errorf("read producer table: %w", err)
+		}
+		if err := check(b, slot); err != nil {
+			return err
+		}
+	}
+	slotBest := w.slot
+	if b, err := w.readSnapshotAt(ctx, roundUp(pos), size); err != nil {
+		return err
+	} else if err := check(b, -1); err != nil {
+		return err
+	}
+	if w.slot == -1 && best >= 0 {
+		slot := 1 - max(slotBest, 0)
+		if err := w.pages.WriteState(ctx, slot, bestBytes); err != nil {
+			return fmt.Errorf("save producer table: %w", err)
+		}
+		if err := w.pages.Flush(ctx); err != nil {
+			return fmt.Errorf("save producer table: %w", err)
+		}
+		if err := w.pages.CommitPosition(ctx, pos); err != nil {
+			return fmt.Errorf("save producer table: %w", err)
+		}
+		w.slot = slot
 	}
 	return nil
+}
+
+// readSnapshotAt reads the snapshot a group wrote past its records, at
+// off, or returns nil if there is none.
+func (w *Writer) readSnapshotAt(ctx context.Context, off, size int64) ([]byte, error) {
+	head := make([]byte, snapshotHeader)
+	if off+int64(len(head)) > size {
+		return nil, nil
+	}
+	if n, err := w.pages.ReadAt(ctx, head, off); n < len(head) {
+		if err == nil || errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read producer table at %d: %w", off, err)
+	}
+	n := int64(binary.LittleEndian.Uint32(head[4:]))
+	if string(head[:4]) != snapshotMagic || n < snapshotHeader || n > maxSnapshot || off+n > size {
+		return nil, nil
+	}
+	b := make([]byte, n)
+	if k, err := w.pages.ReadAt(ctx, b, off); int64(k) < n {
+		if err == nil || errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read producer table at %d: %w", off, err)
+	}
+	return b, nil
 }
 
 // LastSequence returns the last sequence the stream applied for producer,
@@ -582,23 +640,34 @@ func (w *Writer) write(group []*request) (err error) {
 	n := len(w.buf)
 	padded := int(roundUp(int64(n)))
 	w.buf = append(w.buf, make([]byte, padded-n)...)
-	if need := base + int64(padded); need > w.size {
+	total := padded
+	if withSeqs {
+		// The table as of end rides in the same page write, past the
+		// group's records (bytes past the position are not part of the
+		// stream): it is durable with the records, so a crash that
+		// keeps the position but loses the state slot written below
+		// still finds it (see loadProducers).
+		w.snap = w.producers.encode(w.snap, snapshot{pos: end, lastOff: lastOff, lastID: lastID})
+		w.buf = append(w.buf, w.snap...)
+		total = int(roundUp(int64(len(w.buf))))
+		w.buf = append(w.buf, make([]byte, total-len(w.buf))...)
+	}
+	if need := base + int64(total); need > w.size {
 		grow := roundUpTo(need, w.cfg.GrowStep)
 		if err := w.pages.Grow(ctx, grow); err != nil {
 			return w.fail(fmt.Errorf("append to %q: grow records to %d bytes: %w", w.name, grow, err))
 		}
 		w.size = grow
 	}
-	if err := w.pages.WritePages(ctx, base, w.buf[:padded]); err != nil {
-		return w.fail(fmt.Errorf("append to %q: write %d bytes at %d: %w", w.name, padded, base, err))
+	if err := w.pages.WritePages(ctx, base, w.buf[:total]); err != nil {
+		return w.fail(fmt.Errorf("append to %q: write %d bytes at %d: %w", w.name, total, base, err))
 	}
 	slot := w.slot
 	if withSeqs {
-		// The table as of end goes to the slot that does not hold the
-		// table as of pos, before the commit: a crash before the commit
-		// leaves a snapshot that load sees is not committed.
+		// And to the state slot that does not hold the table as of pos,
+		// durable with the commit at the latest: the next group's pages
+		// overwrite the copy past the records.
 		slot = 1 - max(w.slot, 0)
-		w.snap = w.producers.encode(w.snap, snapshot{pos: end, lastOff: lastOff, lastID: lastID})
 		if err := w.pages.WriteState(ctx, slot, w.snap); err != nil {
 			return w.fail(fmt.Errorf("append to %q: write producer table: %w", w.name, err))
 		}
