@@ -61,3 +61,13 @@ func TestPublishStdinLingersAndFlushes(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishStdinSaysWhatWasNotStored: a publish that fails for good says
+// how many lines were not stored.
+func TestPublishStdinSaysWhatWasNotStored(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	_, errs, code := cli(t, s, "one\ntwo\nthree\n", "publish", "x!", "--stdin")
+	if code != 1 || !strings.Contains(errs, "3 lines were not stored") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
