@@ -255,15 +255,15 @@ func TestMirrorIsResumableAndIdentical(t *testing.T) {
 	if pos != src {
 		t.Fatalf("mirror at %d, source at %d", pos, src)
 	}
-	for _, f := range []string{"position.c7"} {
-		a, _ := os.ReadFile(filepath.Join(dir, "source", f))
-		b, _ := os.ReadFile(filepath.Join(mirror, "source", f))
-		if !bytes.Equal(a, b) {
-			t.Fatalf("%s differs", f)
-		}
+	// The v1 position: the first 8 bytes of position.c7 (the writer's
+	// state slots that follow them in the source are not part of it).
+	a, _ := os.ReadFile(filepath.Join(dir, "source", "position.c7"))
+	b, _ := os.ReadFile(filepath.Join(mirror, "source", "position.c7"))
+	if len(a) < 8 || len(b) != 8 || !bytes.Equal(a[:8], b) {
+		t.Fatalf("position.c7 differs: source %x, mirror %x", a[:min(len(a), 8)], b)
 	}
-	a, _ := os.ReadFile(filepath.Join(dir, "source", "000000000000.b7"))
-	b, _ := os.ReadFile(filepath.Join(mirror, "source", "000000000000.b7"))
+	a, _ = os.ReadFile(filepath.Join(dir, "source", "000000000000.b7"))
+	b, _ = os.ReadFile(filepath.Join(mirror, "source", "000000000000.b7"))
 	if !bytes.Equal(a[:src], b[:src]) {
 		t.Fatal("mirrored records differ from the source's")
 	}

@@ -8,6 +8,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -79,6 +80,8 @@ type Node struct {
 	leading   bool
 	validTill time.Time // leadership is safe to use until then
 	leader    string    // last known leader endpoint
+	published bool      // this leader's endpoint is written (SetLeader)
+	renewedAt time.Time // when the last successful renewal was sent
 	elections int
 	renewOK   int
 	renewFail int
@@ -235,7 +238,7 @@ func (n *Node) validFrom(sent time.Time) time.Time {
 
 func (n *Node) elected(ctx context.Context, sent time.Time) {
 	n.mu.Lock()
-	n.leading, n.validTill = true, n.validFrom(sent)
+	n.leading, n.validTill, n.renewedAt = true, n.validFrom(sent), sent
 	n.mu.Unlock()
 	if n.cfg.OnElected != nil {
 		if err := n.cfg.OnElected(ctx, n); err != nil {
@@ -244,21 +247,44 @@ func (n *Node) elected(ctx context.Context, sent time.Time) {
 			return
 		}
 	}
-	if err := n.cfg.Lock.SetLeader(ctx, n.cfg.Advertise); err != nil {
-		n.log.Error("could not publish the leader endpoint", "err", err)
-	}
 	n.mu.Lock()
 	n.leader = n.cfg.Advertise
 	n.elections++
+	n.published = false
 	n.mu.Unlock()
 	n.log.Info("elected leader", "advertise", n.cfg.Advertise)
+	n.publish(ctx)
 }
 
-// lead renews the lock until it is lost or the node stops.
+// publish writes this leader's endpoint for the followers, bounded by the
+// leadership's validity; lead retries it until it succeeds.
+func (n *Node) publish(ctx context.Context) {
+	n.mu.Lock()
+	till := n.validTill
+	n.mu.Unlock()
+	pctx, cancel := context.WithDeadline(ctx, till)
+	defer cancel()
+	if err := n.cfg.Lock.SetLeader(pctx, n.cfg.Advertise); err != nil {
+		n.log.Error("could not publish the leader endpoint; retrying", "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.published = true
+	n.mu.Unlock()
+}
+
+// lead renews the lock until it is lost or the node stops. A renewal is
+// bounded by the lock's validity, and the node is demoted when that ends
+// whatever the renewal is doing (a request stuck in the network must not
+// keep a node leading past its lock).
 func (n *Node) lead(ctx context.Context) {
 	for {
 		n.mu.Lock()
 		wait := min(n.cfg.RenewEvery, time.Until(n.validTill))
+		if !n.published {
+			wait = min(wait, n.cfg.RetryEvery)
+		}
+		published := n.published
 		n.mu.Unlock()
 		select {
 		case <-n.stop:
@@ -266,12 +292,24 @@ func (n *Node) lead(ctx context.Context) {
 			return
 		case <-time.After(max(wait, 0)):
 		}
+		if !published {
+			n.publish(ctx)
+		}
 		sent := time.Now()
-		err := n.cfg.Lock.Renew(ctx)
+		n.mu.Lock()
+		till := n.validTill
+		n.mu.Unlock()
+		var err error
+		if time.Since(n.lastRenew()) >= n.cfg.RenewEvery || time.Until(till) <= n.cfg.RenewEvery {
+			err = n.renew(ctx, till)
+		} else {
+			continue // woke up to publish only
+		}
 		n.mu.Lock()
 		if err == nil {
 			n.validTill = n.validFrom(sent)
 			n.renewOK++
+			n.renewedAt = sent
 		} else {
 			n.renewFail++
 		}
@@ -288,6 +326,27 @@ func (n *Node) lead(ctx context.Context) {
 			n.demote(ctx, false)
 			return
 		}
+	}
+}
+
+func (n *Node) lastRenew() time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.renewedAt
+}
+
+// renew runs one renewal under a context that ends at till, and returns
+// at till at the latest even if the lock ignores its context.
+func (n *Node) renew(ctx context.Context, till time.Time) error {
+	rctx, cancel := context.WithDeadline(ctx, till)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.cfg.Lock.Renew(rctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-rctx.Done():
+		return fmt.Errorf("renewal did not answer before the lock's validity ended: %w", rctx.Err())
 	}
 }
 

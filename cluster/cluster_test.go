@@ -20,6 +20,8 @@ type fakeLock struct {
 	me       string
 	dur      time.Duration
 	failRenw *atomic.Bool
+	hangRenw *atomic.Bool // Renew blocks, ignoring its context
+	failSet  *atomic.Int32
 }
 
 func (l *fakeLock) Acquire(context.Context) (bool, error) {
@@ -36,6 +38,9 @@ func (l *fakeLock) Acquire(context.Context) (bool, error) {
 }
 
 func (l *fakeLock) Renew(context.Context) error {
+	if l.hangRenw.Load() {
+		select {} // a request stuck in the network, whatever the context says
+	}
 	if l.failRenw.Load() {
 		return errors.New("storage unreachable")
 	}
@@ -59,6 +64,10 @@ func (l *fakeLock) Release(context.Context) error {
 func (l *fakeLock) Duration() time.Duration { return l.dur }
 
 func (l *fakeLock) SetLeader(_ context.Context, ep string) error {
+	if l.failSet.Load() > 0 {
+		l.failSet.Add(-1)
+		return errors.New("storage refused the write")
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	*l.leader = ep
@@ -75,10 +84,12 @@ type world struct {
 	mu             sync.Mutex
 	holder, leader string
 	failRenew      atomic.Bool
+	hangRenew      atomic.Bool
+	failSet        atomic.Int32
 }
 
 func (w *world) lock(me string, dur time.Duration) *fakeLock {
-	return &fakeLock{mu: &w.mu, holder: &w.holder, leader: &w.leader, me: me, dur: dur, failRenw: &w.failRenew}
+	return &fakeLock{mu: &w.mu, holder: &w.holder, leader: &w.leader, me: me, dur: dur, failRenw: &w.failRenew, hangRenw: &w.hangRenew, failSet: &w.failSet}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -140,4 +151,38 @@ func TestLeaderThatCannotRenewStepsDown(t *testing.T) {
 	if a.IsLeader() || time.Now().Before(a.Deadline()) {
 		t.Fatal("still leading after stepping down")
 	}
+}
+
+// A renewal that hangs cannot keep a node leading: it is demoted when its
+// lock's validity ends, whatever the renewal is doing.
+func TestHungRenewalDemotes(t *testing.T) {
+	w := &world{}
+	var demoted atomic.Bool
+	a := cluster.Start(cluster.Config{Lock: w.lock("a", 2*time.Second), Advertise: "http://a",
+		RenewEvery: 100 * time.Millisecond, Margin: 500 * time.Millisecond,
+		OnDemoted: func() { demoted.Store(true) }})
+	waitFor(t, "a to lead", a.IsLeader)
+	w.hangRenew.Store(true)
+	start := time.Now()
+	waitFor(t, "a to be demoted", demoted.Load)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("demoted %v after the renewal hung; the lock is valid for 1.5 s", took)
+	}
+	// (It may be elected again at once: nobody else took the lock.)
+}
+
+// A leader whose first write of its endpoint fails keeps trying, so
+// followers learn where to forward.
+func TestEndpointIsPublishedAfterAFailure(t *testing.T) {
+	w := &world{}
+	w.failSet.Store(3)
+	a := cluster.Start(cluster.Config{Lock: w.lock("a", 3*time.Second), Advertise: "http://a",
+		RetryEvery: 10 * time.Millisecond, RenewEvery: time.Second, Margin: 500 * time.Millisecond})
+	defer a.Close()
+	waitFor(t, "a to lead", a.IsLeader)
+	waitFor(t, "the endpoint to be published", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.leader == "http://a"
+	})
 }

@@ -186,6 +186,18 @@ func (v *Vault) release(e *entry) {
 }
 
 func (v *Vault) open(ctx context.Context, name string) (*stream.Writer, error) {
+	// Opening a writer takes the stream over (on Azure it gives the blobs
+	// new ETags, fencing whoever wrote before): a node whose leadership
+	// has lapsed must not, or it would fence the real leader.
+	if d := v.cfg.Writer.Deadline; d != nil {
+		till := d()
+		if !time.Now().Before(till) {
+			return nil, fmt.Errorf("open stream %q: %w", name, messagevault.ErrNotLeader)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, till)
+		defer cancel()
+	}
 	pw, err := v.storage.OpenWriter(ctx, name)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/mem"
+	"github.com/messagevault/messagevault/stream"
 	"github.com/messagevault/messagevault/vault"
 )
 
@@ -115,5 +116,22 @@ func TestWaitIsWokenByCommit(t *testing.T) {
 	v.Close()
 	if _, err := v.Append(ctx, "wake", msgs(1)); !errors.Is(err, messagevault.ErrClosed) {
 		t.Fatalf("append after Close: %v", err)
+	}
+}
+
+// A node whose leadership has lapsed never opens a writer: opening one
+// takes the stream over (new ETags on Azure), which would fence the real
+// leader.
+func TestNoWriterOpensPastTheDeadline(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	past := func() time.Time { return time.Now().Add(-time.Second) }
+	v := vault.New(s, vault.Config{Writer: stream.WriterConfig{Deadline: past}})
+	defer v.Close()
+	if _, err := v.Append(ctx, "lapsed", msgs(1)); !errors.Is(err, messagevault.ErrNotLeader) {
+		t.Fatalf("append past the deadline: %v; want ErrNotLeader", err)
+	}
+	if names, err := s.Streams(ctx); err != nil || len(names) != 0 {
+		t.Fatalf("storage holds %v (%v): a writer was opened", names, err)
 	}
 }
