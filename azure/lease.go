@@ -3,7 +3,6 @@ package azure
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -44,21 +43,15 @@ type LeaderLock struct {
 	lease *lease.BlobClient
 }
 
-// LeaderLock returns the account's leader lock. The lease id is derived
-// from node, a name that only this node holds at a time (its advertised
-// URL, whose port no other process can hold): a node restarted after a
-// crash takes its own lease back at once instead of waiting for it to
-// expire. An empty node gives a random id.
-func (s *Storage) LeaderLock(node string) (*LeaderLock, error) {
+// LeaderLock returns the account's leader lock, with a lease id of its own
+// (random): two nodes never share one, even with the same advertised URL,
+// so Azure never lets both hold the lease. A node restarted after a crash
+// takes its previous run's lease back with Break (see serve).
+func (s *Storage) LeaderLock() (*LeaderLock, error) {
 	cc := s.svc.NewContainerClient(SysContainer)
 	l := &LeaderLock{s: s, lock: cc.NewPageBlobClient(LockBlob), info: cc.NewPageBlobClient(InfoBlob)}
 	var id [16]byte
-	if node == "" {
-		rand.Read(id[:])
-	} else {
-		sum := sha256.Sum256([]byte("messagevault leader lease\x00" + node))
-		copy(id[:], sum[:])
-	}
+	rand.Read(id[:])
 	h := hex.EncodeToString(id[:])
 	leaseID := fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
 	lc, err := lease.NewBlobClient(l.lock, &lease.BlobClientOptions{LeaseID: &leaseID})
@@ -113,6 +106,18 @@ func (l *LeaderLock) Renew(ctx context.Context) error {
 func (l *LeaderLock) Release(ctx context.Context) error {
 	if _, err := l.lease.ReleaseLease(ctx, nil); err != nil {
 		return fmt.Errorf("release the leader lease: %w", err)
+	}
+	return nil
+}
+
+// Break ends whoever's lease at once (a break period of 0), so that this
+// node can acquire it: for a node taking back the lease of its own
+// previous run, which died holding it. A lock blob without a lease is
+// left as it is.
+func (l *LeaderLock) Break(ctx context.Context) error {
+	_, err := l.lease.BreakLease(ctx, &lease.BlobBreakOptions{BreakPeriod: to.Ptr(int32(0))})
+	if err != nil && !bloberror.HasCode(err, bloberror.LeaseNotPresentWithLeaseOperation, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		return fmt.Errorf("break the leader lease: %w", err)
 	}
 	return nil
 }

@@ -66,6 +66,9 @@ type Config struct {
 	// Vault writes the streams while this node leads; SetVault changes it
 	// (nil on a follower).
 	Vault *vault.Vault
+	// Instance names this process in /readyz (a node checking whether
+	// another live process uses its advertised URL compares it).
+	Instance string
 	// Storage is read from; default Vault's storage.
 	Storage messagevault.Storage
 	// Node says who leads; nil for a single node that always leads.
@@ -306,10 +309,10 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.shuttingDown() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"Status": "shutting down", "Role": s.role(), "Leader": s.leader()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"Status": "shutting down", "Role": s.role(), "Leader": s.leader(), "Instance": s.cfg.Instance})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"Status": "ready", "Role": s.role(), "Leader": s.leader()})
+	writeJSON(w, http.StatusOK, map[string]string{"Status": "ready", "Role": s.role(), "Leader": s.leader(), "Instance": s.cfg.Instance})
 }
 
 // authenticate checks Basic auth; it answers 401 itself and returns false

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,6 +181,9 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		}
 	}
 	registry := prometheus.NewRegistry()
+	var inst [8]byte
+	rand.Read(inst[:])
+	instance := hex.EncodeToString(inst[:]) // this process, in /readyz
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(registry)
 	api := server.New(server.Config{
@@ -188,6 +195,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		MaxInflightBytes: c.MaxInflight,
 		GrantTTL:         c.GrantTTL,
 		ClusterSecret:    secret,
+		Instance:         instance,
 	})
 
 	ln, err := net.Listen("tcp", c.Listen)
@@ -222,6 +230,12 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	var current *vault.Vault
 	if b.lock == nil {
 		if b.lock, err = b.leaderLock(advertise); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	if b.retake != nil {
+		if err := b.retake(ctx, advertise, instance, log); err != nil {
 			ln.Close()
 			return err
 		}
@@ -340,9 +354,11 @@ type backend struct {
 	lock  cluster.Lock
 	// leaderLock makes the lock once the node's URL is known (Azure).
 	leaderLock func(advertise string) (cluster.Lock, error)
-	writable   func() (messagevault.Storage, error)
-	secret     func(ctx context.Context, fresh string) (string, error)
-	describe   string
+	// retake, if set, runs before the election (Azure): see retakeLease.
+	retake   func(ctx context.Context, advertise, instance string, log *slog.Logger) error
+	writable func() (messagevault.Storage, error)
+	secret   func(ctx context.Context, fresh string) (string, error)
+	describe string
 }
 
 // openBackend opens the local directory, or the Azure account(s) with
@@ -389,7 +405,15 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 		return nil, usageError("--azure: %v", err)
 	}
 	b := &backend{store: def, users: def.Users(), secret: def.ClusterSecret, describe: def.String()}
-	b.leaderLock = func(advertise string) (cluster.Lock, error) { return def.LeaderLock(advertise) }
+	var lock *azure.LeaderLock
+	b.leaderLock = func(string) (cluster.Lock, error) {
+		var err error
+		lock, err = def.LeaderLock()
+		return lock, err
+	}
+	b.retake = func(ctx context.Context, advertise, instance string, log *slog.Logger) error {
+		return retakeLease(ctx, lock, advertise, instance, log)
+	}
 	if len(c.StreamAccounts) > 0 {
 		overrides := map[string]*azure.Storage{}
 		for _, v := range c.StreamAccounts {
@@ -412,4 +436,42 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 		b.users = auth.NewFileSource(c.UsersFile)
 	}
 	return b, nil
+}
+
+// probeTimeout bounds the check of who answers at this node's advertised
+// URL before it joins the election.
+const probeTimeout = 1500 * time.Millisecond
+
+// retakeLease runs before a node joins the election on Azure. When the
+// published leader endpoint is this node's own advertised URL, either this
+// node's previous run died holding the lease, and nothing answers there
+// (this process does not serve yet): the lease is broken, so the node
+// takes it back at once instead of waiting for it to expire. Or another
+// live process answers there, using the same URL: two nodes must not
+// share one, so this one refuses to start.
+func retakeLease(ctx context.Context, lock *azure.LeaderLock, advertise, instance string, log *slog.Logger) error {
+	ep, err := lock.Leader(ctx)
+	if err != nil || ep != advertise {
+		return nil // someone else, or nobody, leads: the election decides
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(pctx, http.MethodGet, strings.TrimRight(advertise, "/")+"/readyz", nil)
+	if err != nil {
+		return nil
+	}
+	// Only /readyz is asked, with no credentials: any certificate will do.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		log.Info("the published leader is this node's advertised URL and nothing answers there: taking the lease of the previous run back", "advertise", advertise)
+		return lock.Break(ctx)
+	}
+	defer resp.Body.Close()
+	var ready struct{ Instance string }
+	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&ready)
+	if ready.Instance == instance {
+		return nil
+	}
+	return fmt.Errorf("another live node (instance %q) already serves at %s, this node's advertised URL: give every node its own --advertise URL", ready.Instance, advertise)
 }
