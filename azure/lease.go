@@ -37,11 +37,19 @@ const (
 // mv-sys/master.lock, and the leader's endpoint in the metadata of
 // mv-sys/master.info. It implements cluster.Lock.
 type LeaderLock struct {
-	s     *Storage
-	lock  *pageblob.Client
-	info  *pageblob.Client
-	lease *lease.BlobClient
+	s       *Storage
+	lock    *pageblob.Client
+	info    *pageblob.Client
+	lease   *lease.BlobClient
+	leaseID string
+	written string // the endpoint last written to master.info
 }
+
+// Metadata keys of the heartbeat on LockBlob.
+const (
+	BeatKey         = "beat"
+	BeatEndpointKey = "endpoint"
+)
 
 // LeaderLock returns the account's leader lock, with a lease id of its own
 // (random): two nodes never share one, even with the same advertised URL,
@@ -58,7 +66,7 @@ func (s *Storage) LeaderLock() (*LeaderLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leader lease: %w", err)
 	}
-	l.lease = lc
+	l.lease, l.leaseID = lc, leaseID
 	return l, nil
 }
 
@@ -120,6 +128,47 @@ func (l *LeaderLock) Break(ctx context.Context) error {
 		return fmt.Errorf("break the leader lease: %w", err)
 	}
 	return nil
+}
+
+// Beat writes the heartbeat: the leader's endpoint and heartbeat number n
+// in the metadata of the lock blob, under the lease, so that only the
+// lease's holder can beat (a deposed leader's beat fails). The endpoint
+// also goes to master.info, where the original and older nodes read it,
+// when it changes.
+func (l *LeaderLock) Beat(ctx context.Context, endpoint string, n uint64) error {
+	md := map[string]*string{BeatEndpointKey: to.Ptr(endpoint), BeatKey: to.Ptr(fmt.Sprint(n))}
+	_, err := l.lock.SetMetadata(ctx, md, &blob.SetMetadataOptions{
+		AccessConditions: &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: &l.leaseID}},
+	})
+	if err != nil {
+		return fmt.Errorf("write the leader heartbeat: %w", err)
+	}
+	if l.written != endpoint {
+		if err := l.SetLeader(ctx, endpoint); err != nil {
+			return err
+		}
+		l.written = endpoint
+	}
+	return nil
+}
+
+// LastBeat reads the heartbeat from the lock blob's metadata.
+func (l *LeaderLock) LastBeat(ctx context.Context) (string, uint64, error) {
+	props, err := l.lock.GetProperties(ctx, nil)
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("read the leader heartbeat: %w", err)
+	}
+	ep, _ := metadataValue(props.Metadata, BeatEndpointKey)
+	v, _ := metadataValue(props.Metadata, BeatKey)
+	var n uint64
+	fmt.Sscan(v, &n)
+	if props.LeaseState != nil && *props.LeaseState != lease.StateTypeLeased {
+		ep = "" // nobody holds the lease: no leader to wait for
+	}
+	return ep, n, nil
 }
 
 // Duration is the lease's duration.

@@ -33,6 +33,22 @@ type Lock interface {
 	Leader(ctx context.Context) (string, error)
 }
 
+// Beater is a Lock whose leader proves it is alive with a heartbeat that
+// followers watch, so that a dead leader's lock can be broken long before
+// it would expire (an Azure blob lease lasts at least 15 s). A leader
+// whose heartbeat has not been written for BeatValid stops writing; a
+// follower that has seen the same heartbeat for BreakAfter (longer) breaks
+// the lock and campaigns.
+type Beater interface {
+	// Beat publishes the leader's endpoint with heartbeat number n (it
+	// replaces SetLeader).
+	Beat(ctx context.Context, endpoint string, n uint64) error
+	// LastBeat returns the published endpoint and heartbeat number.
+	LastBeat(ctx context.Context) (endpoint string, n uint64, err error)
+	// Break ends the lock, whoever holds it, so it can be acquired.
+	Break(ctx context.Context) error
+}
+
 // Roles of a node.
 const (
 	RoleLeader   = "leader"
@@ -48,6 +64,17 @@ const (
 	// DefaultMargin is how long before its lock could expire a leader that
 	// failed to renew stops writing.
 	DefaultMargin = 4 * time.Second
+	// DefaultBeatEvery is how often a leader writes its heartbeat, and
+	// followers read it (Beater locks only).
+	DefaultBeatEvery = 500 * time.Millisecond
+	// DefaultBeatValid is how long after sending its last heartbeat that
+	// was written a leader may write.
+	DefaultBeatValid = 2 * time.Second
+	// DefaultBreakAfter is how long a follower sees the same heartbeat
+	// before it breaks the lock. It exceeds DefaultBeatValid by a margin
+	// for clock rates and scheduling, so the old leader has stopped
+	// writing when a new one can start.
+	DefaultBreakAfter = 3 * time.Second
 )
 
 // Config configures a Node.
@@ -67,6 +94,9 @@ type Config struct {
 	// of the lock's duration. PollEvery: default DefaultPollEvery.
 	// Margin: default DefaultMargin.
 	RetryEvery, RenewEvery, PollEvery, Margin time.Duration
+	// BeatEvery, BeatValid, BreakAfter: defaults DefaultBeatEvery,
+	// DefaultBeatValid, DefaultBreakAfter (used with a Beater lock).
+	BeatEvery, BeatValid, BreakAfter time.Duration
 	// Logger: default discard.
 	Logger *slog.Logger
 }
@@ -82,6 +112,11 @@ type Node struct {
 	leader    string    // last known leader endpoint
 	published bool      // this leader's endpoint is written (SetLeader)
 	renewedAt time.Time // when the last successful renewal was sent
+	leaseTill time.Time // the lock's own validity, less the margin
+	beatTill  time.Time // the heartbeat's validity (Beater locks)
+	beat      uint64    // this leader's heartbeat number
+	beatAt    time.Time // when the last successful heartbeat was sent
+	breaks    int
 	elections int
 	renewOK   int
 	renewFail int
@@ -105,6 +140,15 @@ func Start(cfg Config) *Node {
 	}
 	if d := cfg.Lock.Duration(); cfg.RenewEvery <= 0 {
 		cfg.RenewEvery = max(d/3, time.Second)
+	}
+	if cfg.BeatEvery <= 0 {
+		cfg.BeatEvery = DefaultBeatEvery
+	}
+	if cfg.BeatValid <= 0 {
+		cfg.BeatValid = DefaultBeatValid
+	}
+	if cfg.BreakAfter <= 0 {
+		cfg.BreakAfter = DefaultBreakAfter
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -162,6 +206,13 @@ func (n *Node) Renewals() (ok, failed int) {
 	return n.renewOK, n.renewFail
 }
 
+// Breaks returns how many times this node broke a silent leader's lock.
+func (n *Node) Breaks() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.breaks
+}
+
 // Losses returns how many times this node stepped down because its lock
 // lapsed.
 func (n *Node) Losses() int {
@@ -179,6 +230,15 @@ func (n *Node) run() {
 		cancel()
 	}()
 	lastPoll := time.Time{}
+	beater, _ := n.cfg.Lock.(Beater)
+	pollEvery := n.cfg.PollEvery
+	if beater != nil {
+		pollEvery = min(pollEvery, n.cfg.BeatEvery)
+	}
+	// The heartbeat as last seen, and since when (this node's clock).
+	var seenEP string
+	var seenBeat uint64
+	seenSince := time.Now()
 	for {
 		select {
 		case <-n.stop:
@@ -192,9 +252,21 @@ func (n *Node) run() {
 			n.lead(ctx)
 			continue // lead returns when leadership ends
 		}
-		if time.Since(lastPoll) >= n.cfg.PollEvery {
+		if time.Since(lastPoll) >= pollEvery {
 			lastPoll = time.Now()
-			if ep, err := n.cfg.Lock.Leader(ctx); err == nil {
+			if beater != nil {
+				ep, beat, err := beater.LastBeat(ctx)
+				if err == nil {
+					if ep != seenEP || beat != seenBeat {
+						seenEP, seenBeat, seenSince = ep, beat, time.Now()
+					}
+					n.setLeader(ep)
+					if ep != "" && time.Since(seenSince) >= n.cfg.BreakAfter {
+						n.breakSilent(ctx, beater, ep, beat)
+						seenSince = time.Now()
+					}
+				}
+			} else if ep, err := n.cfg.Lock.Leader(ctx); err == nil {
 				n.setLeader(ep)
 			}
 		}
@@ -212,6 +284,24 @@ func (n *Node) run() {
 		case <-time.After(n.cfg.RetryEvery):
 		}
 	}
+}
+
+// breakSilent breaks the lock of a leader whose heartbeat has not moved
+// for BreakAfter: it is dead, frozen or cut off from storage, and has
+// stopped writing (BeatValid < BreakAfter). The heartbeat is read once
+// more first, so a leader elected a moment ago is not broken.
+func (n *Node) breakSilent(ctx context.Context, b Beater, ep string, beat uint64) {
+	if ep2, beat2, err := b.LastBeat(ctx); err != nil || ep2 != ep || beat2 != beat {
+		return
+	}
+	if err := b.Break(ctx); err != nil {
+		n.log.Warn("leader lock: break failed", "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.breaks++
+	n.mu.Unlock()
+	n.log.Warn("the leader's heartbeat stopped: broke its lock", "leader", ep, "silent_for", n.cfg.BreakAfter)
 }
 
 func (n *Node) isLeading() bool {
@@ -237,9 +327,22 @@ func (n *Node) validFrom(sent time.Time) time.Time {
 }
 
 func (n *Node) elected(ctx context.Context, sent time.Time) {
+	beater, _ := n.cfg.Lock.(Beater)
 	n.mu.Lock()
-	n.leading, n.validTill, n.renewedAt = true, n.validFrom(sent), sent
+	n.leading, n.renewedAt = true, sent
+	n.leaseTill = n.validFrom(sent)
+	n.beatTill = sent.Add(n.cfg.BeatValid)
+	n.setValidLocked(beater != nil)
+	n.leader = n.cfg.Advertise
+	n.elections++
+	n.published = false
 	n.mu.Unlock()
+	if beater != nil {
+		// The first heartbeat names the new leader at once: followers
+		// must see the heartbeat move before they could take this
+		// fresh lock for a silent one.
+		n.heartbeat(ctx, beater)
+	}
 	if n.cfg.OnElected != nil {
 		if err := n.cfg.OnElected(ctx, n); err != nil {
 			n.log.Error("elected, but could not start leading; giving the lock up", "err", err)
@@ -247,13 +350,51 @@ func (n *Node) elected(ctx context.Context, sent time.Time) {
 			return
 		}
 	}
-	n.mu.Lock()
-	n.leader = n.cfg.Advertise
-	n.elections++
-	n.published = false
-	n.mu.Unlock()
 	n.log.Info("elected leader", "advertise", n.cfg.Advertise)
-	n.publish(ctx)
+	if beater == nil {
+		n.publish(ctx)
+	}
+}
+
+// setValidLocked sets validTill from the lock's and the heartbeat's
+// validity. Call with n.mu held.
+func (n *Node) setValidLocked(beats bool) {
+	n.validTill = n.leaseTill
+	if beats && n.beatTill.Before(n.validTill) {
+		n.validTill = n.beatTill
+	}
+}
+
+// heartbeat writes the next heartbeat, bounded by the leadership's
+// validity; once written, the node may write until BeatValid after it was
+// sent.
+func (n *Node) heartbeat(ctx context.Context, b Beater) {
+	n.mu.Lock()
+	n.beat++
+	beat, till := n.beat, n.validTill
+	n.mu.Unlock()
+	sent := time.Now()
+	if !sent.Before(till) {
+		return // too late (a pause outlived the leadership): no beat
+	}
+	bctx, cancel := context.WithDeadline(ctx, till)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Beat(bctx, n.cfg.Advertise, beat) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-bctx.Done():
+		err = bctx.Err()
+	}
+	if err != nil {
+		n.log.Warn("leader lock: heartbeat failed", "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.beatAt, n.beatTill, n.published = sent, sent.Add(n.cfg.BeatValid), true
+	n.setValidLocked(true)
+	n.mu.Unlock()
 }
 
 // publish writes this leader's endpoint for the followers, bounded by the
@@ -273,53 +414,64 @@ func (n *Node) publish(ctx context.Context) {
 	n.mu.Unlock()
 }
 
-// lead renews the lock until it is lost or the node stops. A renewal is
-// bounded by the lock's validity, and the node is demoted when that ends
-// whatever the renewal is doing (a request stuck in the network must not
-// keep a node leading past its lock).
+// lead renews the lock (and, with a Beater, writes heartbeats) until
+// leadership ends or the node stops. Every call is bounded by the
+// leadership's validity, and the node is demoted when that ends, whatever
+// a call is doing: a request stuck in the network must not keep a node
+// leading.
 func (n *Node) lead(ctx context.Context) {
+	beater, _ := n.cfg.Lock.(Beater)
 	for {
+		now := time.Now()
 		n.mu.Lock()
-		wait := min(n.cfg.RenewEvery, time.Until(n.validTill))
-		if !n.published {
-			wait = min(wait, n.cfg.RetryEvery)
+		wake := n.renewedAt.Add(n.cfg.RenewEvery)
+		if beater != nil {
+			wake = earliest(wake, n.beatAt.Add(n.cfg.BeatEvery))
+		} else if !n.published {
+			wake = earliest(wake, now.Add(n.cfg.RetryEvery))
 		}
-		published := n.published
+		wake = earliest(wake, n.validTill)
 		n.mu.Unlock()
 		select {
 		case <-n.stop:
 			n.demote(context.Background(), true)
 			return
-		case <-time.After(max(wait, 0)):
+		case <-time.After(max(time.Until(wake), 0)):
 		}
-		if !published {
-			n.publish(ctx)
-		}
-		sent := time.Now()
 		n.mu.Lock()
+		beatDue := beater != nil && !time.Now().Before(n.beatAt.Add(n.cfg.BeatEvery))
+		renewDue := !time.Now().Before(n.renewedAt.Add(n.cfg.RenewEvery))
+		publishDue := beater == nil && !n.published
 		till := n.validTill
 		n.mu.Unlock()
-		var err error
-		if time.Since(n.lastRenew()) >= n.cfg.RenewEvery || time.Until(till) <= n.cfg.RenewEvery {
-			err = n.renew(ctx, till)
-		} else {
-			continue // woke up to publish only
+		if beatDue {
+			n.heartbeat(ctx, beater)
+		}
+		if publishDue {
+			n.publish(ctx)
+		}
+		if renewDue {
+			sent := time.Now()
+			err := n.renew(ctx, till)
+			n.mu.Lock()
+			if err == nil {
+				n.leaseTill, n.renewedAt = n.validFrom(sent), sent
+				n.renewOK++
+			} else {
+				n.renewFail++
+				n.renewedAt = sent.Add(n.cfg.RetryEvery - n.cfg.RenewEvery) // retry soon
+			}
+			n.mu.Unlock()
+			if err != nil {
+				n.log.Warn("leader lock: renew failed", "err", err)
+			}
 		}
 		n.mu.Lock()
-		if err == nil {
-			n.validTill = n.validFrom(sent)
-			n.renewOK++
-			n.renewedAt = sent
-		} else {
-			n.renewFail++
-		}
+		n.setValidLocked(beater != nil)
 		lapsed := !time.Now().Before(n.validTill)
 		n.mu.Unlock()
-		if err != nil {
-			n.log.Warn("leader lock: renew failed", "err", err, "lapsed", lapsed)
-		}
 		if lapsed {
-			n.log.Error("leader lock lost or not renewed in time: stepping down")
+			n.log.Error("leader lock lost, or not renewed or heartbeat not written in time: stepping down")
 			n.mu.Lock()
 			n.losses++
 			n.mu.Unlock()
@@ -329,10 +481,11 @@ func (n *Node) lead(ctx context.Context) {
 	}
 }
 
-func (n *Node) lastRenew() time.Time {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.renewedAt
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // renew runs one renewal under a context that ends at till, and returns

@@ -186,3 +186,119 @@ func TestEndpointIsPublishedAfterAFailure(t *testing.T) {
 		return w.leader == "http://a"
 	})
 }
+
+// beatLock is a fakeLock with heartbeats (a cluster.Beater); dead makes
+// one node's every call fail, as a node cut off or killed.
+type beatLock struct {
+	*fakeLock
+	w    *beatWorld
+	dead *atomic.Bool
+}
+
+type beatWorld struct {
+	world
+	ep     string
+	beat   uint64
+	breaks int
+}
+
+func (l *beatLock) Beat(_ context.Context, ep string, n uint64) error {
+	if l.dead.Load() {
+		return errors.New("unreachable")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *l.holder != l.me {
+		return errors.New("lease lost")
+	}
+	l.w.ep, l.w.beat = ep, n
+	return nil
+}
+
+func (l *beatLock) LastBeat(context.Context) (string, uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *l.holder == "" {
+		return "", l.w.beat, nil
+	}
+	return l.w.ep, l.w.beat, nil
+}
+
+func (l *beatLock) Break(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*l.holder = ""
+	l.w.breaks++
+	return nil
+}
+
+func (l *beatLock) Acquire(ctx context.Context) (bool, error) {
+	if l.dead.Load() {
+		return false, errors.New("unreachable")
+	}
+	return l.fakeLock.Acquire(ctx)
+}
+
+func (l *beatLock) Renew(ctx context.Context) error {
+	if l.dead.Load() {
+		return errors.New("unreachable")
+	}
+	return l.fakeLock.Renew(ctx)
+}
+
+// A leader that stops beating is replaced after BreakAfter, long before
+// its lock would expire, and it has stopped writing (its deadline passed)
+// before the new leader is elected.
+func TestSilentLeaderIsBrokenFast(t *testing.T) {
+	w := &beatWorld{}
+	var deadA, deadB atomic.Bool
+	var mu sync.Mutex
+	var electedB time.Time
+	mk := func(me string, dead *atomic.Bool, onElected func()) *cluster.Node {
+		return cluster.Start(cluster.Config{
+			Lock:      &beatLock{fakeLock: w.lock(me, 60*time.Second), w: w, dead: dead},
+			Advertise: "http://" + me, RetryEvery: 20 * time.Millisecond, Margin: time.Second,
+			BeatEvery: 50 * time.Millisecond, BeatValid: 300 * time.Millisecond, BreakAfter: 500 * time.Millisecond,
+			OnElected: func(context.Context, *cluster.Node) error {
+				if onElected != nil {
+					onElected()
+				}
+				return nil
+			},
+		})
+	}
+	a := mk("a", &deadA, nil)
+	defer a.Close()
+	waitFor(t, "a to lead", a.IsLeader)
+	b := mk("b", &deadB, func() { mu.Lock(); electedB = time.Now(); mu.Unlock() })
+	defer b.Close()
+	waitFor(t, "b to follow a", func() bool { return b.Leader() == "http://a" })
+	// A gentle pause of beats shorter than BreakAfter changes nothing.
+	time.Sleep(300 * time.Millisecond)
+	if b.IsLeader() || !a.IsLeader() {
+		t.Fatal("leadership moved while the leader was beating")
+	}
+	deadA.Store(true)
+	killed := time.Now()
+	time.Sleep(60 * time.Millisecond) // a beat already on its way may land
+	aDeadline := a.Deadline()
+	waitFor(t, "b to lead", b.IsLeader)
+	took := time.Since(killed)
+	// a's deadline is at most BeatValid after its last beat.
+	if d := a.Deadline(); !d.IsZero() && d.After(aDeadline) {
+		t.Fatalf("a's deadline moved on after it died: %v", d)
+	}
+	mu.Lock()
+	eb := electedB
+	mu.Unlock()
+	if eb.Before(aDeadline) {
+		t.Fatalf("b was elected %v before a's deadline passed: two writers", aDeadline.Sub(eb))
+	}
+	if took > 3*time.Second {
+		t.Fatalf("failover took %v; the lock lasts 60 s but the heartbeat should end it in about 0.5 s", took)
+	}
+	if b.Breaks() != 1 {
+		t.Fatalf("b broke the lock %d times", b.Breaks())
+	}
+	t.Logf("failover after %v", took)
+}
