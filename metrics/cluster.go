@@ -10,6 +10,7 @@ type NodeStats interface {
 	Elections() int
 	Renewals() (ok, failed int)
 	Losses() int
+	Breaks() int
 }
 
 // Positions lists the committed positions of the streams a node writes.
@@ -33,6 +34,8 @@ func RegisterNode(reg prometheus.Registerer, n NodeStats) {
 			func() float64 { _, f := n.Renewals(); return float64(f) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "messagevault_lease_losses_total", Help: "Times this node stepped down because its lock lapsed."},
 			func() float64 { return float64(n.Losses()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "messagevault_lease_breaks_total", Help: "Times this node broke the lease of a leader whose heartbeat had stopped."},
+			func() float64 { return float64(n.Breaks()) }),
 	)
 }
 
