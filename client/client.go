@@ -38,6 +38,7 @@ type Client struct {
 	compress  bool
 	viaServer bool
 	producers *producers
+	retryFor  time.Duration // if > 0, retry for this long instead of retries times
 }
 
 // Option configures a Client.
@@ -52,6 +53,19 @@ func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h
 // DefaultRetryDelay and DefaultMaxRetryDelay).
 func WithRetries(n int, first, largest time.Duration) Option {
 	return func(c *Client) { c.retries, c.delay, c.maxDelay = n, first, largest }
+}
+
+// WithRetryFor makes a failing request (429, 5xx, connection error) be
+// retried until d has passed since its first try, however many tries that
+// takes, instead of a number of times; d of 0 turns retries off. The
+// backoff is as WithRetries sets it. Use it to span a failover.
+func WithRetryFor(d time.Duration) Option {
+	return func(c *Client) {
+		c.retryFor = d
+		if d <= 0 {
+			c.retries, c.retryFor = 0, 0
+		}
+	}
 }
 
 // WithCompression makes Publish compress values with LZ4 when that makes
@@ -162,9 +176,13 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 // retry runs op until it succeeds, fails for good, or ctx ends.
 func (c *Client) retry(ctx context.Context, op func() error) error {
 	delay := c.delay
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		err := op()
-		if err == nil || attempt >= c.retries || !retryable(err) || ctx.Err() != nil {
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		if c.retryFor > 0 && time.Since(start)+delay/2 > c.retryFor || c.retryFor == 0 && attempt >= c.retries {
 			return err
 		}
 		sleep := delay/2 + time.Duration(rand.Int64N(int64(delay)))

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/mvtest"
@@ -111,5 +112,15 @@ func TestExpectPosition(t *testing.T) {
 	}
 	if _, err := c.Publish(ctx, "cond", []client.Message{{Value: []byte("2")}}, client.ExpectPosition(first.Position)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRetryForBoundsTheRetries(t *testing.T) {
+	dead := client.New("http://127.0.0.1:1", "u", "p", client.WithRetries(1000, 20*time.Millisecond, 100*time.Millisecond), client.WithRetryFor(time.Second))
+	start := time.Now()
+	_, err := dead.Publish(context.Background(), "abc", []client.Message{{Value: []byte("v")}})
+	took := time.Since(start)
+	if err == nil || took < 800*time.Millisecond || took > 10*time.Second {
+		t.Fatalf("publish to nowhere with a 1 s retry budget: %v after %v", err, took)
 	}
 }

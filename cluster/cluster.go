@@ -312,8 +312,16 @@ func (n *Node) isLeading() bool {
 
 func (n *Node) setLeader(ep string) {
 	n.mu.Lock()
+	old := n.leader
 	n.leader = ep
 	n.mu.Unlock()
+	if ep != old {
+		if ep == "" {
+			n.log.Warn("no leader is known", "was", old)
+		} else {
+			n.log.Info("leader changed", "leader", ep, "was", old)
+		}
+	}
 }
 
 // validFrom returns until when a lock acquired or renewed by a request

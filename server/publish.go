@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -366,6 +367,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	req.SetBasicAuth(ClusterUser, s.cfg.ClusterSecret)
 	resp, err := s.client.Do(req)
 	if err != nil {
+		var unknown x509.UnknownAuthorityError
+		if errors.As(err, &unknown) {
+			s.writeError(w, r, fmt.Errorf("%w: this node does not trust the leader %s's TLS certificate (give every node --cluster-ca with the CA that signed it): %w", errNoLeader, leader, err))
+			return
+		}
 		s.writeError(w, r, fmt.Errorf("%w: the leader %s did not answer: %w", errNoLeader, leader, err))
 		return
 	}

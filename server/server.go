@@ -11,6 +11,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -66,6 +68,10 @@ type Config struct {
 	// Vault writes the streams while this node leads; SetVault changes it
 	// (nil on a follower).
 	Vault *vault.Vault
+	// ClusterRoots, if set, are the certificate authorities trusted when
+	// forwarding to a leader over HTTPS (the system's roots plus the
+	// cluster's own CA); nil: the system's roots.
+	ClusterRoots *x509.CertPool
 	// Instance names this process in /readyz (a node checking whether
 	// another live process uses its advertised URL compares it).
 	Instance string
@@ -117,13 +123,15 @@ func (s *Server) leader() string {
 
 // Server is the HTTP API. It implements http.Handler.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	vault   atomic.Pointer[vault.Vault]
-	client  *http.Client
-	mux     *http.ServeMux
-	handler http.Handler
-	metrics *metrics
+	noise    limiter     // of 503 log lines
+	notReady atomic.Bool // FailReadiness was called
+	cfg      Config
+	log      *slog.Logger
+	vault    atomic.Pointer[vault.Vault]
+	client   *http.Client
+	mux      *http.ServeMux
+	handler  http.Handler
+	metrics  *metrics
 
 	inflight atomic.Int64
 	status   *status
@@ -154,8 +162,13 @@ func New(cfg Config) *Server {
 	if cfg.Storage == nil && cfg.Vault != nil {
 		cfg.Storage = cfg.Vault.Storage()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}),
-		client: &http.Client{Timeout: ForwardTimeout}}
+	fwd := &http.Client{Timeout: ForwardTimeout}
+	if cfg.ClusterRoots != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.ClusterRoots, MinVersion: tls.VersionTLS12}
+		fwd.Transport = tr
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}), client: fwd}
 	s.vault.Store(cfg.Vault)
 	s.status = newStatus()
 	sctx, cancel := context.WithCancel(context.Background())
@@ -205,6 +218,9 @@ func (s *Server) BeginShutdown() {
 }
 
 func (s *Server) shuttingDown() bool {
+	if s.notReady.Load() {
+		return true
+	}
 	select {
 	case <-s.shutdown:
 		return true
@@ -212,6 +228,11 @@ func (s *Server) shuttingDown() bool {
 		return false
 	}
 }
+
+// FailReadiness makes /readyz answer 503 "shutting down" while every other
+// route still serves: the first step of a drain, so that a load balancer
+// stops sending requests here before BeginShutdown.
+func (s *Server) FailReadiness() { s.notReady.Store(true) }
 
 // untilShutdown returns a context that ends with ctx or at BeginShutdown.
 func (s *Server) untilShutdown(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -308,11 +329,27 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	if s.shuttingDown() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"Status": "shutting down", "Role": s.role(), "Leader": s.leader(), "Instance": s.cfg.Instance})
-		return
+	type ready struct {
+		Status, Role, Leader, Instance string
+		// Writable: a publish sent here can be applied now (this node
+		// leads, or knows the leader to forward to).
+		Writable bool
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"Status": "ready", "Role": s.role(), "Leader": s.leader(), "Instance": s.cfg.Instance})
+	role, leader := s.role(), s.leader()
+	writable := role == "leader" && s.vault.Load() != nil || role != "leader" && leader != "" && s.cfg.ClusterSecret != ""
+	if s.cfg.Node == nil {
+		writable = s.vault.Load() != nil
+	}
+	switch {
+	case s.shuttingDown():
+		writeJSON(w, http.StatusServiceUnavailable, ready{"shutting down", role, leader, s.cfg.Instance, false})
+	case !writable:
+		// A load balancer takes the node out while no write can succeed
+		// through it (no leader known: a failover is under way).
+		writeJSON(w, http.StatusServiceUnavailable, ready{"no leader", role, leader, s.cfg.Instance, false})
+	default:
+		writeJSON(w, http.StatusOK, ready{"ready", role, leader, s.cfg.Instance, true})
+	}
 }
 
 // authenticate checks Basic auth; it answers 401 itself and returns false

@@ -31,17 +31,24 @@ const (
 // conn holds the server flags shared by the client commands.
 type conn struct {
 	url, user, password string
+	retryFor            time.Duration
 }
+
+// DefaultRetryFor is how long the CLI keeps retrying a request that fails
+// with 429, 5xx or a connection error: several times a failover (about 3 s
+// on Azure, 15 s at worst when heartbeats cannot be written).
+const DefaultRetryFor = 60 * time.Second
 
 func (c *conn) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&c.url, "url", envOr(URLEnv, client.DefaultURL), "server URL (env "+URLEnv+")")
 	f.StringVar(&c.user, "user", os.Getenv(UserEnv), "user name (env "+UserEnv+")")
 	f.StringVar(&c.password, "password", os.Getenv(PasswordEnv), "password (env "+PasswordEnv+")")
+	f.DurationVar(&c.retryFor, "retry-for", DefaultRetryFor, "keep retrying a request that fails with 429, 5xx or a connection error for this long (0: do not retry)")
 }
 
 func (c *conn) client(opts ...client.Option) *client.Client {
-	return client.New(c.url, c.user, c.password, opts...)
+	return client.New(c.url, c.user, c.password, append([]client.Option{client.WithRetryFor(c.retryFor)}, opts...)...)
 }
 
 func envOr(key, def string) string {

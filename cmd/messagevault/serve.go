@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -67,6 +68,8 @@ type ServeCommand struct {
 	UsersFile      string
 	TLSCert        string
 	TLSKey         string
+	ClusterCA      string
+	DrainDelay     time.Duration
 	MaxBody        int64
 	MaxInflight    int64
 	GrantTTL       time.Duration
@@ -121,6 +124,8 @@ exits 0.`,
 	f.StringVar(&c.UsersFile, "users", "", "users file (default <data>/"+UsersFileName+")")
 	f.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serve HTTPS")
 	f.StringVar(&c.TLSKey, "tls-key", "", "TLS private key file (PEM)")
+	f.StringVar(&c.ClusterCA, "cluster-ca", "", "CA certificate file (PEM) that signed other nodes' TLS certificates, trusted besides the system's roots when forwarding writes to the leader")
+	f.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, fail /readyz for this long while still serving, so a load balancer stops sending here, then drain and exit")
 	f.Int64Var(&c.MaxBody, "max-body", server.DefaultMaxBodyBytes, "largest publish body in bytes (413 beyond)")
 	f.Int64Var(&c.MaxInflight, "max-inflight", server.DefaultMaxInflightBytes, "publish bytes held in memory at once (429 beyond)")
 	f.DurationVar(&c.GrantTTL, "grant-ttl", server.DefaultGrantTTL, "how long read grants are valid")
@@ -180,6 +185,19 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	var roots *x509.CertPool
+	if c.ClusterCA != "" {
+		pem, err := os.ReadFile(c.ClusterCA)
+		if err != nil {
+			return fmt.Errorf("--cluster-ca: %w", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--cluster-ca %s: no PEM certificate in it", c.ClusterCA)
+		}
+	}
 	registry := prometheus.NewRegistry()
 	var inst [8]byte
 	rand.Read(inst[:])
@@ -196,6 +214,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		GrantTTL:         c.GrantTTL,
 		ClusterSecret:    secret,
 		Instance:         instance,
+		ClusterRoots:     roots,
 	})
 
 	ln, err := net.Listen("tcp", c.Listen)
@@ -294,6 +313,11 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		node.Close()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+	}
+	if c.DrainDelay > 0 {
+		log.Info("shutting down: failing readiness first, still serving", "drain_delay", c.DrainDelay)
+		api.FailReadiness()
+		time.Sleep(c.DrainDelay)
 	}
 	log.Info("shutting down: draining requests in flight")
 	api.BeginShutdown()
