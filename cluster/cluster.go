@@ -97,6 +97,10 @@ type Config struct {
 	// BeatEvery, BeatValid, BreakAfter: defaults DefaultBeatEvery,
 	// DefaultBeatValid, DefaultBreakAfter (used with a Beater lock).
 	BeatEvery, BeatValid, BreakAfter time.Duration
+	// OnFailover, if set, hears how long this node was without a known
+	// leader (from when the old one went silent or let go, to when a new
+	// one was known), each time a new leader is known.
+	OnFailover func(time.Duration)
 	// Logger: default discard.
 	Logger *slog.Logger
 }
@@ -117,6 +121,8 @@ type Node struct {
 	beat      uint64    // this leader's heartbeat number
 	beatAt    time.Time // when the last successful heartbeat was sent
 	breaks    int
+	changes   int       // times the known leader changed to another one
+	lostAt    time.Time // when the last known leader went silent or let go
 	elections int
 	renewOK   int
 	renewFail int
@@ -262,6 +268,11 @@ func (n *Node) run() {
 					}
 					n.setLeader(ep)
 					if ep != "" && time.Since(seenSince) >= n.cfg.BreakAfter {
+						n.mu.Lock()
+						if n.lostAt.IsZero() {
+							n.lostAt = seenSince // the leader went silent then
+						}
+						n.mu.Unlock()
 						n.breakSilent(ctx, beater, ep, beat)
 						seenSince = time.Now()
 					}
@@ -304,6 +315,36 @@ func (n *Node) breakSilent(ctx context.Context, b Beater, ep string, beat uint64
 	n.log.Warn("the leader's heartbeat stopped: broke its lock", "leader", ep, "silent_for", n.cfg.BreakAfter)
 }
 
+// noteLeaderLocked counts a change of the known leader from old to ep and
+// returns how long the node was without one, if a failover just ended.
+// Call with n.mu held.
+func (n *Node) noteLeaderLocked(old, ep string) time.Duration {
+	switch {
+	case ep == old:
+		return 0
+	case ep == "":
+		if n.lostAt.IsZero() {
+			n.lostAt = time.Now()
+		}
+		return 0
+	}
+	n.changes++
+	if n.lostAt.IsZero() {
+		return 0
+	}
+	d := time.Since(n.lostAt)
+	n.lostAt = time.Time{}
+	return d
+}
+
+// LeaderChanges returns how many times the leader this node knows changed
+// to another node (its own elections included).
+func (n *Node) LeaderChanges() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changes
+}
+
 func (n *Node) isLeading() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -314,7 +355,11 @@ func (n *Node) setLeader(ep string) {
 	n.mu.Lock()
 	old := n.leader
 	n.leader = ep
+	failover := n.noteLeaderLocked(old, ep)
 	n.mu.Unlock()
+	if failover > 0 && n.cfg.OnFailover != nil {
+		n.cfg.OnFailover(failover)
+	}
 	if ep != old {
 		if ep == "" {
 			n.log.Warn("no leader is known", "was", old)
@@ -341,10 +386,14 @@ func (n *Node) elected(ctx context.Context, sent time.Time) {
 	n.leaseTill = n.validFrom(sent)
 	n.beatTill = sent.Add(n.cfg.BeatValid)
 	n.setValidLocked(beater != nil)
+	failover := n.noteLeaderLocked(n.leader, n.cfg.Advertise)
 	n.leader = n.cfg.Advertise
 	n.elections++
 	n.published = false
 	n.mu.Unlock()
+	if failover > 0 && n.cfg.OnFailover != nil {
+		n.cfg.OnFailover(failover)
+	}
 	if beater != nil {
 		// The first heartbeat names the new leader at once: followers
 		// must see the heartbeat move before they could take this

@@ -254,6 +254,7 @@ func TestSilentLeaderIsBrokenFast(t *testing.T) {
 	var deadA, deadB atomic.Bool
 	var mu sync.Mutex
 	var electedB time.Time
+	var failovers []time.Duration
 	mk := func(me string, dead *atomic.Bool, onElected func()) *cluster.Node {
 		return cluster.Start(cluster.Config{
 			Lock:      &beatLock{fakeLock: w.lock(me, 60*time.Second), w: w, dead: dead},
@@ -264,6 +265,13 @@ func TestSilentLeaderIsBrokenFast(t *testing.T) {
 					onElected()
 				}
 				return nil
+			},
+			OnFailover: func(d time.Duration) {
+				if me == "b" {
+					mu.Lock()
+					failovers = append(failovers, d)
+					mu.Unlock()
+				}
 			},
 		})
 	}
@@ -300,5 +308,10 @@ func TestSilentLeaderIsBrokenFast(t *testing.T) {
 	if b.Breaks() != 1 {
 		t.Fatalf("b broke the lock %d times", b.Breaks())
 	}
-	t.Logf("failover after %v", took)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failovers) != 1 || failovers[0] < 400*time.Millisecond || failovers[0] > 3*time.Second || b.LeaderChanges() != 2 {
+		t.Fatalf("b heard failovers %v and %d leader changes; want one of about 0.5 s and 2 changes (a, then itself)", failovers, b.LeaderChanges())
+	}
+	t.Logf("failover after %v (b measured %v)", took, failovers[0])
 }

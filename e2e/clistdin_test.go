@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
@@ -69,5 +70,21 @@ func TestPublishStdinSaysWhatWasNotStored(t *testing.T) {
 	_, errs, code := cli(t, s, "one\ntwo\nthree\n", "publish", "x!", "--stdin")
 	if code != 1 || !strings.Contains(errs, "3 lines were not stored") {
 		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
+
+// TestPublishExpectPosition: publish --expect-position appends only at
+// that position, and otherwise says where the stream is.
+func TestPublishExpectPosition(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	mustCLI(t, s, "", "publish", "expected", "first", "--expect-position", "0")
+	pos := position(t, s, "expected")
+	_, errs, code := cli(t, s, "", "publish", "expected", "late", "--expect-position", "0")
+	if code != 1 || !strings.Contains(errs, fmt.Sprintf("the stream is at position %d, not 0", pos)) {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	mustCLI(t, s, "", "publish", "expected", "second", "--expect-position", fmt.Sprint(pos))
+	if got := strings.Join(values(readDirect(t, s, "expected")), ","); got != "=first,=second" {
+		t.Fatalf("stream holds %q", got)
 	}
 }

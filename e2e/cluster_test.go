@@ -377,8 +377,8 @@ func TestAzureFailoverUnderLoad(t *testing.T) {
 	}
 }
 
-// TestAzureZombieLeader freezes the leader (SIGSTOP) until another node has
-// taken over and written, then thaws it: the writes it was holding fail,
+// TestAzureZombieLeader freezes the leader (SIGSTOP) for 30 s, while another
+// node takes over and writes, then thaws it: the writes it was holding fail,
 // none of them is stored, and it rejoins as a follower.
 func TestAzureZombieLeader(t *testing.T) {
 	az := azurite.Start(t)
@@ -386,6 +386,7 @@ func TestAzureZombieLeader(t *testing.T) {
 	zombie := waitLeader(t, nodes, 40*time.Second)
 	publish(t, zombie, "zombie", []messagevault.Message{msg("k", "before")})
 	zombie.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
 	// Publishes sent to the frozen leader wait in its socket.
 	type result struct {
 		value  string
@@ -413,6 +414,7 @@ func TestAzureZombieLeader(t *testing.T) {
 	}
 	next := waitLeader(t, rest, 60*time.Second)
 	publish(t, next, "zombie", []messagevault.Message{msg("k", "by the new leader")})
+	time.Sleep(time.Until(stopped.Add(30 * time.Second))) // frozen for 30 s in all
 	zombie.Signal(syscall.SIGCONT)
 	// A held write either fails (the zombie, past its lease, refuses to
 	// write) or, once the zombie has stepped down, is forwarded to the new

@@ -3,6 +3,9 @@ package file
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -53,5 +56,46 @@ func TestStuckDiskFailsPromptly(t *testing.T) {
 			t.Fatalf("the disk answers again, yet: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLoadedPositionIsMadeDurable: a writer opened on a stream whose
+// position.c7 is already written (by a process that may have died before
+// its fdatasync) syncs it before serving it.
+func TestLoadedPositionIsMadeDurable(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	pw, err := s.OpenWriter(ctx, "loaded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Grow(ctx, 512); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.CommitPosition(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	synced := map[string]bool{}
+	real := fdatasync
+	fdatasync = func(fd int) error {
+		if name, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err == nil {
+			synced[filepath.Base(name)] = true
+		}
+		return real(fd)
+	}
+	defer func() { fdatasync = real }()
+	pw, err = s.OpenWriter(ctx, "loaded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	if !synced[PositionFile] {
+		t.Fatalf("opening a writer synced %v, not %s", synced, PositionFile)
 	}
 }

@@ -103,7 +103,7 @@ func openWriter(dir, parent string) (*writer, error) {
 	// Whatever position is there is made durable before it is served: an
 	// earlier process may have died between writing it and its fdatasync,
 	// and an OS crash could still roll it back.
-	if err := unix.Fdatasync(int(position.Fd())); err != nil {
+	if err := fdatasync(int(position.Fd())); err != nil {
 		return fail(fmt.Errorf("fdatasync %s: %w", position.Name(), err))
 	}
 	// Make the stream's files and directory durable, whether this call

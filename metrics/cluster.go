@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,6 +13,7 @@ type NodeStats interface {
 	Renewals() (ok, failed int)
 	Losses() int
 	Breaks() int
+	LeaderChanges() int
 }
 
 // Positions lists the committed positions of the streams a node writes.
@@ -36,6 +39,8 @@ func RegisterNode(reg prometheus.Registerer, n NodeStats) {
 			func() float64 { return float64(n.Losses()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "messagevault_lease_breaks_total", Help: "Times this node broke the lease of a leader whose heartbeat had stopped."},
 			func() float64 { return float64(n.Breaks()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "messagevault_leader_changes_total", Help: "Times the leader this node knows changed to another node."},
+			func() float64 { return float64(n.LeaderChanges()) }),
 	)
 }
 
@@ -60,4 +65,16 @@ func (p *positions) Collect(ch chan<- prometheus.Metric) {
 	for name, pos := range p.f() {
 		ch <- prometheus.MustNewConstMetric(p.desc, prometheus.GaugeValue, float64(pos), name)
 	}
+}
+
+// NewFailoverHistogram registers messagevault_failover_seconds and returns
+// the function a cluster node calls with each failover's duration.
+func NewFailoverHistogram(reg prometheus.Registerer) func(time.Duration) {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "messagevault_failover_seconds",
+		Help:    "How long this node was without a known leader, from when the last one went silent or let go until a new one was known.",
+		Buckets: []float64{0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 60},
+	})
+	reg.MustRegister(h)
+	return func(d time.Duration) { h.Observe(d.Seconds()) }
 }

@@ -260,9 +260,10 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		}
 	}
 	node := cluster.Start(cluster.Config{
-		Lock:      b.lock,
-		Advertise: advertise,
-		Logger:    log,
+		Lock:       b.lock,
+		Advertise:  advertise,
+		Logger:     log,
+		OnFailover: metrics.NewFailoverHistogram(registry),
 		OnElected: func(ctx context.Context, node *cluster.Node) error {
 			store, err := b.writable()
 			if err != nil {
