@@ -17,6 +17,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/lease"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+
+	"github.com/messagevault/messagevault/cluster"
 )
 
 // Leader election blobs in SysContainer (SPEC section 9).
@@ -94,6 +96,7 @@ func (l *LeaderLock) Acquire(ctx context.Context) (bool, error) {
 	}
 	switch {
 	case err == nil:
+		l.written = "" // publish the endpoint again with the first beat
 		return true, nil
 	case bloberror.HasCode(err, bloberror.LeaseAlreadyPresent):
 		return false, nil
@@ -105,7 +108,7 @@ func (l *LeaderLock) Acquire(ctx context.Context) (bool, error) {
 // Renew renews the lease.
 func (l *LeaderLock) Renew(ctx context.Context) error {
 	if _, err := l.lease.RenewLease(ctx, nil); err != nil {
-		return fmt.Errorf("renew the leader lease: %w", err)
+		return fmt.Errorf("renew the leader lease: %w", leaseLost(err))
 	}
 	return nil
 }
@@ -130,6 +133,43 @@ func (l *LeaderLock) Break(ctx context.Context) error {
 	return nil
 }
 
+// BreakSilent breaks the lease of a leader found silent, if the election
+// has not moved on since token (master.info's ETag) was read: it first
+// claims the break by rewriting master.info under If-Match token, which
+// only one of several followers can do, and which fails once a new leader
+// has published itself.
+func (l *LeaderLock) BreakSilent(ctx context.Context, token string) error {
+	cond := &blob.ModifiedAccessConditions{IfMatch: to.Ptr(azcore.ETag(token))}
+	if token == "" {
+		cond = &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}
+	}
+	md := map[string]*string{EndpointKey: to.Ptr("")}
+	var err error
+	if token == "" {
+		_, err = l.info.Create(ctx, 0, &pageblob.CreateOptions{Metadata: md, AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: cond}})
+	} else {
+		_, err = l.info.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: cond}})
+	}
+	if bloberror.HasCode(err, bloberror.ConditionNotMet, bloberror.BlobAlreadyExists) {
+		return cluster.ErrElectionMoved
+	}
+	if err != nil {
+		return fmt.Errorf("claim the break of the leader lease: %w", err)
+	}
+	l.written = ""
+	return l.Break(ctx)
+}
+
+// leaseLost wraps the errors that mean another node holds the lease now.
+func leaseLost(err error) error {
+	if bloberror.HasCode(err, bloberror.LeaseIDMismatchWithBlobOperation, bloberror.LeaseIDMismatchWithLeaseOperation,
+		bloberror.LeaseLost, bloberror.LeaseNotPresentWithBlobOperation, bloberror.LeaseNotPresentWithLeaseOperation,
+		bloberror.LeaseIsBrokenAndCannotBeRenewed) {
+		return fmt.Errorf("%w: %w", cluster.ErrLockLost, err)
+	}
+	return err
+}
+
 // Beat writes the heartbeat: the leader's endpoint and heartbeat number n
 // in the metadata of the lock blob, under the lease, so that only the
 // lease's holder can beat (a deposed leader's beat fails). The endpoint
@@ -141,7 +181,7 @@ func (l *LeaderLock) Beat(ctx context.Context, endpoint string, n uint64) error 
 		AccessConditions: &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: &l.leaseID}},
 	})
 	if err != nil {
-		return fmt.Errorf("write the leader heartbeat: %w", err)
+		return fmt.Errorf("write the leader heartbeat: %w", leaseLost(err))
 	}
 	if l.written != endpoint {
 		if err := l.SetLeader(ctx, endpoint); err != nil {
@@ -152,23 +192,31 @@ func (l *LeaderLock) Beat(ctx context.Context, endpoint string, n uint64) error 
 	return nil
 }
 
-// LastBeat reads the heartbeat from the lock blob's metadata.
-func (l *LeaderLock) LastBeat(ctx context.Context) (string, uint64, error) {
+// LastBeat reads the heartbeat from the lock blob's metadata, with
+// master.info's ETag as the election's token.
+func (l *LeaderLock) LastBeat(ctx context.Context) (cluster.Beat, error) {
+	var b cluster.Beat
+	info, err := l.info.GetProperties(ctx, nil)
+	switch {
+	case err == nil:
+		b.Token = string(*info.ETag)
+	case !bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound):
+		return b, fmt.Errorf("read the leader endpoint: %w", err)
+	}
 	props, err := l.lock.GetProperties(ctx, nil)
 	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
-		return "", 0, nil
+		return b, nil
 	}
 	if err != nil {
-		return "", 0, fmt.Errorf("read the leader heartbeat: %w", err)
+		return b, fmt.Errorf("read the leader heartbeat: %w", err)
 	}
-	ep, _ := metadataValue(props.Metadata, BeatEndpointKey)
+	b.Endpoint, _ = metadataValue(props.Metadata, BeatEndpointKey)
 	v, _ := metadataValue(props.Metadata, BeatKey)
-	var n uint64
-	fmt.Sscan(v, &n)
+	fmt.Sscan(v, &b.N)
 	if props.LeaseState != nil && *props.LeaseState != lease.StateTypeLeased {
-		ep = "" // nobody holds the lease: no leader to wait for
+		b.Endpoint = "" // nobody holds the lease: no leader to wait for
 	}
-	return ep, n, nil
+	return b, nil
 }
 
 // Duration is the lease's duration.

@@ -8,6 +8,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -43,11 +44,33 @@ type Beater interface {
 	// Beat publishes the leader's endpoint with heartbeat number n (it
 	// replaces SetLeader).
 	Beat(ctx context.Context, endpoint string, n uint64) error
-	// LastBeat returns the published endpoint and heartbeat number.
-	LastBeat(ctx context.Context) (endpoint string, n uint64, err error)
-	// Break ends the lock, whoever holds it, so it can be acquired.
-	Break(ctx context.Context) error
+	// LastBeat returns the published heartbeat.
+	LastBeat(ctx context.Context) (Beat, error)
+	// BreakSilent ends the lock of a leader found silent, so that it can
+	// be acquired, if the election has not moved on since the follower
+	// read token (a Beat's Token): of several followers that found the
+	// same leader silent, only one breaks its lock; the others get
+	// ErrElectionMoved. (Without this, a second follower could break the
+	// lock the first had just acquired.)
+	BreakSilent(ctx context.Context, token string) error
 }
+
+// Beat is a leader's heartbeat as a follower reads it.
+type Beat struct {
+	Endpoint string // "" when no lock is held
+	N        uint64
+	// Token changes whenever the election moves on (a new leader, a
+	// break); BreakSilent is conditional on it.
+	Token string
+}
+
+// ErrElectionMoved is BreakSilent's answer when another node broke the
+// lock, or a new leader took it, since the token was read.
+var ErrElectionMoved = errors.New("the election moved on")
+
+// ErrLockLost wraps a Lock's or Beater's error that means the lock now
+// belongs to someone else: the leader steps down at once.
+var ErrLockLost = errors.New("leader lock lost")
 
 // Roles of a node.
 const (
@@ -241,9 +264,9 @@ func (n *Node) run() {
 	if beater != nil {
 		pollEvery = min(pollEvery, n.cfg.BeatEvery)
 	}
-	// The heartbeat as last seen, and since when (this node's clock).
-	var seenEP string
-	var seenBeat uint64
+	// The heartbeat as last seen, since when (this node's clock), and the
+	// election's token when it was first seen.
+	var seen Beat
 	seenSince := time.Now()
 	for {
 		select {
@@ -261,19 +284,19 @@ func (n *Node) run() {
 		if time.Since(lastPoll) >= pollEvery {
 			lastPoll = time.Now()
 			if beater != nil {
-				ep, beat, err := beater.LastBeat(ctx)
+				b, err := beater.LastBeat(ctx)
 				if err == nil {
-					if ep != seenEP || beat != seenBeat {
-						seenEP, seenBeat, seenSince = ep, beat, time.Now()
+					if b.Endpoint != seen.Endpoint || b.N != seen.N {
+						seen, seenSince = b, time.Now()
 					}
-					n.setLeader(ep)
-					if ep != "" && time.Since(seenSince) >= n.cfg.BreakAfter {
+					n.setLeader(b.Endpoint)
+					if b.Endpoint != "" && time.Since(seenSince) >= n.cfg.BreakAfter {
 						n.mu.Lock()
 						if n.lostAt.IsZero() {
 							n.lostAt = seenSince // the leader went silent then
 						}
 						n.mu.Unlock()
-						n.breakSilent(ctx, beater, ep, beat)
+						n.breakSilent(ctx, beater, seen)
 						seenSince = time.Now()
 					}
 				}
@@ -301,18 +324,17 @@ func (n *Node) run() {
 // for BreakAfter: it is dead, frozen or cut off from storage, and has
 // stopped writing (BeatValid < BreakAfter). The heartbeat is read once
 // more first, so a leader elected a moment ago is not broken.
-func (n *Node) breakSilent(ctx context.Context, b Beater, ep string, beat uint64) {
-	if ep2, beat2, err := b.LastBeat(ctx); err != nil || ep2 != ep || beat2 != beat {
-		return
-	}
-	if err := b.Break(ctx); err != nil {
-		n.log.Warn("leader lock: break failed", "err", err)
+func (n *Node) breakSilent(ctx context.Context, b Beater, seen Beat) {
+	if err := b.BreakSilent(ctx, seen.Token); err != nil {
+		if !errors.Is(err, ErrElectionMoved) {
+			n.log.Warn("leader lock: break failed", "err", err)
+		}
 		return
 	}
 	n.mu.Lock()
 	n.breaks++
 	n.mu.Unlock()
-	n.log.Warn("the leader's heartbeat stopped: broke its lock", "leader", ep, "silent_for", n.cfg.BreakAfter)
+	n.log.Warn("the leader's heartbeat stopped: broke its lock", "leader", seen.Endpoint, "silent_for", n.cfg.BreakAfter)
 }
 
 // noteLeaderLocked counts a change of the known leader from old to ep and
@@ -445,6 +467,13 @@ func (n *Node) heartbeat(ctx context.Context, b Beater) {
 		err = bctx.Err()
 	}
 	if err != nil {
+		n.mu.Lock()
+		n.beatAt = sent // the next try comes BeatEvery later, not at once
+		if errors.Is(err, ErrLockLost) {
+			n.beatTill = time.Time{} // someone else holds the lock: stop now
+			n.setValidLocked(true)
+		}
+		n.mu.Unlock()
 		n.log.Warn("leader lock: heartbeat failed", "err", err)
 		return
 	}
@@ -514,6 +543,9 @@ func (n *Node) lead(ctx context.Context) {
 			if err == nil {
 				n.leaseTill, n.renewedAt = n.validFrom(sent), sent
 				n.renewOK++
+			} else if errors.Is(err, ErrLockLost) {
+				n.leaseTill = time.Time{}
+				n.renewFail++
 			} else {
 				n.renewFail++
 				n.renewedAt = sent.Add(n.cfg.RetryEvery - n.cfg.RenewEvery) // retry soon

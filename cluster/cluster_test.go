@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,6 +200,7 @@ type beatWorld struct {
 	world
 	ep     string
 	beat   uint64
+	token  int
 	breaks int
 }
 
@@ -209,24 +211,32 @@ func (l *beatLock) Beat(_ context.Context, ep string, n uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if *l.holder != l.me {
-		return errors.New("lease lost")
+		return fmt.Errorf("%w: lease held by %q", cluster.ErrLockLost, *l.holder)
+	}
+	if l.w.ep != ep {
+		l.w.token++ // a new leader published itself
 	}
 	l.w.ep, l.w.beat = ep, n
 	return nil
 }
 
-func (l *beatLock) LastBeat(context.Context) (string, uint64, error) {
+func (l *beatLock) LastBeat(context.Context) (cluster.Beat, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	b := cluster.Beat{Endpoint: l.w.ep, N: l.w.beat, Token: fmt.Sprint(l.w.token)}
 	if *l.holder == "" {
-		return "", l.w.beat, nil
+		b.Endpoint = ""
 	}
-	return l.w.ep, l.w.beat, nil
+	return b, nil
 }
 
-func (l *beatLock) Break(context.Context) error {
+func (l *beatLock) BreakSilent(_ context.Context, token string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if token != fmt.Sprint(l.w.token) {
+		return cluster.ErrElectionMoved
+	}
+	l.w.token++
 	*l.holder = ""
 	l.w.breaks++
 	return nil
@@ -314,4 +324,41 @@ func TestSilentLeaderIsBrokenFast(t *testing.T) {
 		t.Fatalf("b heard failovers %v and %d leader changes; want one of about 0.5 s and 2 changes (a, then itself)", failovers, b.LeaderChanges())
 	}
 	t.Logf("failover after %v (b measured %v)", took, failovers[0])
+}
+
+// Two followers that find the leader silent at the same moment: one breaks
+// its lock and leads; the other does not break the lock the first has just
+// taken. Never two leaders.
+func TestOneBreakerAmongFollowers(t *testing.T) {
+	w := &beatWorld{}
+	dead := map[string]*atomic.Bool{"a": {}, "b": {}, "c": {}}
+	nodes := map[string]*cluster.Node{}
+	for _, me := range []string{"a", "b", "c"} {
+		nodes[me] = cluster.Start(cluster.Config{
+			Lock:      &beatLock{fakeLock: w.lock(me, 60*time.Second), w: w, dead: dead[me]},
+			Advertise: "http://" + me, RetryEvery: 10 * time.Millisecond, Margin: time.Second,
+			BeatEvery: 20 * time.Millisecond, BeatValid: 150 * time.Millisecond, BreakAfter: 250 * time.Millisecond,
+		})
+		defer nodes[me].Close()
+		if me == "a" {
+			waitFor(t, "a to lead", nodes["a"].IsLeader)
+		}
+	}
+	waitFor(t, "b and c to follow a", func() bool { return nodes["b"].Leader() == "http://a" && nodes["c"].Leader() == "http://a" })
+	dead["a"].Store(true)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if nodes["b"].IsLeader() && nodes["c"].IsLeader() {
+			t.Fatal("b and c both lead")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !nodes["b"].IsLeader() && !nodes["c"].IsLeader() {
+		t.Fatal("nobody took over")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.breaks != 1 {
+		t.Fatalf("the lock was broken %d times; want once", w.breaks)
+	}
 }
