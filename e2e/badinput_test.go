@@ -57,6 +57,12 @@ func TestBadInputIsRejectedWhole(t *testing.T) {
 	}
 	tests := []tc{
 		{"truncated body", "orders", admin, adminPass, func() []byte { b := good(); return b[:20] }, "", 400, "bad-request", "truncated"},
+		{"unknown attribute bits", "orders", admin, adminPass, func() []byte {
+			return transfer(t, []messagevault.Message{msg("a", "one"), messagevault.NewMessage([]byte("b"), []byte("two"), 0x04)})
+		}, "", 400, "bad-request", "message 1: attributes 0x04"},
+		{"last record to be continued", "orders", admin, adminPass, func() []byte {
+			return transfer(t, []messagevault.Message{msg("a", "one"), messagevault.NewMessage([]byte("b"), []byte("two"), messagevault.AttrContinued)})
+		}, "", 400, "bad-request", "flagged to be continued"},
 		{"truncated in a message", "orders", admin, adminPass, func() []byte { b := good(); return resum(append(b[:18], b[len(b)-16:]...)) }, "", 400, "bad-request", "message 1"},
 		{"wrong md5", "orders", admin, adminPass, func() []byte { b := good(); b[len(b)-1] ^= 1; return b }, "", 400, "bad-request", "md5"},
 		{"wrong crc", "orders", admin, adminPass, func() []byte { b := good(); b[11] ^= 1; return resum(b) }, "", 400, "bad-request", "message 0 stores crc"},

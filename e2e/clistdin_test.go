@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -86,5 +87,26 @@ func TestPublishExpectPosition(t *testing.T) {
 	mustCLI(t, s, "", "publish", "expected", "second", "--expect-position", fmt.Sprint(pos))
 	if got := strings.Join(values(readDirect(t, s, "expected")), ","); got != "=first,=second" {
 		t.Fatalf("stream holds %q", got)
+	}
+}
+
+// TestReadToAFullDiskFails: `read > /dev/full` exits 1, not 0.
+func TestReadToAFullDiskFails(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	mustCLI(t, s, "", "publish", "full", "one", "two")
+	for _, format := range []string{"text", "json", "raw"} {
+		full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+		if err != nil {
+			t.Skip("no /dev/full here")
+		}
+		cmd := exec.Command(mvtest.Binary(t), "read", "full", "--from", "0", "--format", format)
+		cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_URL="+s.URL, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD="+adminPass)
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = full, &errb
+		cmd.Run()
+		full.Close()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(errb.String(), "no space left") {
+			t.Fatalf("read --format %s > /dev/full: exit %d, %s", format, code, errb.String())
+		}
 	}
 }

@@ -147,6 +147,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 	}
 	msgs, err := decode(body, (*mp)[:0])
 	*mp = msgs[:0]
+	if err == nil {
+		err = checkAttributes(msgs)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -430,4 +433,23 @@ func (s *Server) handleProducer(w http.ResponseWriter, r *http.Request) {
 		Sequence uint64 `json:"Sequence"`
 		Known    bool   `json:"Known"`
 	}{name, id, seq, known})
+}
+
+// knownAttributes are the attribute bits of the v1 record format.
+const knownAttributes = messagevault.AttrLZ4 | messagevault.AttrContinued
+
+// checkAttributes refuses a batch that readers could not read safely: a
+// record with attribute bits the format does not define, or a batch whose
+// last record says its value continues in the next record (readers would
+// glue the next producer's message onto it).
+func checkAttributes(msgs []messagevault.Message) error {
+	for i, m := range msgs {
+		if m.Attributes&^knownAttributes != 0 {
+			return badRequest("message %d: attributes 0x%02x have bits the format does not define (0x01 LZ4, 0x02 to be continued)", i, m.Attributes)
+		}
+	}
+	if n := len(msgs); n > 0 && msgs[n-1].Attributes&messagevault.AttrContinued != 0 {
+		return badRequest("message %d, the batch's last, is flagged to be continued: the rest of its value must be in the same batch", n-1)
+	}
+	return nil
 }

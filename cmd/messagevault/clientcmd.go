@@ -368,7 +368,6 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		}
 	}
 	out := bufio.NewWriter(c.stdout)
-	defer out.Flush()
 	var it func(func(client.ReadMessage, error) bool)
 	if c.tail {
 		it = r.Follow(ctx, from)
@@ -387,11 +386,18 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 			return err
 		}
 		if c.tail {
-			out.Flush()
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("write the output: %w", err)
+			}
 		}
 		if n++; c.limit > 0 && n >= c.limit {
 			break
 		}
+	}
+	// A full disk or a closed pipe must not look like success: a backup
+	// with `read > file` would be silently short.
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("write the output: %w", err)
 	}
 	return nil
 }
@@ -406,21 +412,27 @@ func (c *ReadCommand) print(out *bufio.Writer, r *client.Reader, m client.ReadMe
 			j["ValueBase64"] = base64.StdEncoding.EncodeToString(m.Value)
 		}
 		b, _ := json.Marshal(j)
-		out.Write(append(b, '\n'))
+		if _, err := out.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("write the output: %w", err)
+		}
 	case "raw":
 		for rec, err := range r.Records(context.Background(), m.Offset, m.Next) {
 			if err != nil {
 				return err
 			}
 			b, _ := formatRecord(rec)
-			out.Write(b)
+			if _, err := out.Write(b); err != nil {
+				return fmt.Errorf("write the output: %w", err)
+			}
 		}
 	default:
 		v := string(m.Value)
 		if !utf8.ValidString(v) {
 			v = "base64:" + base64.StdEncoding.EncodeToString(m.Value)
 		}
-		fmt.Fprintf(out, "%d\t%s\t%s\n", m.Offset, m.Key, strings.ReplaceAll(v, "\n", `\n`))
+		if _, err := fmt.Fprintf(out, "%d\t%s\t%s\n", m.Offset, m.Key, strings.ReplaceAll(v, "\n", `\n`)); err != nil {
+			return fmt.Errorf("write the output: %w", err)
+		}
 	}
 	return nil
 }
