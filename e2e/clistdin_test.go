@@ -110,3 +110,15 @@ func TestReadToAFullDiskFails(t *testing.T) {
 		}
 	}
 }
+
+// TestURLWithoutSchemeFailsAtOnce: a malformed --url is a usage error
+// (exit 2) at once, not a connection error retried for a minute.
+func TestURLWithoutSchemeFailsAtOnce(t *testing.T) {
+	start := time.Now()
+	cmd := exec.Command(mvtest.Binary(t), "publish", "orders", "v", "--url", "127.0.0.1:8001")
+	cmd.Env = mvtest.Env()
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "is not a server URL") || time.Since(start) > 10*time.Second {
+		t.Fatalf("exit %d after %v: %s", code, time.Since(start), out)
+	}
+}

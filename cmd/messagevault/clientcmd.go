@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -45,6 +46,19 @@ func (c *conn) flags(cmd *cobra.Command) {
 	f.StringVar(&c.user, "user", os.Getenv(UserEnv), "user name (env "+UserEnv+")")
 	f.StringVar(&c.password, "password", os.Getenv(PasswordEnv), "password (env "+PasswordEnv+")")
 	f.DurationVar(&c.retryFor, "retry-for", DefaultRetryFor, "keep retrying a request that fails with 429, 5xx or a connection error for this long (0: do not retry)")
+	// A malformed --url is a usage error at once, not a connection error
+	// retried for --retry-for.
+	cmd.PreRunE = func(*cobra.Command, []string) error { return c.checkURL() }
+}
+
+// checkURL reports a --url that is not an http:// or https:// URL with a
+// host.
+func (c *conn) checkURL() error {
+	u, err := url.Parse(c.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageError("--url %q is not a server URL: give http://host:port or https://host:port", c.url)
+	}
+	return nil
 }
 
 func (c *conn) client(opts ...client.Option) *client.Client {
