@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -122,5 +123,31 @@ func TestRetryForBoundsTheRetries(t *testing.T) {
 	took := time.Since(start)
 	if err == nil || took < 800*time.Millisecond || took > 10*time.Second {
 		t.Fatalf("publish to nowhere with a 1 s retry budget: %v after %v", err, took)
+	}
+}
+
+// TestFollowPastTheEndFailsAtOnce: following from past the end is an
+// out-of-range error at once, directly and through the server.
+func TestFollowPastTheEndFailsAtOnce(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	res, err := newClient(s).Publish(ctx, "follow-end", []client.Message{{Value: []byte("v")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opts := range [][]client.Option{nil, {client.WithServerReads()}} {
+		r, err := newClient(s, opts...).Reader(ctx, "follow-end")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		for _, err := range r.Follow(fctx, res.Position+1000) {
+			if !errors.Is(err, messagevault.ErrOutOfRange) {
+				t.Fatalf("follow past the end: %v; want ErrOutOfRange at once", err)
+			}
+			break
+		}
+		cancel()
+		r.Close()
 	}
 }

@@ -166,13 +166,19 @@ func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMes
 func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, error] {
 	return func(yield func(ReadMessage, error) bool) {
 		pos := from
-		for {
+		for first := true; ; first = false {
 			end, err := r.src.Position(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
 				yield(ReadMessage{}, err)
+				return
+			}
+			if first && pos > end {
+				// As stream.Reader.Follow: a position past the end is a
+				// mistake, not something to wait for.
+				yield(ReadMessage{}, fmt.Errorf("follow %q from %d: the stream ends at %d: %w", r.stream, pos, end, messagevault.ErrOutOfRange))
 				return
 			}
 			if end > pos {
