@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,5 +150,92 @@ func TestFollowPastTheEndFailsAtOnce(t *testing.T) {
 		}
 		cancel()
 		r.Close()
+	}
+}
+
+// TestCancelledAddIsNeverSent: an Add whose context ends before its batch
+// is cut is withdrawn; a caller that then reuses its buffer stores exactly
+// what it meant, once.
+func TestCancelledAddIsNeverSent(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	p := newClient(s).NewBufferedPublisher(ctx, "withdrawn", time.Hour, 0, 0)
+	buf := []byte("first")
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	if _, err := p.Add(cctx, client.Message{Value: buf}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Add with an ending context: %v", err)
+	}
+	cancel()
+	copy(buf, "other")
+	done := make(chan error, 1)
+	go func() { _, err := p.Add(ctx, client.Message{Value: buf}); done <- err }()
+	for waiting := true; waiting; {
+		p.Flush() // the linger is an hour: flush until the Add is answered
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			waiting = false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	p.Close()
+	r, err := newClient(s).Reader(ctx, "withdrawn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for _, m := range collect(t, r, 0) {
+		got = append(got, string(m.Value))
+	}
+	if strings.Join(got, ",") != "other" {
+		t.Fatalf("stream holds %q; want only \"other\"", got)
+	}
+}
+
+// TestBadMessageFailsAlone: a message that can never be published fails
+// its own Add at once; the others of its batch are stored.
+func TestBadMessageFailsAlone(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	p := newClient(s).NewBufferedPublisher(ctx, "alone", 50*time.Millisecond, 0, 0)
+	defer p.Close()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, key := range []string{"ok", strings.Repeat("k", 300), "fine"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = p.Add(ctx, client.Message{Key: []byte(key), Value: []byte("v")})
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[2] != nil || errs[1] == nil || !strings.Contains(errs[1].Error(), "key is 300 bytes") {
+		t.Fatalf("errors %v", errs)
+	}
+}
+
+// TestAddHonoursItsContextWhenTheQueueIsFull: with the sender stuck on an
+// unreachable server, an Add that finds the queue full returns when its
+// context ends.
+func TestAddHonoursItsContextWhenTheQueueIsFull(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	dead := client.New("http://127.0.0.1:1", "u", "p", client.WithRetries(1_000_000, time.Second, time.Second), client.WithRetryFor(time.Hour))
+	p := dead.NewBufferedPublisher(ctx, "stuck", time.Millisecond, 0, 1)
+	for i := 0; i < 40; i++ { // more than the sender and its queue hold
+		go p.Add(context.Background(), client.Message{Value: []byte("v")})
+	}
+	time.Sleep(200 * time.Millisecond)
+	actx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := p.Add(actx, client.Message{Value: []byte("late")}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Add on a full queue: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Add on a full queue returned after %v", took)
 	}
 }

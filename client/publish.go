@@ -193,10 +193,16 @@ type BufferedPublisher struct {
 	size    int
 	timer   *time.Timer
 	ctx     context.Context
-	batches chan batch // to the one sender, so batches keep their order
+	queue   []batch       // cut batches, oldest first, for the one sender
+	wake    chan struct{} // signals the sender (capacity 1)
+	room    chan struct{} // closed and replaced when the queue shrinks
 	done    chan struct{}
 	closed  bool
 }
+
+// maxQueuedBatches bounds the batches cut but not yet sent: beyond it Add
+// waits (within its context) for the sender.
+const maxQueuedBatches = 16
 
 type batch struct {
 	msgs    []Message
@@ -221,7 +227,7 @@ func (c *Client) NewBufferedPublisher(ctx context.Context, stream string, linger
 		batchCount = DefaultBatchCount
 	}
 	p := &BufferedPublisher{c: c, stream: stream, linger: linger, batchBytes: batchBytes, batchCount: batchCount, ctx: ctx,
-		batches: make(chan batch, 16), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), room: make(chan struct{}), done: make(chan struct{})}
 	go p.send()
 	return p
 }
@@ -229,7 +235,22 @@ func (c *Client) NewBufferedPublisher(ctx context.Context, stream string, linger
 // send publishes batches one after another, in the order they were cut.
 func (p *BufferedPublisher) send() {
 	defer close(p.done)
-	for b := range p.batches {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			closed := p.closed
+			p.mu.Unlock()
+			if closed {
+				return
+			}
+			<-p.wake
+			continue
+		}
+		b := p.queue[0]
+		p.queue = p.queue[1:]
+		close(p.room)
+		p.room = make(chan struct{})
+		p.mu.Unlock()
 		res, err := p.c.Publish(p.ctx, p.stream, b.msgs)
 		for i, w := range b.waiters {
 			if err != nil {
@@ -238,6 +259,13 @@ func (p *BufferedPublisher) send() {
 				w <- result{offset: res.Offsets[i]}
 			}
 		}
+	}
+}
+
+func (p *BufferedPublisher) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -250,16 +278,44 @@ func (p *BufferedPublisher) Close() {
 	}
 	p.flushLocked()
 	p.closed = true
-	close(p.batches)
 	p.mu.Unlock()
+	p.signal()
 	<-p.done
 }
 
-// Add queues m and waits until its batch is durable; it returns the
-// message's offset.
+// Add queues a copy of m and waits until its batch is durable; it returns
+// the message's offset. If ctx ends while the message still waits for its
+// batch to be cut, it is taken out and never sent, and Add returns
+// ctx.Err(); once its batch is on its way, Add waits for the outcome and
+// reports it, so that a message is never sent without its caller hearing
+// how it went. A message that could never be published (a key over 255
+// bytes, a value too large for one batch) fails alone, at once.
 func (p *BufferedPublisher) Add(ctx context.Context, m Message) (int64, error) {
+	if len(m.Key) > messagevault.MaxKeySize {
+		return 0, fmt.Errorf("publish to %q: key is %d bytes, the limit is %d", p.stream, len(m.Key), messagevault.MaxKeySize)
+	}
+	if chunks := (len(m.Value) + messagevault.MaxValueSize - 1) / messagevault.MaxValueSize; chunks > messagevault.MaxBatchCount {
+		return 0, fmt.Errorf("publish to %q: a value of %d bytes needs %d records; one batch holds %d", p.stream, len(m.Value), chunks, messagevault.MaxBatchCount)
+	}
+	m = Message{Key: bytes.Clone(m.Key), Value: bytes.Clone(m.Value)}
+	if m.Key == nil {
+		m.Key = []byte{}
+	}
+	if m.Value == nil {
+		m.Value = []byte{}
+	}
 	ch := make(chan result, 1)
 	p.mu.Lock()
+	for len(p.queue) >= maxQueuedBatches && !p.closed {
+		room := p.room
+		p.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		p.mu.Lock()
+	}
 	if p.closed {
 		p.mu.Unlock()
 		return 0, fmt.Errorf("publish to %q: the buffered publisher is closed", p.stream)
@@ -277,30 +333,43 @@ func (p *BufferedPublisher) Add(ctx context.Context, m Message) (int64, error) {
 	case r := <-ch:
 		return r.offset, r.err
 	case <-ctx.Done():
-		return 0, ctx.Err()
 	}
+	// Still pending? Then it is withdrawn and never sent.
+	p.mu.Lock()
+	for i, w := range p.waiters {
+		if w == ch {
+			p.size -= len(p.pending[i].Key) + len(p.pending[i].Value)
+			p.pending = append(p.pending[:i], p.pending[i+1:]...)
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.mu.Unlock()
+			return 0, ctx.Err()
+		}
+	}
+	p.mu.Unlock()
+	r := <-ch // on its way: its outcome is the answer
+	return r.offset, r.err
 }
 
 // Flush sends what is pending now.
 func (p *BufferedPublisher) Flush() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.flushLocked()
+	p.mu.Unlock()
+	p.signal()
 }
 
+// flushLocked cuts the pending messages into a batch for the sender.
 func (p *BufferedPublisher) flushLocked() {
 	if p.timer != nil {
 		p.timer.Stop()
 		p.timer = nil
 	}
-	if len(p.pending) == 0 {
+	if len(p.pending) == 0 || p.closed {
 		return
 	}
-	if p.closed {
-		return
-	}
-	p.batches <- batch{msgs: p.pending, waiters: p.waiters}
+	p.queue = append(p.queue, batch{msgs: p.pending, waiters: p.waiters})
 	p.pending, p.waiters, p.size = nil, nil, 0
+	p.signal()
 }
 
 // publishAnswer is the server's answer to a publish. It decodes the
