@@ -116,9 +116,13 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("server answered %d %s: %s", e.Status, e.Type, e.Message)
 }
 
-// Retryable reports whether the same request may succeed later: 429, 503,
-// and other 5xx.
+// Retryable reports whether the same request may succeed later: 429 and
+// 5xx, but not the permanent ones (501 not implemented, 500 corrupt
+// stream), which a retry would only repeat.
 func (e *Error) Retryable() bool {
+	if e.Status == http.StatusNotImplemented || e.Status == http.StatusInternalServerError && e.Type == "corrupt" {
+		return false
+	}
 	return e.Status == http.StatusTooManyRequests || e.Status >= 500
 }
 

@@ -3,8 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,5 +239,30 @@ func TestAddHonoursItsContextWhenTheQueueIsFull(t *testing.T) {
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("Add on a full queue returned after %v", took)
+	}
+}
+
+// TestPermanentErrorsAreNotRetried: 500 corrupt and 501 are answered once;
+// a 503 is retried.
+func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		typ    string
+		tries  int32
+	}{{500, "corrupt", 1}, {501, "not-implemented", 1}, {503, "unavailable", 3}} {
+		var tries atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tries.Add(1)
+			w.WriteHeader(tc.status)
+			fmt.Fprintf(w, `{"Error": "test", "Type": %q}`, tc.typ)
+		}))
+		c := client.New(srv.URL, "u", "p", client.WithRetries(2, time.Millisecond, time.Millisecond))
+		if _, _, err := c.LastSequence(context.Background(), "abc", "p"); err == nil {
+			t.Fatal("no error")
+		}
+		srv.Close()
+		if got := tries.Load(); got != tc.tries {
+			t.Fatalf("%d %s: %d tries, want %d", tc.status, tc.typ, got, tc.tries)
+		}
 	}
 }
