@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -248,8 +249,13 @@ func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limi
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	var next, pos int64
-	fmt.Sscan(h.Get("X-Messagevault-Next"), &next)
-	fmt.Sscan(h.Get("X-Messagevault-Position"), &pos)
+	next, err := strconv.ParseInt(h.Get("X-Messagevault-Next"), 10, 64)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("read %q through the server: the answer has no valid X-Messagevault-Next header (%q)", stream, h.Get("X-Messagevault-Next"))
+	}
+	pos, err := strconv.ParseInt(h.Get("X-Messagevault-Position"), 10, 64)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("read %q through the server: the answer has no valid X-Messagevault-Position header (%q)", stream, h.Get("X-Messagevault-Position"))
+	}
 	return data, next, pos, nil
 }

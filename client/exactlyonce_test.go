@@ -266,3 +266,29 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 		}
 	}
 }
+
+// TestMissingReadHeadersAreAnError: a raw read answer without its position
+// headers is an error, not position 0.
+func TestMissingReadHeadersAreAnError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/streams/abc" {
+			w.WriteHeader(501) // no grant: the reader reads through the server
+			fmt.Fprint(w, `{"Error": "no grants", "Type": "not-implemented"}`)
+			return
+		}
+		w.Write(nil) // 200, no headers
+	}))
+	defer srv.Close()
+	r, err := client.New(srv.URL, "u", "p", client.WithServerReads()).Reader(context.Background(), "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, err := range r.Messages(context.Background(), 0, -1) {
+		if err == nil || !strings.Contains(err.Error(), "X-Messagevault") {
+			t.Fatalf("read without headers: %v", err)
+		}
+		return
+	}
+	t.Fatal("no error from a read without its headers")
+}
