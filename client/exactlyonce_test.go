@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,4 +293,51 @@ func TestMissingReadHeadersAreAnError(t *testing.T) {
 		return
 	}
 	t.Fatal("no error from a read without its headers")
+}
+
+// TestMirrorOfAnotherStreamIsRefused: a mirror folder of stream alpha,
+// renamed by hand to beta and without its mark file, is not extended from
+// stream beta.
+func TestMirrorOfAnotherStreamIsRefused(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	c := newClient(s)
+	for name, n := range map[string]int{"alpha": 3, "beta": 6} {
+		for i := 0; i < n; i++ {
+			if _, err := c.Publish(ctx, name, []client.Message{{Value: []byte(fmt.Sprintf("%s-%d", name, i))}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mirror := t.TempDir()
+	ra, err := c.Reader(ctx, "alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	if _, err := ra.Mirror(ctx, mirror, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(mirror, "alpha"), filepath.Join(mirror, "beta")); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(mirror, "beta", client.MirrorMarkFile))
+	rb, err := c.Reader(ctx, "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	if _, err := rb.Mirror(ctx, mirror, nil); err == nil || !strings.Contains(err.Error(), "another stream") {
+		t.Fatalf("mirroring beta onto alpha's copy: %v", err)
+	}
+	// The genuine mirror without its mark still resumes.
+	os.Remove(filepath.Join(mirror, "beta", "position.c7"))
+	os.RemoveAll(filepath.Join(mirror, "beta"))
+	if _, err := rb.Mirror(ctx, mirror, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(mirror, "beta", client.MirrorMarkFile))
+	if _, err := rb.Mirror(ctx, mirror, nil); err != nil {
+		t.Fatalf("resuming a genuine mirror without its mark: %v", err)
+	}
 }

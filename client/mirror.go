@@ -58,7 +58,16 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 			return local, fmt.Errorf("read the mirror's tail: %w", err)
 		}
 	}
-	if mark, ok := readMark(dir, r.stream); ok && mark < local {
+	// The mirror's last records must be the source's: from the mark
+	// file's record, or, without one (a crash before it was written, a
+	// folder copied by hand), from the mirror's last record.
+	if local > 0 {
+		mark, ok := readMark(dir, r.stream)
+		if !ok || mark >= local {
+			if mark, err = lastRecordStart(ctx, pw, local); err != nil {
+				return local, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+			}
+		}
 		if err := r.sameAsSource(ctx, pw, mark, local); err != nil {
 			return local, err
 		}
@@ -91,7 +100,9 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		k := copy(buf, buf[newBase-base:end-base])
 		buf, base, local = buf[:k], newBase, end
 		if lastRecord >= 0 {
-			writeMark(dir, r.stream, lastRecord)
+			if err := writeMark(dir, r.stream, lastRecord); err != nil {
+				return err
+			}
 		}
 		if progress != nil {
 			progress(local, remote)
@@ -143,8 +154,29 @@ func readMark(dir, name string) (int64, bool) {
 	return n, err == nil && n >= 0
 }
 
-func writeMark(dir, name string, at int64) {
-	os.WriteFile(filepath.Join(dir, name, MirrorMarkFile), []byte(strconv.FormatInt(at, 10)+"\n"), 0o644)
+func writeMark(dir, name string, at int64) error {
+	if err := os.WriteFile(filepath.Join(dir, name, MirrorMarkFile), []byte(strconv.FormatInt(at, 10)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write the mirror's mark: %w", err)
+	}
+	return nil
+}
+
+// lastRecordStart finds the record of the mirror that ends at local: a
+// record that decodes, whose id names its own position, and that ends
+// exactly there.
+func lastRecordStart(ctx context.Context, pw messagevault.PageReader, local int64) (int64, error) {
+	from := max(0, local-int64(formats.MaxRecordSize))
+	b := make([]byte, local-from)
+	if _, err := pw.ReadAt(ctx, b, from); err != nil {
+		return 0, fmt.Errorf("read the mirror's tail: %w", err)
+	}
+	for o := len(b) - formats.RecordOverhead; o >= 0; o-- {
+		rec, n, err := formats.DecodeRecord(b[o:])
+		if err == nil && n == len(b)-o && rec.ID.Offset() == from+int64(o) {
+			return from + int64(o), nil
+		}
+	}
+	return 0, fmt.Errorf("no record ends at its position %d: it is not a mirror", local)
 }
 
 // sameAsSource checks that the mirror's bytes from mark to local are the
@@ -157,7 +189,7 @@ func (r *Reader) sameAsSource(ctx context.Context, pw messagevault.PageReader, m
 	var theirs []byte
 	for rec, err := range r.src.Records(ctx, mark, local) {
 		if err != nil {
-			return fmt.Errorf("the mirror does not match the source at %d: %w", mark, err)
+			return fmt.Errorf("the mirror of %q does not match the source at %d, it is a mirror of another stream: %w", r.stream, mark, err)
 		}
 		theirs, _ = formats.AppendRecord(theirs, rec.ID, rec.Message())
 	}
