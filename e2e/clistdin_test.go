@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,5 +121,29 @@ func TestURLWithoutSchemeFailsAtOnce(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "is not a server URL") || time.Since(start) > 10*time.Second {
 		t.Fatalf("exit %d after %v: %s", code, time.Since(start), out)
+	}
+}
+
+// TestReadRawIsTheStreamsBytes: read --format raw writes the stream's
+// records byte for byte in one pass, and --limit counts whole messages
+// (all records of a split value).
+func TestReadRawIsTheStreamsBytes(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	big := filepath.Join(t.TempDir(), "big")
+	os.WriteFile(big, bytes.Repeat([]byte("0123456789abcdef"), 10000), 0o644) // 160 kB: 3 records
+	mustCLI(t, s, "", "publish", "rawbytes", "--file", big)
+	mustCLI(t, s, "", "publish", "rawbytes", "one", "two", "three")
+	pos := position(t, s, "rawbytes")
+	records, err := os.ReadFile(filepath.Join(s.DataDir, "rawbytes", "000000000000.b7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw := mustCLI(t, s, "", "read", "rawbytes", "--from", "0", "--format", "raw"); raw != string(records[:pos]) {
+		t.Fatalf("raw read: %d bytes, the stream holds %d", len(raw), pos)
+	}
+	first := mustCLI(t, s, "", "read", "rawbytes", "--from", "0", "--format", "raw", "--limit", "1")
+	small := recordSize("", "one") + recordSize("", "two") + recordSize("", "three")
+	if int64(len(first)) != pos-small || first != string(records[:pos-small]) {
+		t.Fatalf("--limit 1 gave %d bytes; want the %d bytes of the big message's records", len(first), pos-small)
 	}
 }

@@ -382,6 +382,9 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		}
 	}
 	out := bufio.NewWriter(c.stdout)
+	if c.format == "raw" && !c.tail {
+		return c.readRaw(ctx, out, r, from)
+	}
 	var it func(func(client.ReadMessage, error) bool)
 	if c.tail {
 		it = r.Follow(ctx, from)
@@ -410,6 +413,33 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	}
 	// A full disk or a closed pipe must not look like success: a backup
 	// with `read > file` would be silently short.
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("write the output: %w", err)
+	}
+	return nil
+}
+
+// readRaw writes the records from position from in one pass over the
+// stream (not one read per message), stopping after --limit whole
+// messages.
+func (c *ReadCommand) readRaw(ctx context.Context, out *bufio.Writer, r *client.Reader, from int64) error {
+	n := 0
+	var b []byte
+	for rec, err := range r.Records(ctx, from, -1) {
+		if err != nil {
+			return err
+		}
+		b, _ = formats.AppendRecord(b[:0], rec.ID, rec.Message())
+		if _, err := out.Write(b); err != nil {
+			return fmt.Errorf("write the output: %w", err)
+		}
+		if rec.Attributes&messagevault.AttrContinued != 0 {
+			continue // the message goes on in the next record
+		}
+		if n++; c.limit > 0 && n >= c.limit {
+			break
+		}
+	}
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("write the output: %w", err)
 	}
