@@ -214,11 +214,13 @@ func TestGroupCommit(t *testing.T) {
 	defer w.Close()
 	const producers = 50
 	var wg sync.WaitGroup
+	var started atomic.Int32
 	results := make([]stream.AppendResult, producers)
 	for i := 0; i < producers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			started.Add(1)
 			res, err := w.Append(ctx, batch(1000*i, 3)) // seq numbers are checked per batch below
 			if err != nil {
 				t.Error(err)
@@ -226,7 +228,12 @@ func TestGroupCommit(t *testing.T) {
 			results[i] = res
 		}()
 	}
-	time.Sleep(100 * time.Millisecond) // let every producer queue behind the first group
+	// Let every producer queue behind the first group (held at its
+	// flush): all have started, and the queue no longer grows.
+	waitFor(t, func() bool { return started.Load() == producers })
+	for prev := -1; w.Queued() != prev; time.Sleep(50 * time.Millisecond) {
+		prev = w.Queued()
+	}
 	close(gate.delay)
 	wg.Wait()
 	_, flushes, commits := s.Counts()
