@@ -3,21 +3,15 @@ package e2e_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/http"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/internal/azurite"
-	"github.com/messagevault/messagevault/internal/history"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -42,14 +36,15 @@ func waitLeader(t *testing.T, nodes []*mvtest.Server, timeout time.Duration) *mv
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		var leader *mvtest.Server
+		var advertised string // the leader's URL as it publishes it
 		leaders, agree := 0, true
 		for _, n := range nodes {
 			if n == nil || n.Exited() {
 				continue
 			}
-			if role, _ := readyz(n); role == "leader" {
+			if role, l := readyz(n); role == "leader" {
 				leaders++
-				leader = n
+				leader, advertised = n, l
 			}
 		}
 		if leaders == 1 {
@@ -57,7 +52,7 @@ func waitLeader(t *testing.T, nodes []*mvtest.Server, timeout time.Duration) *mv
 				if n == nil || n.Exited() || n == leader {
 					continue
 				}
-				if _, l := readyz(n); l != leader.URL {
+				if _, l := readyz(n); l != advertised {
 					agree = false
 				}
 			}
@@ -182,196 +177,44 @@ func TestAzureFailoverUnderLoad(t *testing.T) {
 	az := azurite.Start(t)
 	nodes := cluster(t, az, 3)
 	waitLeader(t, nodes, 40*time.Second)
+	load := startLoad(t, "failover", nodes, 4, 30*time.Second)
+	sampler := sampleLeaders(load)
 
-	var mu sync.Mutex
-	live := append([]*mvtest.Server(nil), nodes...)
-	var hist history.History
-	acked := 0
-	lastAck := time.Now()
-	var killedAt, resumedAt time.Time // resumedAt: the first 200 for a request sent after killedAt
-	var gaps []time.Duration
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 30 * time.Second}
-	for p := 0; p < 4; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rnd := rand.New(rand.NewPCG(uint64(p), 9))
-			producer := fmt.Sprintf("fo-p%d", p)
-			for b := 1; ; {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mu.Lock()
-				n := live[rnd.IntN(len(live))]
-				mu.Unlock()
-				var msgs []messagevault.Message
-				var values []string
-				for j := 0; j < 10; j++ {
-					v := fmt.Sprintf("p%d-%06d-%d", p, b, j)
-					msgs = append(msgs, msg(fmt.Sprintf("p%d", p), v))
-					values = append(values, v)
-				}
-				req := n.Request("POST", "/streams/failover", admin, adminPass, transfer(t, msgs), "")
-				req.Header.Set("MessageVault-Producer", producer)
-				req.Header.Set("MessageVault-Sequence", strconv.Itoa(b))
-				a := history.Attempt{Producer: producer, Sequence: uint64(b), Values: values, Outcome: history.Unknown}
-				sentAt := time.Now()
-				resp, err := client.Do(req)
-				var body []byte
-				if err == nil {
-					body, _ = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				if err == nil && resp.StatusCode == 200 {
-					var ans publishAnswer
-					if err := json.Unmarshal(body, &ans); err != nil {
-						t.Errorf("publish answer %q: %v", body, err)
-						return
-					}
-					a.Outcome, a.Offsets = history.Acked, ans.Offsets
-					hist.Add(a)
-					mu.Lock()
-					acked += len(msgs)
-					lastAck = time.Now()
-					if !killedAt.IsZero() && sentAt.After(killedAt) && resumedAt.IsZero() {
-						resumedAt = lastAck
-					}
-					mu.Unlock()
-					b++ // the next batch; on any failure the same one again
-				} else {
-					if err == nil && resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 429 {
-						a.Outcome = history.Failed
-						t.Errorf("%s/%d refused: %d %s", producer, b, resp.StatusCode, body)
-					}
-					hist.Add(a)
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return acked }
-	// A sampler asks every live node's /readyz every 250 ms: never may two
-	// say "leader" at once.
-	var twoLeaders, samples atomic.Int32
-	sampleStop := make(chan struct{})
-	var sampler sync.WaitGroup
-	sampler.Add(1)
-	go func() {
-		defer sampler.Done()
-		hc := &http.Client{Timeout: 500 * time.Millisecond}
-		for {
-			select {
-			case <-sampleStop:
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-			mu.Lock()
-			nodes := append([]*mvtest.Server(nil), live...)
-			mu.Unlock()
-			leaders := 0
-			for _, n := range nodes {
-				resp, err := hc.Get(n.URL + "/readyz")
-				if err != nil {
-					continue
-				}
-				var r struct{ Role string }
-				json.NewDecoder(resp.Body).Decode(&r)
-				resp.Body.Close()
-				if r.Role == "leader" {
-					leaders++
-				}
-			}
-			samples.Add(1)
-			if leaders > 1 {
-				twoLeaders.Add(1)
-			}
-		}
-	}()
 	// A leader paused for under a second (a long GC pause) keeps leading.
-	first := waitLeader(t, live, 60*time.Second)
+	first := waitLeader(t, load.live(), 60*time.Second)
 	first.Signal(syscall.SIGSTOP)
 	time.Sleep(800 * time.Millisecond)
 	first.Signal(syscall.SIGCONT)
 	time.Sleep(3 * time.Second)
-	if l := waitLeader(t, live, 30*time.Second); l != first {
+	if l := waitLeader(t, load.live(), 30*time.Second); l != first {
 		t.Fatal("a leader paused for 0.8 s lost its leadership")
 	}
 	const kills = 10
+	var gaps []time.Duration
 	for round := 0; round < kills; round++ {
-		before := ackedCount()
-		deadline := time.Now().Add(60 * time.Second)
-		for ackedCount() < before+200 {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the load made no progress", round)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		leader := waitLeader(t, live, 60*time.Second)
+		load.progress(200, 60*time.Second, fmt.Sprintf("round %d", round))
+		leader := waitLeader(t, load.live(), 60*time.Second)
+		sampler.beginTransition()
 		killed := time.Now()
-		mu.Lock()
-		killedAt, resumedAt = killed, time.Time{}
-		mu.Unlock()
 		leader.Signal(syscall.SIGKILL)
 		leader.Wait(10 * time.Second)
-		mu.Lock()
-		for i, n := range live {
-			if n == leader {
-				live = append(live[:i], live[i+1:]...)
-				break
-			}
-		}
-		mu.Unlock()
+		load.remove(leader)
 		// The time without a leader: until a publish sent after the kill is
 		// acknowledged through a survivor.
-		deadline = time.Now().Add(60 * time.Second)
-		for {
-			mu.Lock()
-			done := !resumedAt.IsZero()
-			mu.Unlock()
-			if done {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: no publish acknowledged 60 s after the leader died", round)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		mu.Lock()
-		gap := resumedAt.Sub(killed)
+		gap := load.resumed(killed, 60*time.Second).Sub(killed)
 		gaps = append(gaps, gap)
-		mu.Unlock()
+		waitLeader(t, load.live(), 30*time.Second)
+		sampler.endTransition()
 		t.Logf("round %d: leader killed; writes resumed after %v", round, gap.Round(time.Millisecond))
 		// A fresh node joins as a follower, so three keep running.
-		fresh := startAzure(t, az)
-		mu.Lock()
-		live = append(live, fresh)
-		mu.Unlock()
+		load.add(startAzure(t, az))
 	}
-	close(stop)
-	wg.Wait()
-	close(sampleStop)
-	sampler.Wait()
-	if n := twoLeaders.Load(); n > 0 {
-		t.Fatalf("%d of %d readiness samples found two leaders", n, samples.Load())
-	}
-
-	recs := readGrant(t, waitLeader(t, live, 60*time.Second), "failover")
-	stored := make([]history.Stored, len(recs))
-	for i, r := range recs {
-		stored[i] = history.Stored{Offset: r.Offset, Value: string(r.Value)}
-	}
-	rep, err := hist.Check(stored)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
+	samples, excused := sampler.check()
+	rep := load.finish(waitLeader(t, load.live(), 60*time.Second))
+	slices.Sort(gaps)
 	median, worst := gaps[len(gaps)/2], gaps[len(gaps)-1]
-	t.Logf("FAILOVER: %d kills; %v; time without a leader: median %v, worst %v; %d readiness samples, never two leaders",
-		len(gaps), rep, median.Round(time.Millisecond), worst.Round(time.Millisecond), samples.Load())
+	t.Logf("FAILOVER: %d kills; %v; time without a leader: median %v, worst %v; %d readiness samples: never two leaders, and exactly one in every sample but the %d taken during a failover",
+		len(gaps), rep, median.Round(time.Millisecond), worst.Round(time.Millisecond), samples, excused)
 	if median > 5*time.Second || worst > 8*time.Second {
 		t.Fatalf("failover median %v, worst %v; the goal is 5 s and 8 s", median, worst)
 	}
@@ -444,3 +287,4 @@ func TestAzureZombieLeader(t *testing.T) {
 	}
 	t.Logf("held writes acknowledged after the thaw (forwarded to the new leader): %d of 3", len(acked))
 }
+
