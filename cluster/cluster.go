@@ -151,6 +151,11 @@ type Node struct {
 	renewFail int
 	losses    int
 
+	// refreshMu serializes Refresh; refreshedAt is when the last one read
+	// the published leader.
+	refreshMu   sync.Mutex
+	refreshedAt time.Time
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -219,6 +224,43 @@ func (n *Node) Leader() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.leader
+}
+
+// RefreshEvery is the least time between two reads of the published
+// leader by Refresh: callers that ask in between share the last answer.
+const RefreshEvery = 100 * time.Millisecond
+
+// Refresh reads the published leader endpoint now, instead of waiting for
+// the next poll, and returns it ("" if none is published or it cannot be
+// read). A follower calls it when the leader it knows fails it (does not
+// answer, or says it no longer leads), so that it learns of a new leader
+// at once. Concurrent callers share one read, and reads are at least
+// RefreshEvery apart.
+func (n *Node) Refresh(ctx context.Context) string {
+	if n.IsLeader() {
+		return n.Leader()
+	}
+	n.refreshMu.Lock()
+	defer n.refreshMu.Unlock()
+	if time.Since(n.refreshedAt) < RefreshEvery {
+		return n.Leader()
+	}
+	var ep string
+	var err error
+	if b, ok := n.cfg.Lock.(Beater); ok {
+		var beat Beat
+		beat, err = b.LastBeat(ctx)
+		ep = beat.Endpoint
+	} else {
+		ep, err = n.cfg.Lock.Leader(ctx)
+	}
+	n.refreshedAt = time.Now()
+	if err != nil {
+		n.log.Warn("leader lock: could not read the leader", "err", err)
+		return n.Leader()
+	}
+	n.setLeader(ep)
+	return n.Leader()
 }
 
 // Elections returns how many times this node has become leader.
@@ -373,8 +415,13 @@ func (n *Node) isLeading() bool {
 	return n.leading
 }
 
+// setLeader records the published leader endpoint, as a follower read it.
 func (n *Node) setLeader(ep string) {
 	n.mu.Lock()
+	if n.leading {
+		n.mu.Unlock() // a leader knows who leads: a read raced its election
+		return
+	}
 	old := n.leader
 	n.leader = ep
 	failover := n.noteLeaderLocked(old, ep)

@@ -362,3 +362,33 @@ func TestOneBreakerAmongFollowers(t *testing.T) {
 		t.Fatalf("the lock was broken %d times; want once", w.breaks)
 	}
 }
+
+// Refresh reads the published leader at once, between polls, and callers
+// that ask together share one read.
+func TestRefreshReadsTheLeaderAtOnce(t *testing.T) {
+	w := &world{holder: "x", leader: "http://x"}
+	b := cluster.Start(cluster.Config{Lock: w.lock("b", 3*time.Second), Advertise: "http://b",
+		RetryEvery: time.Hour, PollEvery: time.Hour, Margin: time.Second})
+	defer b.Close()
+	waitFor(t, "b to read the leader", func() bool { return b.Leader() == "http://x" })
+	w.mu.Lock()
+	w.leader = "http://y" // a new leader, published after b's (hourly) poll
+	w.mu.Unlock()
+	if got := b.Leader(); got != "http://x" {
+		t.Fatalf("b knows %q before the refresh", got)
+	}
+	time.Sleep(cluster.RefreshEvery)
+	if got := b.Refresh(context.Background()); got != "http://y" {
+		t.Fatalf("Refresh = %q, want the new leader", got)
+	}
+	if got := b.Leader(); got != "http://y" {
+		t.Fatalf("after Refresh b knows %q", got)
+	}
+	// Within RefreshEvery of the last read, callers get its answer.
+	w.mu.Lock()
+	w.leader = "http://z"
+	w.mu.Unlock()
+	if got := b.Refresh(context.Background()); got != "http://y" {
+		t.Fatalf("a second Refresh at once read storage again: %q", got)
+	}
+}

@@ -22,7 +22,14 @@ var (
 	errBadRequest    = errors.New("bad request")
 	errNoGrants      = errors.New("this storage cannot hand out read grants")
 	errNoLeader      = errors.New("no leader is known: retry shortly")
+	// errNotLeaderHere refuses a write forwarded to a node that does not
+	// lead: it touched nothing, so the follower may send it elsewhere.
+	errNotLeaderHere = errors.New("this node does not lead (the write was not applied): retry shortly")
 )
+
+// typeNotLeader is the error type of a write refused, untouched, by a node
+// that does not lead.
+const typeNotLeader = "not-leader"
 
 // apiError is the JSON body of every error answer, as the original sends
 // it.
@@ -75,6 +82,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "out-of-range"
 	case errors.Is(err, messagevault.ErrStreamNotFound):
 		return http.StatusNotFound, "not-found"
+	case errors.Is(err, errNotLeaderHere):
+		return http.StatusServiceUnavailable, typeNotLeader
 	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced),
 		errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, errNoLeader):
 		return http.StatusServiceUnavailable, "unavailable"

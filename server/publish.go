@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -332,43 +333,38 @@ const (
 
 // forward sends a publish that this follower has authenticated, authorized
 // and checked to the leader, with the cluster credential, and relays the
-// answer. With no leader known, or a leader that is unreachable, it answers
-// 503 with Retry-After.
+// answer. When the leader it knows fails it in a way that proves the
+// write was not applied (no connection, or a 503 "not-leader"), it looks
+// up the published leader at once and sends the write to the new one.
+// With no leader known, or a leader that is unreachable, it answers 503
+// with Retry-After.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
-	leader := s.leader()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	if leader == "" || s.cfg.ClusterSecret == "" || r.Header.Get(forwardedHeader) != "" {
+	if r.Header.Get(forwardedHeader) != "" {
 		// A forwarded write that reaches a non-leader is not forwarded
-		// again: the cluster is changing leaders; the client retries.
+		// again: the cluster is changing leaders; the follower that sent
+		// it looks for the new leader.
+		s.writeError(w, r, errNotLeaderHere)
+		return
+	}
+	leader := s.leader()
+	if leader == "" {
+		leader = s.newLeader(r.Context(), "")
+	}
+	if leader == "" || s.cfg.ClusterSecret == "" {
 		s.writeError(w, r, errNoLeader)
 		return
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.Path, rd)
-	if err != nil {
-		s.writeError(w, r, fmt.Errorf("%w: leader endpoint %q: %w", errNoLeader, leader, err))
-		return
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
-	}
-	for k, v := range r.Header {
-		if isMessageVaultHeader(k) {
-			req.Header[k] = v
+	resp, err := s.forwardTo(r, leader, body)
+	if unapplied(resp, err) {
+		if next := s.newLeader(r.Context(), leader); next != "" {
+			s.log.Info("the leader failed a forwarded write; sending it to the new leader", "id", requestID(r.Context()), "was", leader, "leader", next)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			leader = next
+			resp, err = s.forwardTo(r, leader, body)
 		}
 	}
-	req.Header.Set(forwardedHeader, "1")
-	if s.selfURL != "" {
-		req.Header.Set(forwardedNodeHeader, s.selfURL)
-	}
-	req.Header.Set("X-Request-Id", requestID(r.Context()))
-	if u, ok := r.Context().Value(keyUser).(*string); ok {
-		req.Header.Set(forwardedForHeader, *u)
-	}
-	req.SetBasicAuth(ClusterUser, s.cfg.ClusterSecret)
-	resp, err := s.client.Do(req)
 	if err != nil {
 		var unknown x509.UnknownAuthorityError
 		if errors.As(err, &unknown) {
@@ -392,6 +388,69 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
+}
+
+// forwardTo sends the request r (body: its checked body, nil for none) to
+// leader with the cluster credential. A 503 answer's body is read into
+// memory, so that unapplied can look at its type and it can still be
+// relayed.
+func (s *Server) forwardTo(r *http.Request, leader string, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.Path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("leader endpoint %q: %w", leader, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	}
+	for k, v := range r.Header {
+		if isMessageVaultHeader(k) {
+			req.Header[k] = v
+		}
+	}
+	req.Header.Set(forwardedHeader, "1")
+	if s.selfURL != "" {
+		req.Header.Set(forwardedNodeHeader, s.selfURL)
+	}
+	req.Header.Set("X-Request-Id", requestID(r.Context()))
+	if u, ok := r.Context().Value(keyUser).(*string); ok {
+		req.Header.Set(forwardedForHeader, *u)
+	}
+	req.SetBasicAuth(ClusterUser, s.cfg.ClusterSecret)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read the leader's answer: %w", err)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return resp, nil
+}
+
+// unapplied reports a forward that certainly did not reach a leader's
+// storage: the connection was never made, or the node answered that it
+// does not lead. Only such a write may be sent to another leader without
+// risk of storing it twice.
+func unapplied(resp *http.Response, err error) bool {
+	if err != nil {
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial"
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	var e apiError
+	return json.Unmarshal(b, &e) == nil && e.Type == typeNotLeader
 }
 
 // isMessageVaultHeader reports a MessageVault-* header (canonical form),

@@ -26,6 +26,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/cluster"
 	"github.com/messagevault/messagevault/vault"
 )
 
@@ -57,6 +58,9 @@ type Node interface {
 	Role() string
 	// Leader returns the leader's endpoint, "" if none is known.
 	Leader() string
+	// Refresh reads the published leader endpoint now and returns it: a
+	// follower calls it when the leader it knows failed it.
+	Refresh(ctx context.Context) string
 }
 
 // ClusterUser is the user name followers forward writes to the leader
@@ -119,6 +123,31 @@ func (s *Server) leader() string {
 		return ""
 	}
 	return s.cfg.Node.Leader()
+}
+
+// LeaderWait bounds how long a follower whose leader failed it (did not
+// answer a connection, or no longer leads) keeps re-reading the published
+// leader for a new one before it answers 503.
+const LeaderWait = time.Second
+
+// newLeader re-reads the published leader until it is one other than
+// failed, for up to LeaderWait, and returns it ("" if none was found).
+func (s *Server) newLeader(ctx context.Context, failed string) string {
+	if s.cfg.Node == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, LeaderWait)
+	defer cancel()
+	for {
+		if l := s.cfg.Node.Refresh(ctx); l != "" && l != failed {
+			return l
+		}
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-time.After(cluster.RefreshEvery):
+		}
+	}
 }
 
 // Server is the HTTP API. It implements http.Handler.
