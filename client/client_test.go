@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,5 +318,34 @@ func TestVerifyFindsCorruption(t *testing.T) {
 	got, err := r.Verify(ctx, nil)
 	if !errors.Is(err, messagevault.ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("at %d", res.Offsets[1])) || got.Records != 1 {
 		t.Fatalf("verify: %+v, %v", got, err)
+	}
+}
+
+// A records file cut short (a copy that stopped early, a damaged disk):
+// verify checks the records that are there, and names the first position
+// that cannot be read and how much is readable.
+func TestVerifyReportsATruncatedFile(t *testing.T) {
+	dir := t.TempDir()
+	s := mvtest.Start(t, dir, nil)
+	ctx := context.Background()
+	c := newClient(s)
+	res, err := c.Publish(ctx, "cut", []client.Message{{Value: []byte("one")}, {Value: []byte("two")}, {Value: []byte("three")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Signal(syscall.SIGKILL)
+	s.Wait(10 * time.Second)
+	if err := os.Truncate(filepath.Join(dir, "cut", "000000000000.b7"), res.Offsets[2]+5); err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.OpenDir(dir, "cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := r.Verify(ctx, nil)
+	want := fmt.Sprintf("record at %d", res.Offsets[2])
+	if !errors.Is(err, messagevault.ErrCorrupt) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), fmt.Sprintf("%d bytes are readable", res.Offsets[2]+5)) || got.Records != 2 {
+		t.Fatalf("verify of a truncated file: %d records good, %v; want 2 and an error naming %q", got.Records, err, want)
 	}
 }

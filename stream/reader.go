@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"time"
 
@@ -101,12 +102,24 @@ func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.
 func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield func(formats.Record, error) bool) (next int64, ok bool) {
 	off := from // stream position of buf[0]
 	n, p := 0, 0
+	var short error // a read that came back short: the records after what it got cannot be read
 	for off+int64(p) < to {
 		rec, size, err := formats.DecodeRecord(buf[p:n])
 		if err == formats.ErrTruncated {
 			at := off + int64(p)
 			if off+int64(n) >= to {
 				yield(formats.Record{}, r.corrupt(at, fmt.Errorf("record runs past the committed position %d: %w", to, formats.ErrTruncated)))
+				return at, false
+			}
+			if short != nil {
+				// The records before the short read were yielded; this one
+				// is the first that cannot be read.
+				end := off + int64(n)
+				if errors.Is(short, io.EOF) {
+					yield(formats.Record{}, r.corrupt(at, fmt.Errorf("the stored records end at byte %d, before the committed position %d: %d bytes are readable", end, to, end)))
+				} else {
+					yield(formats.Record{}, fmt.Errorf("stream %q: read at %d: %w", r.name, end, short))
+				}
 				return at, false
 			}
 			if err := ctx.Err(); err != nil {
@@ -119,12 +132,11 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield fun
 			got, err := r.pages.ReadAt(ctx, buf[n:want], off+int64(n))
 			if got < want-n {
 				if err == nil {
-					err = errors.New("short read")
+					err = io.ErrUnexpectedEOF
 				}
-				yield(formats.Record{}, fmt.Errorf("stream %q: read %d bytes at %d: %w", r.name, want-n, off+int64(n), err))
-				return at, false
+				short = err
 			}
-			n = want
+			n += got
 			continue
 		}
 		at := off + int64(p)
