@@ -82,8 +82,16 @@ func compressLZ4(v []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func decompressLZ4(v []byte) ([]byte, error) {
-	return io.ReadAll(lz4.NewReader(bytes.NewReader(v)))
+// decompressLZ4 decompresses an LZ4 frame of at most limit bytes.
+func decompressLZ4(v []byte, limit int) ([]byte, error) {
+	out, err := io.ReadAll(io.LimitReader(lz4.NewReader(bytes.NewReader(v)), int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > limit {
+		return nil, fmt.Errorf("decompresses to more than the reader's limit of %d bytes", limit)
+	}
+	return out, nil
 }
 
 // bodyPool keeps transfer bodies between publishes.

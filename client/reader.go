@@ -1,7 +1,9 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"net/url"
@@ -45,7 +47,34 @@ type Reader struct {
 	// PollInterval is how often Follow reads the position when it cannot
 	// long-poll the server. Default 200 ms.
 	PollInterval time.Duration
+	// MaxValueBytes bounds a message's value once reassembled and
+	// decompressed; a larger one is a MessageError (an LZ4 bomb cannot
+	// exhaust the reader's memory). Default DefaultMaxValueBytes.
+	MaxValueBytes int
 }
+
+// DefaultMaxValueBytes is a Reader's default MaxValueBytes.
+const DefaultMaxValueBytes = 256 << 20
+
+// MessageError is a message that cannot be read back, while the stream
+// around it can: its chain of records flagged "to be continued" breaks off
+// (the next record belongs to another message, or the stream ends), its
+// value flagged LZ4 does not decompress, or it is larger than
+// MaxValueBytes. Messages and Follow yield it with the message's Offset
+// and Next, and go on with the next message if the caller does: a reader
+// can report it and skip it (or resume from Next).
+type MessageError struct {
+	Stream       string
+	Offset, Next int64
+	Err          error
+}
+
+func (e *MessageError) Error() string {
+	return fmt.Sprintf("stream %q: the message at %d cannot be read (the next one starts at %d): %v", e.Stream, e.Offset, e.Next, e.Err)
+}
+
+// Unwrap returns what was wrong with the message.
+func (e *MessageError) Unwrap() error { return e.Err }
 
 // Reader opens stream for reading straight from storage, through a read
 // grant it asks the server for (and renews when it expires). When storage
@@ -118,33 +147,74 @@ func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.
 
 // Messages iterates whole messages from position from (a message's Offset
 // or Next, 0 for the start) to position to (negative: the committed
-// position), reassembling split values and decompressing LZ4 ones.
+// position), reassembling split values and decompressing LZ4 ones. A
+// message that cannot be read back is yielded as a *MessageError (with its
+// Offset and Next set in the ReadMessage too), and the iteration goes on
+// after it; any other error ends the iteration.
+//
+// Every record of a split message carries the message's key and LZ4 bit,
+// as this library writes them: a record flagged "to be continued" followed
+// by one with another key or bit, or by the end of the range, is a broken
+// chain. So a range must end on a message boundary.
 func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMessage, error] {
 	return func(yield func(ReadMessage, error) bool) {
+		limit := r.MaxValueBytes
+		if limit <= 0 {
+			limit = DefaultMaxValueBytes
+		}
 		var cur ReadMessage
 		var lz4 bool
+		var bad error // what is wrong with cur, found while collecting it
 		collecting := false
+		// fail yields cur as a MessageError ending at next.
+		fail := func(next int64, err error) bool {
+			collecting = false
+			m := ReadMessage{Offset: cur.Offset, Next: next, ID: cur.ID, Key: cur.Key}
+			return yield(m, &MessageError{Stream: r.stream, Offset: cur.Offset, Next: next, Err: err})
+		}
+		end := from
 		for rec, err := range r.src.Records(ctx, from, to) {
 			if err != nil {
 				yield(ReadMessage{}, err)
 				return
 			}
+			end = rec.Offset + int64(rec.Size())
+			if collecting && (!bytes.Equal(rec.Key, cur.Key) || (rec.Attributes&messagevault.AttrLZ4 != 0) != lz4) {
+				if !fail(rec.Offset, fmt.Errorf("broken chain: its last record is flagged \"to be continued\", but the record at %d belongs to another message", rec.Offset)) {
+					return
+				}
+			}
 			if !collecting {
 				cur = ReadMessage{Offset: rec.Offset, ID: rec.ID, Key: append([]byte(nil), rec.Key...)}
 				lz4 = rec.Attributes&messagevault.AttrLZ4 != 0
+				bad = nil
 				collecting = true
 			}
-			cur.Value = append(cur.Value, rec.Value...)
+			if bad == nil && len(cur.Value)+len(rec.Value) > limit {
+				bad = fmt.Errorf("its value is larger than the reader's limit of %d bytes", limit)
+				cur.Value = nil
+			}
+			if bad == nil {
+				cur.Value = append(cur.Value, rec.Value...)
+			}
 			if rec.Attributes&messagevault.AttrContinued != 0 {
 				continue
 			}
 			collecting = false
-			cur.Next = rec.Offset + int64(rec.Size())
-			if lz4 {
-				v, err := decompressLZ4(cur.Value)
-				if err != nil {
-					yield(ReadMessage{}, fmt.Errorf("stream %q: message at %d: LZ4 value: %w", r.stream, cur.Offset, err))
+			cur.Next = end
+			if bad != nil {
+				if !fail(cur.Next, bad) {
 					return
+				}
+				continue
+			}
+			if lz4 {
+				v, err := decompressLZ4(cur.Value, limit)
+				if err != nil {
+					if !fail(cur.Next, fmt.Errorf("LZ4 value: %w", err)) {
+						return
+					}
+					continue
 				}
 				cur.Value = v
 			}
@@ -154,6 +224,9 @@ func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMes
 			if !yield(cur, nil) {
 				return
 			}
+		}
+		if collecting {
+			fail(end, errors.New("broken chain: the last record is flagged \"to be continued\", and nothing follows it"))
 		}
 	}
 }
@@ -183,12 +256,13 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, 
 			}
 			if end > pos {
 				for m, err := range r.Messages(ctx, pos, end) {
-					if err != nil {
+					var bad *MessageError
+					if err != nil && !errors.As(err, &bad) {
 						yield(ReadMessage{}, err)
 						return
 					}
 					pos = m.Next
-					if !yield(m, nil) {
+					if !yield(m, err) {
 						return
 					}
 				}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -335,7 +336,7 @@ func (c *ReadCommand) Command() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     use,
 		Short:   short,
-		Long:    short + `, straight from storage through a read grant (or through the server with --via-server). Formats: text (key and value per line), json (one JSON object per line), raw (the records' bytes).`,
+		Long:    short + `, straight from storage through a read grant (or through the server with --via-server). Formats: text (offset, key and value per line, tab-separated; backslash, tab, newline, other control characters and bytes that are not UTF-8 escaped as \\, \t, \n, \xHH), json (one JSON object per line; a key or value that is not UTF-8 as KeyBase64 or ValueBase64), raw (the records' bytes). A message that cannot be read (a broken chain of split records, a bad LZ4 value) is reported on stderr with its position and skipped; read then exits 1.`,
 		Example: example,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -392,7 +393,16 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		it = r.Messages(ctx, from, -1)
 	}
 	n := 0
+	var bad []*client.MessageError
 	for m, err := range it {
+		var me *client.MessageError
+		if errors.As(err, &me) {
+			// One unreadable message does not stop the reader: it is
+			// reported where it is, with where to resume, and skipped.
+			fmt.Fprintf(c.stderr, "messagevault: skipped: %v\n", me)
+			bad = append(bad, me)
+			continue
+		}
 		if err != nil {
 			if c.tail && ctx.Err() != nil {
 				return nil // interrupted: a normal end for tail
@@ -415,6 +425,10 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	// with `read > file` would be silently short.
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("write the output: %w", err)
+	}
+	if len(bad) > 0 {
+		// The rest was read, but a backup must not look complete.
+		return fmt.Errorf("%d messages could not be read and were skipped; the first at %d (see above)", len(bad), bad[0].Offset)
 	}
 	return nil
 }
@@ -449,7 +463,12 @@ func (c *ReadCommand) readRaw(ctx context.Context, out *bufio.Writer, r *client.
 func (c *ReadCommand) print(out *bufio.Writer, r *client.Reader, m client.ReadMessage) error {
 	switch c.format {
 	case "json":
-		j := map[string]any{"Offset": m.Offset, "Next": m.Next, "Id": m.ID.String(), "Time": m.ID.Time().Format(time.RFC3339Nano), "Key": string(m.Key)}
+		j := map[string]any{"Offset": m.Offset, "Next": m.Next, "Id": m.ID.String(), "Time": m.ID.Time().Format(time.RFC3339Nano)}
+		if utf8.Valid(m.Key) {
+			j["Key"] = string(m.Key)
+		} else {
+			j["KeyBase64"] = base64.StdEncoding.EncodeToString(m.Key)
+		}
 		if utf8.Valid(m.Value) {
 			j["Value"] = string(m.Value)
 		} else {
@@ -470,15 +489,38 @@ func (c *ReadCommand) print(out *bufio.Writer, r *client.Reader, m client.ReadMe
 			}
 		}
 	default:
-		v := string(m.Value)
-		if !utf8.ValidString(v) {
-			v = "base64:" + base64.StdEncoding.EncodeToString(m.Value)
-		}
-		if _, err := fmt.Fprintf(out, "%d\t%s\t%s\n", m.Offset, m.Key, strings.ReplaceAll(v, "\n", `\n`)); err != nil {
+		if _, err := fmt.Fprintf(out, "%d\t%s\t%s\n", m.Offset, escapeText(m.Key), escapeText(m.Value)); err != nil {
 			return fmt.Errorf("write the output: %w", err)
 		}
 	}
 	return nil
+}
+
+// escapeText makes b one unambiguous field of a text line: a backslash is
+// written as \\, a newline, carriage return or tab as \n, \r, \t, and
+// any other control character, and every byte that is not valid UTF-8, as
+// \xHH. Other text is written as it is.
+func escapeText(b []byte) string {
+	var sb strings.Builder
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		switch {
+		case r == '\\':
+			sb.WriteString(`\\`)
+		case r == '\n':
+			sb.WriteString(`\n`)
+		case r == '\r':
+			sb.WriteString(`\r`)
+		case r == '\t':
+			sb.WriteString(`\t`)
+		case r == utf8.RuneError && size == 1, r < 0x20, r == 0x7f:
+			fmt.Fprintf(&sb, `\x%02x`, b[0])
+		default:
+			sb.Write(b[:size])
+		}
+		b = b[size:]
+	}
+	return sb.String()
 }
 
 // StreamsCommand lists the streams.
