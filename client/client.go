@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -134,10 +135,26 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 
 // doWith is do with extra request headers.
 func (c *Client) doWith(ctx context.Context, method, path string, body []byte, contentType string, hdr http.Header, out any) (http.Header, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.url+path, bytes.NewReader(body))
+	ctx, cancel := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, nil)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
+	if body != nil {
+		// The transport may still be sending the body after Do returns
+		// (a server that answers 413 or 429 before reading it): body, a
+		// pooled buffer in Publish, must not be reused before the
+		// transport has closed it.
+		b := newSentBody(body)
+		req.Body, req.ContentLength = b, int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		defer b.wait()
+	}
+	// Runs before wait: a body still being sent once the answer is read
+	// (the server answered early and neither reads nor closes) is cut
+	// off with its connection, so wait cannot hang.
+	defer cancel()
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
@@ -177,6 +194,29 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 	}
 	return resp.Header, nil
 }
+
+// sentBody is a request body that tells when the transport is done with
+// it.
+type sentBody struct {
+	*bytes.Reader
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newSentBody(b []byte) *sentBody {
+	return &sentBody{Reader: bytes.NewReader(b), closed: make(chan struct{})}
+}
+
+// Close is called by the transport once it no longer reads the body.
+func (b *sentBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+// wait returns once the transport has closed the body, which it always
+// does (net/http: RoundTrip must close the body, even on errors), at the
+// latest when the connection fails or is closed.
+func (b *sentBody) wait() { <-b.closed }
 
 // retry runs op until it succeeds, fails for good, or ctx ends.
 func (c *Client) retry(ctx context.Context, op func() error) error {

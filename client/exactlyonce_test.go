@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -340,4 +341,38 @@ func TestMirrorOfAnotherStreamIsRefused(t *testing.T) {
 	if _, err := rb.Mirror(ctx, mirror, nil); err != nil {
 		t.Fatalf("resuming a genuine mirror without its mark: %v", err)
 	}
+}
+
+// TestPooledBodyIsNotReusedWhileSent: a server that answers 413 (or 429)
+// before it has read the body leaves the HTTP transport still sending it
+// when Publish returns; the body's buffer goes back to a pool only once the
+// transport has closed it, so the next Publish cannot overwrite bytes still
+// being sent (the race detector watches).
+func TestPooledBodyIsNotReusedWhileSent(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge) // without reading the body
+		fmt.Fprint(w, `{"Error": "too large", "Type": "too-large"}`)
+	}))
+	defer srv.Close()
+	c := client.New(srv.URL, "u", "p", client.WithoutSequences())
+	big := make([]client.Message, 64)
+	for i := range big {
+		big[i] = client.Message{Value: bytes.Repeat([]byte{byte(i)}, 60000)}
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				_, err := c.Publish(context.Background(), "abc", big)
+				var e *client.Error
+				if !errors.As(err, &e) || e.Status != http.StatusRequestEntityTooLarge {
+					t.Errorf("publish: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
