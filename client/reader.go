@@ -236,12 +236,23 @@ func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMes
 // yields ctx.Err()). It is woken by the server's long poll when the server
 // is reachable, and polls the position otherwise. Resume after a restart
 // from the Next of the last message handled.
+//
+// A storage or network error does not end it: it retries, and a reader
+// that reads storage directly switches to the server's read route once
+// storage has failed for FallbackAfter. It gives up (yielding the error)
+// only when the failures last longer than the client's retry budget
+// (WithRetryFor; 60 s by default), or on an error that retrying cannot
+// cure: a corrupt stream, a position out of range, a refusal (4xx).
 func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, error] {
 	return func(yield func(ReadMessage, error) bool) {
 		pos := from
-		for first := true; ; first = false {
+		var trouble readTrouble
+		for first := true; ; {
 			end, err := r.src.Position(ctx)
 			if err != nil {
+				if trouble.recover(ctx, r, err) {
+					continue
+				}
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
@@ -254,20 +265,31 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, 
 				yield(ReadMessage{}, fmt.Errorf("follow %q from %d: the stream ends at %d: %w", r.stream, pos, end, messagevault.ErrOutOfRange))
 				return
 			}
+			first = false
 			if end > pos {
+				var failed error
 				for m, err := range r.Messages(ctx, pos, end) {
 					var bad *MessageError
 					if err != nil && !errors.As(err, &bad) {
-						yield(ReadMessage{}, err)
-						return
+						failed = err
+						break
 					}
 					pos = m.Next
 					if !yield(m, err) {
 						return
 					}
 				}
+				if failed != nil {
+					if trouble.recover(ctx, r, failed) {
+						continue
+					}
+					yield(ReadMessage{}, failed)
+					return
+				}
+				trouble = readTrouble{}
 				continue
 			}
+			trouble = readTrouble{}
 			r.wait(ctx, pos)
 			if err := ctx.Err(); err != nil {
 				yield(ReadMessage{}, err)
@@ -275,6 +297,66 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, 
 			}
 		}
 	}
+}
+
+// FallbackAfter is how long a following Reader retries storage that fails
+// before it reads through the server instead.
+const FallbackAfter = 2 * time.Second
+
+// readTrouble is a run of failed reads while following.
+type readTrouble struct {
+	since time.Time // the first failure of the run; zero: none
+	delay time.Duration
+}
+
+// recover decides, for the error err of a read while following, whether to
+// go on: it waits before the next try, and switches r to the server once
+// storage has failed for FallbackAfter. It returns false when err is not
+// worth retrying or the failures have lasted past the retry budget.
+func (t *readTrouble) recover(ctx context.Context, r *Reader, err error) bool {
+	if ctx.Err() != nil || !transientRead(err) {
+		return false
+	}
+	budget := 60 * time.Second
+	if r.c != nil && r.c.retryFor > 0 {
+		budget = r.c.retryFor
+	}
+	if t.since.IsZero() {
+		t.since, t.delay = time.Now(), 100*time.Millisecond
+	}
+	if time.Since(t.since) > budget {
+		return false
+	}
+	if r.c != nil && !r.ViaServer && time.Since(t.since) >= FallbackAfter {
+		r.src, r.ViaServer = &serverSource{c: r.c, stream: r.stream}, true
+		t.since, t.delay = time.Now(), 100*time.Millisecond // a fresh budget for the server
+		return true
+	}
+	timer := time.NewTimer(t.delay)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+	}
+	t.delay = min(t.delay*2, 5*time.Second)
+	return true
+}
+
+// transientRead reports a read error that may pass: storage or the network
+// failing, not the stream or the request being wrong.
+func transientRead(err error) bool {
+	var bad *MessageError
+	var e *Error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, messagevault.ErrCorrupt),
+		errors.Is(err, messagevault.ErrOutOfRange), errors.Is(err, messagevault.ErrStreamNotFound),
+		errors.As(err, &bad):
+		return false
+	case errors.As(err, &e):
+		return e.Retryable()
+	}
+	return true
 }
 
 // wait returns when the stream may have moved past pos.
