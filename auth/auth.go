@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -47,6 +48,9 @@ var (
 	ErrUserNotFound = errors.New("user not found")
 	// ErrInvalidClaim reports a claim that is not one of the four forms.
 	ErrInvalidClaim = errors.New("invalid claim")
+	// ErrBusy reports a password check refused because MaxQueuedChecks
+	// already wait for a core: the caller retries later.
+	ErrBusy = errors.New("too many password checks at once")
 )
 
 // DefaultAdmin is the user created on a first start with no users.
@@ -245,9 +249,30 @@ func (u *Users) refresh() {
 	}
 }
 
+// Cached returns the user's principal if this name and password were
+// verified within the last few minutes (and the user's stored password has
+// not changed since): a check that costs no bcrypt, so it is never
+// throttled.
+func (u *Users) Cached(name, password string) (Principal, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.refresh()
+	user := u.file.Users[name]
+	v, cached := u.verified[name]
+	if user == nil || !cached || v.hash != user.Password || !time.Now().Before(v.until) {
+		return Principal{}, false
+	}
+	digest := u.digest(name, password)
+	if subtle.ConstantTimeCompare(v.digest[:], digest[:]) != 1 {
+		return Principal{}, false
+	}
+	return Principal{Name: name, Claims: slices.Clone(user.Claims)}, true
+}
+
 // Authenticate checks a user name and password and returns the user's
 // principal. A wrong name or password gives ErrUnauthenticated (the two are
-// not told apart).
+// not told apart, and cost the same time); ErrBusy means too many checks
+// are waiting already.
 func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Lock()
 	u.refresh()
@@ -262,17 +287,27 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Unlock()
 	if user == nil {
 		// Spend the same time as a real check, so names cannot be probed.
-		compareHash(dummyHash(), password)
+		if err := compareHash(dummyHash(), password); errors.Is(err, ErrBusy) {
+			return Principal{}, err
+		}
 		return Principal{}, ErrUnauthenticated
 	}
 	if cached && v.hash == stored && time.Now().Before(v.until) && subtle.ConstantTimeCompare(v.digest[:], digest[:]) == 1 {
 		return Principal{Name: name, Claims: claims}, nil
 	}
 	if isBcrypt(stored) {
-		if compareHash([]byte(stored), password) != nil {
+		if err := compareHash([]byte(stored), password); err != nil {
+			if errors.Is(err, ErrBusy) {
+				return Principal{}, err
+			}
 			return Principal{}, ErrUnauthenticated
 		}
 	} else {
+		// A plain-text password costs what a bcrypt check does, so that
+		// its user cannot be told from an unknown one by the time taken.
+		if err := compareHash(dummyHash(), password); errors.Is(err, ErrBusy) {
+			return Principal{}, err
+		}
 		u.mu.Lock()
 		if !u.warnedOld[name] {
 			u.warnedOld[name] = true
@@ -310,8 +345,27 @@ var dummyHash = sync.OnceValue(func() []byte {
 // that a flood of wrong passwords queues instead of starving the server.
 var bcryptSlots = make(chan struct{}, runtime.NumCPU())
 
+// MaxQueuedChecks bounds the password checks waiting for a core; beyond
+// it a check fails at once with ErrBusy, so a flood of wrong passwords
+// cannot make every login wait behind it.
+const MaxQueuedChecks = 32
+
+// queued counts the checks waiting for a slot.
+var queued atomic.Int32
+
+// compareHash runs one bcrypt check when a core is free, or fails with
+// ErrBusy when MaxQueuedChecks are waiting already.
 func compareHash(hash []byte, password string) error {
-	bcryptSlots <- struct{}{}
+	select {
+	case bcryptSlots <- struct{}{}:
+	default:
+		if queued.Add(1) > MaxQueuedChecks {
+			queued.Add(-1)
+			return ErrBusy
+		}
+		bcryptSlots <- struct{}{}
+		queued.Add(-1)
+	}
 	defer func() { <-bcryptSlots }()
 	return bcrypt.CompareHashAndPassword(hash, []byte(password))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -174,5 +175,58 @@ func TestBrokenFileIsAClearError(t *testing.T) {
 	_, err := auth.Open(auth.NewFileSource(path), nil)
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a users file") {
 		t.Fatalf("Open of a broken file: %v", err)
+	}
+}
+
+// A flood of password checks does not queue without end: beyond
+// MaxQueuedChecks waiting, a check fails at once with ErrBusy.
+func TestPasswordChecksQueueIsBounded(t *testing.T) {
+	u, _ := open(t)
+	const flood = 4 * auth.MaxQueuedChecks
+	errs := make(chan error, flood)
+	for i := 0; i < flood; i++ {
+		go func() {
+			_, err := u.Authenticate("nobody", "guess")
+			errs <- err
+		}()
+	}
+	busy := 0
+	for i := 0; i < flood; i++ {
+		switch err := <-errs; {
+		case errors.Is(err, auth.ErrBusy):
+			busy++
+		case !errors.Is(err, auth.ErrUnauthenticated):
+			t.Fatalf("check: %v", err)
+		}
+	}
+	if busy == 0 || busy > flood-auth.MaxQueuedChecks {
+		t.Fatalf("%d of %d checks refused as busy; the queue holds %d", busy, flood, auth.MaxQueuedChecks)
+	}
+}
+
+// A user with a plain-text password (an old file) costs a bcrypt check
+// like any other, so the time taken does not tell the user exists.
+func TestPlainTextPasswordCostsABcryptCheck(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	raw, _ := json.Marshal(auth.File{Users: map[string]*auth.User{"bob": {Password: "pass"}}})
+	os.WriteFile(path, raw, 0o600)
+	u, err := auth.Open(auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Authenticate("nobody", "warm up") // makes the dummy hash
+	median := func(name string) time.Duration {
+		var d []time.Duration
+		for i := 0; i < 5; i++ {
+			start := time.Now()
+			u.Authenticate(name, "wrong")
+			d = append(d, time.Since(start))
+		}
+		slices.Sort(d)
+		return d[2]
+	}
+	plain, unknown := median("bob"), median("nobody")
+	if plain < unknown/4 {
+		t.Fatalf("a plain-text user's wrong password took %v, an unknown user's %v: the user can be probed", plain, unknown)
 	}
 }

@@ -57,6 +57,10 @@ func classify(err error) (int, string) {
 		return http.StatusInternalServerError, "corrupt"
 	case errors.Is(err, errNoCredentials), errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized, "unauthorized"
+	case errors.As(err, new(*throttledError)):
+		return http.StatusTooManyRequests, "throttled"
+	case errors.Is(err, auth.ErrBusy):
+		return http.StatusTooManyRequests, "busy"
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, "forbidden"
 	case errors.As(err, &tooLarge):
@@ -105,6 +109,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="MessageVault", charset="UTF-8"`)
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
+		var te *throttledError
+		if errors.As(err, &te) {
+			w.Header().Set("Retry-After", te.retryAfter())
+		}
 	}
 	if status >= 500 && r.Context().Err() == nil {
 		if status == http.StatusServiceUnavailable {

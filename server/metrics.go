@@ -15,6 +15,7 @@ type metrics struct {
 	appendedBytes prometheus.Counter
 	errors        *prometheus.CounterVec
 	forwards      *prometheus.CounterVec
+	authFailures  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -49,7 +50,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		Name: "messagevault_forwarded_writes_total",
 		Help: "Publishes this follower forwarded to the leader, by the leader's status code.",
 	}, []string{"code"})
-	reg.MustRegister(m.requests, m.duration, m.appendedMsgs, m.appendedBytes, m.errors, m.forwards, inflight)
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "messagevault_auth_failures_total",
+		Help: "Requests refused at authentication, by reason: wrong-password (or unknown user), throttled (inside a backoff after failures), busy (too many password checks waiting), no-credentials.",
+	}, []string{"reason"})
+	reg.MustRegister(m.requests, m.duration, m.appendedMsgs, m.appendedBytes, m.errors, m.forwards, m.authFailures, inflight)
 	return m
 }
 

@@ -146,6 +146,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 		s.writeError(w, r, err)
 		return
 	}
+	// Read whole: the append is bounded by its own timeouts, not by how
+	// long the body took.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	msgs, err := decode(body, (*mp)[:0])
 	*mp = msgs[:0]
 	if err == nil {

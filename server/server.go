@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -96,10 +97,18 @@ type Config struct {
 	MaxInflightBytes int64
 	// GrantTTL: default DefaultGrantTTL.
 	GrantTTL time.Duration
+	// ReadTimeout bounds how long a client may take to send a request,
+	// headers and body, before the server closes the connection; publish
+	// bodies get BodyReadTimeout once the user is authorized. Default
+	// DefaultReadTimeout.
+	ReadTimeout time.Duration
 	// Registry receives the server's metrics and is served at /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
 }
+
+// DefaultReadTimeout is Config.ReadTimeout's default.
+const DefaultReadTimeout = 30 * time.Second
 
 // ForwardTimeout bounds a write forwarded to the leader.
 const ForwardTimeout = 60 * time.Second
@@ -158,6 +167,7 @@ type Server struct {
 	log      *slog.Logger
 	vault    atomic.Pointer[vault.Vault]
 	client   *http.Client
+	throttle *throttle // of failed password checks
 	mux      *http.ServeMux
 	handler  http.Handler
 	metrics  *metrics
@@ -184,6 +194,9 @@ func New(cfg Config) *Server {
 	if cfg.GrantTTL <= 0 {
 		cfg.GrantTTL = DefaultGrantTTL
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 		cfg.Registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
@@ -197,7 +210,7 @@ func New(cfg Config) *Server {
 		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.ClusterRoots, MinVersion: tls.VersionTLS12}
 		fwd.Transport = tr
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}), client: fwd}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}), client: fwd, throttle: newThrottle()}
 	s.vault.Store(cfg.Vault)
 	s.status = newStatus()
 	sctx, cancel := context.WithCancel(context.Background())
@@ -320,6 +333,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			id = hex.EncodeToString(b[:])
 		}
 		w.Header().Set("X-Request-Id", id)
+		// A request with a body has until ReadTimeout to send it whole,
+		// credentials or not: a client that declares a body and trickles
+		// it (or never sends it) cannot hold a connection, not even
+		// while net/http discards an unread body after the answer. A
+		// publish extends it (BodyReadTimeout) once it is authorized.
+		// (Headers have http.Server's ReadHeaderTimeout; a request
+		// without a body gets no deadline, which would otherwise end a
+		// long-poll or an event stream: net/http watches the idle
+		// connection with a read.)
+		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+		}
 		user := new(string)
 		ctx := context.WithValue(context.WithValue(r.Context(), keyRequestID, id), keyUser, user)
 		sw := &statusWriter{ResponseWriter: w}
@@ -386,6 +411,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
 	name, password, ok := r.BasicAuth()
 	if !ok {
+		s.metrics.authFailures.WithLabelValues("no-credentials").Inc()
 		s.writeError(w, r, errNoCredentials)
 		return auth.Principal{}, false
 	}
@@ -404,15 +430,40 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 		}
 		return p, true
 	}
-	p, err := s.cfg.Users.Authenticate(name, password)
-	if err != nil {
-		s.writeError(w, r, err)
-		return auth.Principal{}, false
+	p, ok := s.cfg.Users.Cached(name, password)
+	if !ok {
+		var err error
+		if p, err = s.checkPassword(r, name, password); err != nil {
+			s.writeError(w, r, err)
+			return auth.Principal{}, false
+		}
 	}
 	if u, ok := r.Context().Value(keyUser).(*string); ok {
 		*u = p.Name
 	}
 	return p, true
+}
+
+// checkPassword runs a full (bcrypt) password check, unless the client's
+// address or the user name is inside a backoff after failed ones.
+func (s *Server) checkPassword(r *http.Request, name, password string) (auth.Principal, error) {
+	addr, user := throttleKeys(r, name)
+	now := time.Now()
+	if wait := s.throttle.wait(now, addr, user); wait > 0 {
+		s.metrics.authFailures.WithLabelValues("throttled").Inc()
+		return auth.Principal{}, &throttledError{wait: wait}
+	}
+	p, err := s.cfg.Users.Authenticate(name, password)
+	switch {
+	case errors.Is(err, auth.ErrBusy):
+		s.metrics.authFailures.WithLabelValues("busy").Inc()
+	case err != nil:
+		s.metrics.authFailures.WithLabelValues("wrong-password").Inc()
+		s.throttle.failed(time.Now(), addr, user)
+	default:
+		s.throttle.succeeded(user)
+	}
+	return p, err
 }
 
 // streamFor authenticates the request, normalizes the stream name of its

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"golang.org/x/net/netutil"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
@@ -44,6 +45,9 @@ const (
 	UsersFileName = "auth.json"
 	// AdminPasswordEnv sets the first admin's password instead of a random one.
 	AdminPasswordEnv = "MESSAGEVAULT_ADMIN_PASSWORD"
+	// DefaultMaxConnections is --max-connections' default: well below
+	// the usual limit of open files, with room for storage connections.
+	DefaultMaxConnections = 4096
 	// ShutdownTimeout bounds how long SIGTERM waits for requests in flight.
 	ShutdownTimeout = 30 * time.Second
 	// ClusterSecretEnv sets the credential nodes forward writes with; by
@@ -74,6 +78,8 @@ type ServeCommand struct {
 	MaxInflight    int64
 	GrantTTL       time.Duration
 	IdleTimeout    time.Duration
+	ReadTimeout    time.Duration
+	MaxConns       int
 	LogLevel       string
 	LogFormat      string
 }
@@ -130,6 +136,8 @@ exits 0.`,
 	f.Int64Var(&c.MaxInflight, "max-inflight", server.DefaultMaxInflightBytes, "publish bytes held in memory at once (429 beyond)")
 	f.DurationVar(&c.GrantTTL, "grant-ttl", server.DefaultGrantTTL, "how long read grants are valid")
 	f.DurationVar(&c.IdleTimeout, "idle-timeout", vault.DefaultIdleTimeout, "close a stream's writer after this long without appends")
+	f.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "how long a client may take to send a request body before the connection is closed (an authorized publish gets 2 minutes)")
+	f.IntVar(&c.MaxConns, "max-connections", DefaultMaxConnections, "connections served at once; more wait to be accepted")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", "text", "log format: text, or json (one object per line, for log collectors)")
 	return cmd
@@ -212,6 +220,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		MaxBodyBytes:     c.MaxBody,
 		MaxInflightBytes: c.MaxInflight,
 		GrantTTL:         c.GrantTTL,
+		ReadTimeout:      c.ReadTimeout,
 		ClusterSecret:    secret,
 		Instance:         instance,
 		ClusterRoots:     roots,
@@ -220,6 +229,11 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+	}
+	if c.MaxConns > 0 {
+		// Beyond the cap, connections wait in the listen queue instead
+		// of taking the process's file descriptors.
+		ln = netutil.LimitListener(ln, c.MaxConns)
 	}
 	srv := &http.Server{
 		Handler:           api,
