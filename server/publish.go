@@ -113,18 +113,16 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 		s.writeError(w, r, &http.MaxBytesError{Limit: limit})
 		return
 	}
-	reserve := r.ContentLength
-	if reserve < 0 {
-		reserve = limit
-	}
+	factor := int64(1)
 	if isJSON(r) {
-		reserve *= 3 // decoded keys and values are copies, plus the decoder's
+		factor = 3 // decoded keys and values are copies, plus the decoder's
 	}
-	if !s.reserve(reserve) {
-		s.writeError(w, r, fmt.Errorf("%w: %d bytes of publishes are in flight (limit %d); retry shortly", errBusy, s.inflight.Load(), s.cfg.MaxInflightBytes))
-		return
+	user := ""
+	if u, ok := r.Context().Value(keyUser).(*string); ok {
+		user = *u
 	}
-	defer s.inflight.Add(-reserve)
+	budget := s.newReservation(user, factor)
+	defer budget.release()
 
 	// A client that trickles its body must not hold its reservation for
 	// ever.
@@ -140,7 +138,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 			msgsPool.Put(mp)
 		}
 	}()
-	body, err := readBody(w, r, (*bp)[:0], limit)
+	body, err := readBody(w, r, (*bp)[:0], limit, budget.grow)
 	*bp = body[:0]
 	if err != nil {
 		s.writeError(w, r, err)
@@ -203,42 +201,45 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 	w.Write(out)
 }
 
-// reserve takes n bytes of the in-flight budget, or reports false if they
-// would pass it. A single body is always let through when nothing else is
-// in flight, so the budget can never lock out a body under the size limit.
-func (s *Server) reserve(n int64) bool {
-	for {
-		cur := s.inflight.Load()
-		if cur > 0 && cur+n > s.cfg.MaxInflightBytes {
-			return false
-		}
-		if s.inflight.CompareAndSwap(cur, cur+n) {
-			return true
-		}
-	}
-}
+// bodyChunk is the most of a body read at once; its bytes are reserved
+// as they arrive.
+const bodyChunk = 256 << 10
 
 // readBody reads the request body into buf, failing with
-// *http.MaxBytesError past limit.
-func readBody(w http.ResponseWriter, r *http.Request, buf []byte, limit int64) ([]byte, error) {
+// *http.MaxBytesError past limit, and calling reserve for the bytes as
+// they arrive (its error ends the read). buf grows with what arrives, not
+// with what Content-Length declares.
+func readBody(w http.ResponseWriter, r *http.Request, buf []byte, limit int64, reserve func(int64) error) ([]byte, error) {
 	body := http.MaxBytesReader(w, r.Body, limit)
-	if n := r.ContentLength; n >= 0 {
-		if int64(cap(buf)) < n {
-			buf = make([]byte, 0, n)
-		}
-		buf = buf[:n]
-		if _, err := io.ReadFull(body, buf); err != nil {
-			return buf[:0], fmt.Errorf("%w: reading the body: %w", errBadRequest, err)
-		}
-		return buf, nil
-	}
+	want := r.ContentLength // -1: unknown
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+		if want >= 0 && int64(len(buf)) == want {
+			return buf, nil
 		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
+		if len(buf) == cap(buf) {
+			next := max(2*cap(buf), 64<<10)
+			if want >= 0 {
+				next = min(next, int(want))
+			}
+			grown := make([]byte, len(buf), next)
+			copy(grown, buf)
+			buf = grown
+		}
+		room := buf[len(buf):cap(buf)]
+		if len(room) > bodyChunk {
+			room = room[:bodyChunk]
+		}
+		n, err := body.Read(room)
 		buf = buf[:len(buf)+n]
+		if n > 0 {
+			if err := reserve(int64(n)); err != nil {
+				return buf[:0], err
+			}
+		}
 		if err == io.EOF {
+			if want >= 0 && int64(len(buf)) < want {
+				return buf[:0], fmt.Errorf("%w: reading the body: %w", errBadRequest, io.ErrUnexpectedEOF)
+			}
 			return buf, nil
 		}
 		if err != nil {

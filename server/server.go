@@ -172,7 +172,8 @@ type Server struct {
 	handler  http.Handler
 	metrics  *metrics
 
-	inflight atomic.Int64
+	inflight atomic.Int64 // bytes of publishes held (see budget.go)
+	shares   shares       // of inflight, by user
 	status   *status
 	selfURL  string
 
