@@ -6,10 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -23,13 +25,9 @@ import (
 // cost little memory.
 const readChunk = 256 << 10
 
-// readAnswer is the JSON body of GET /streams/{stream}/messages.
-type readAnswer struct {
-	Stream   string       `json:"Stream"`
-	Position int64        `json:"Position"`
-	Next     int64        `json:"Next"`
-	Messages []jsonRecord `json:"Messages"`
-}
+// The JSON body of GET /streams/{stream}/messages is
+// {"Stream": ..., "Position": ..., "Messages": [jsonRecord...], "Next": ...},
+// encoded as it is written (see handleRead).
 
 // jsonRecord is one message as the read routes show it. Value holds the
 // value when it is UTF-8 text and not compressed; otherwise ValueBase64
@@ -119,6 +117,15 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	slots, limit, what := &s.reads, s.cfg.MaxReads, "reads"
+	if p.wait > 0 {
+		slots, limit, what = &s.tails, s.cfg.MaxTails, "tails and long-polls"
+	}
+	if !take(slots, limit) {
+		s.writeError(w, r, fmt.Errorf("%w: %d %s are being served (limit %d); retry shortly", errBusy, limit, what, limit))
+		return
+	}
+	defer slots.Add(-1)
 	reader, closeReader, err := s.reader(r.Context(), name, stream.ReaderConfig{ChunkSize: readChunk})
 	if err != nil {
 		s.writeError(w, r, err)
@@ -151,9 +158,77 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	if p.raw {
+		s.writeRaw(w, r, reader, name, p, pos)
+		return
+	}
+	// The answer is encoded as it is written: a client that does not read
+	// it holds a buffer, not the whole answer (values of control
+	// characters grow six times in JSON). Next comes last, once known.
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	out := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(out)
+	next := p.from
+	n, size := 0, 0
+	started := false
+	for rec, err := range reader.Records(ctx, p.from, pos) {
+		if err != nil {
+			if !started {
+				s.writeError(w, r, err)
+				return
+			}
+			// The status is sent: cut the answer off, so the client
+			// sees a broken body, not a short read that looks whole.
+			s.log.Error("read failed after the answer began", "id", requestID(ctx), "stream", name, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		if n == p.limit || (n > 0 && size+rec.Size() > MaxReadBytes) {
+			break
+		}
+		if !started {
+			started = true
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintf(out, `{"Stream":%s,"Position":%d,"Messages":[`, jsonString(name), pos)
+		} else {
+			out.WriteByte(',')
+		}
+		enc.Encode(toJSONRecord(rec)) // its newline is JSON whitespace
+		n++
+		size += rec.Size()
+		next = rec.Offset + int64(rec.Size())
+	}
+	if !started {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintf(out, `{"Stream":%s,"Position":%d,"Messages":[`, jsonString(name), pos)
+	}
+	fmt.Fprintf(out, "],\"Next\":%d}\n", next)
+	out.Flush()
+}
+
+// take takes one of limit slots, or reports that none is free.
+func take(slots *atomic.Int32, limit int) bool {
+	if slots.Add(1) > int32(limit) {
+		slots.Add(-1)
+		return false
+	}
+	return true
+}
+
+// rawBuffer is how much of a raw answer is kept in memory to send after
+// its headers; a larger answer is read from storage a second time.
+const rawBuffer = 1 << 20
+
+// writeRaw answers a read in the raw format: the records' bytes, after
+// headers that say where the answer ends (X-Messagevault-Next), so the
+// range is found first. Up to rawBuffer bytes are kept from that pass;
+// beyond, the range is streamed in a second pass.
+func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, reader *stream.Reader, name string, p readParams, pos int64) {
+	ctx := r.Context()
 	next := p.from
 	var raw []byte
-	var msgs []jsonRecord
 	n, size := 0, 0
 	for rec, err := range reader.Records(ctx, p.from, pos) {
 		if err != nil {
@@ -163,29 +238,40 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 		if n == p.limit || (n > 0 && size+rec.Size() > MaxReadBytes) {
 			break
 		}
-		if p.raw {
+		if size+rec.Size() <= rawBuffer {
 			raw, _ = formats.AppendRecord(raw, rec.ID, rec.Message())
-		} else {
-			msgs = append(msgs, toJSONRecord(rec))
 		}
 		n++
 		size += rec.Size()
 		next = rec.Offset + int64(rec.Size())
 	}
-	if p.raw {
-		h := w.Header()
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("X-Messagevault-Position", strconv.FormatInt(pos, 10))
-		h.Set("X-Messagevault-Next", strconv.FormatInt(next, 10))
-		h.Set("X-Messagevault-Count", strconv.Itoa(n))
-		w.WriteHeader(http.StatusOK)
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.Itoa(size))
+	h.Set("X-Messagevault-Position", strconv.FormatInt(pos, 10))
+	h.Set("X-Messagevault-Next", strconv.FormatInt(next, 10))
+	h.Set("X-Messagevault-Count", strconv.Itoa(n))
+	w.WriteHeader(http.StatusOK)
+	if size <= rawBuffer {
 		w.Write(raw)
 		return
 	}
-	if msgs == nil {
-		msgs = []jsonRecord{}
+	out := bufio.NewWriterSize(w, 64<<10)
+	for rec, err := range reader.Records(ctx, p.from, next) {
+		if err != nil {
+			s.log.Error("raw read failed after the answer began", "id", requestID(ctx), "stream", name, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		raw, _ = formats.AppendRecord(raw[:0], rec.ID, rec.Message())
+		out.Write(raw)
 	}
-	writeJSON(w, http.StatusOK, readAnswer{Stream: name, Position: pos, Next: next, Messages: msgs})
+	out.Flush()
+}
+
+// jsonString encodes s as a JSON string.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 // handleEvents serves GET /streams/{stream}/events?from=: a server-sent
@@ -203,6 +289,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if !take(&s.tails, s.cfg.MaxTails) {
+		s.writeError(w, r, fmt.Errorf("%w: %d tails and long-polls are being served (limit %d); retry shortly", errBusy, s.cfg.MaxTails, s.cfg.MaxTails))
+		return
+	}
+	defer s.tails.Add(-1)
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		n, err := strconv.ParseInt(id, 10, 64)
 		if err != nil || n < 0 {
@@ -218,6 +309,8 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	lastWrite := time.Now()
 	flush := func() {
 		if out.Buffered() > 0 {
+			// A client that does not take what it is sent is cut off.
+			rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			out.Flush()
 			rc.Flush()
 			lastWrite = time.Now()
@@ -267,6 +360,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		j := toJSONRecord(rec)
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) // for the buffer's own flushes
 		out.WriteString("id: ")
 		out.WriteString(strconv.FormatInt(j.Next, 10))
 		out.WriteString("\nevent: message\ndata: ")

@@ -102,13 +102,28 @@ type Config struct {
 	// bodies get BodyReadTimeout once the user is authorized. Default
 	// DefaultReadTimeout.
 	ReadTimeout time.Duration
+	// WriteTimeout bounds how long a read answer may take to be sent, and
+	// how long an event stream may wait for a client to take what it was
+	// sent; a client that does not read is cut off. Default
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxReads caps the reads (GET /streams/{s}/messages without wait)
+	// served at once; MaxTails the event streams and long-polls. Beyond
+	// them a request gets 429 busy. Defaults DefaultMaxReads and
+	// DefaultMaxTails.
+	MaxReads, MaxTails int
 	// Registry receives the server's metrics and is served at /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
 }
 
-// DefaultReadTimeout is Config.ReadTimeout's default.
-const DefaultReadTimeout = 30 * time.Second
+// Defaults of Config.
+const (
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultWriteTimeout = 60 * time.Second
+	DefaultMaxReads     = 256
+	DefaultMaxTails     = 4096
+)
 
 // ForwardTimeout bounds a write forwarded to the leader.
 const ForwardTimeout = 60 * time.Second
@@ -174,6 +189,8 @@ type Server struct {
 
 	inflight atomic.Int64 // bytes of publishes held (see budget.go)
 	shares   shares       // of inflight, by user
+	reads    atomic.Int32 // reads being served
+	tails    atomic.Int32 // event streams and long-polls being served
 	status   *status
 	selfURL  string
 
@@ -197,6 +214,15 @@ func New(cfg Config) *Server {
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxReads <= 0 {
+		cfg.MaxReads = DefaultMaxReads
+	}
+	if cfg.MaxTails <= 0 {
+		cfg.MaxTails = DefaultMaxTails
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()

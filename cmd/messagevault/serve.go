@@ -79,7 +79,10 @@ type ServeCommand struct {
 	GrantTTL       time.Duration
 	IdleTimeout    time.Duration
 	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
 	MaxConns       int
+	MaxReads       int
+	MaxTails       int
 	LogLevel       string
 	LogFormat      string
 }
@@ -137,7 +140,10 @@ exits 0.`,
 	f.DurationVar(&c.GrantTTL, "grant-ttl", server.DefaultGrantTTL, "how long read grants are valid")
 	f.DurationVar(&c.IdleTimeout, "idle-timeout", vault.DefaultIdleTimeout, "close a stream's writer after this long without appends")
 	f.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "how long a client may take to send a request body before the connection is closed (an authorized publish gets 2 minutes)")
+	f.DurationVar(&c.WriteTimeout, "write-timeout", server.DefaultWriteTimeout, "how long a read answer may take to send, and an event stream may wait for its client to take what it was sent, before the connection is closed")
 	f.IntVar(&c.MaxConns, "max-connections", DefaultMaxConnections, "connections served at once; more wait to be accepted")
+	f.IntVar(&c.MaxReads, "max-reads", server.DefaultMaxReads, "reads served at once (429 beyond)")
+	f.IntVar(&c.MaxTails, "max-tails", server.DefaultMaxTails, "event streams and long-polls served at once (429 beyond)")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", "text", "log format: text, or json (one object per line, for log collectors)")
 	return cmd
@@ -221,6 +227,9 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		MaxInflightBytes: c.MaxInflight,
 		GrantTTL:         c.GrantTTL,
 		ReadTimeout:      c.ReadTimeout,
+		WriteTimeout:     c.WriteTimeout,
+		MaxReads:         c.MaxReads,
+		MaxTails:         c.MaxTails,
 		ClusterSecret:    secret,
 		Instance:         instance,
 		ClusterRoots:     roots,
