@@ -1,10 +1,13 @@
 package e2e_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +45,17 @@ func TestReadersCannotPinMemory(t *testing.T) {
 			msgs = append(msgs, msg("k", strings.Repeat("\x01", 60000)))
 		}
 		publish(t, s, "pin", msgs)
+	}
+	// A raw answer past what the server keeps in memory (1 MiB) is read
+	// twice from storage and is still the stream's bytes.
+	status, raw, hdr := do(t, s.Request("GET", "/streams/pin/messages?from=0&limit=100&format=raw", admin, adminPass, nil, ""))
+	next, _ := strconv.Atoi(hdr.Get("X-Messagevault-Next"))
+	stored, err := os.ReadFile(filepath.Join(s.DataDir, "pin", "000000000000.b7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != http.StatusOK || len(raw) != next || next < 2<<20 || !bytes.Equal(raw, stored[:next]) {
+		t.Fatalf("raw read: %d, %d bytes, Next %d", status, len(raw), next)
 	}
 	before := metric(t, s, "go_memstats_heap_inuse_bytes")
 	var conns []net.Conn
