@@ -274,58 +274,84 @@ type jsonMessage struct {
 }
 
 // decodeJSON decodes a JSON publish: an array of messages, or one message
-// object. Keys and values are copied out of the body.
+// object. Keys and values are copied out of the body. The array is decoded
+// one message at a time, each checked as it comes, so a body of too many
+// messages stops at the limit instead of being decoded whole.
 func decodeJSON(body []byte, dst []messagevault.Message) ([]messagevault.Message, error) {
 	t := bytes.TrimSpace(body)
 	if len(t) == 0 {
 		return dst, badRequest(`empty body: send a JSON array of {"key": ..., "value": ...}`)
 	}
-	var in []jsonMessage
+	const want = `(want an array of {"key": "...", "value": "..."} or {"key": "...", "value_base64": "..."})`
 	dec := json.NewDecoder(bytes.NewReader(t))
 	dec.DisallowUnknownFields()
-	var err error
-	if t[0] == '{' {
-		var one jsonMessage
-		err = dec.Decode(&one)
-		in = []jsonMessage{one}
-	} else {
-		err = dec.Decode(&in)
+	one := func(i int) error {
+		var m jsonMessage
+		if err := dec.Decode(&m); err != nil {
+			return badRequest("JSON body: message %d: %v %s", i, err, want)
+		}
+		msg, err := m.message(i)
+		if err != nil {
+			return err
+		}
+		dst = append(dst, msg)
+		return nil
 	}
-	if err != nil {
-		return dst, badRequest(`JSON body: %v (want an array of {"key": "...", "value": "..."} or {"key": "...", "value_base64": "..."})`, err)
+	if t[0] == '{' {
+		if err := one(0); err != nil {
+			return dst, err
+		}
+	} else {
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+			return dst, badRequest("JSON body: not an array or an object %s", want)
+		}
+		for i := 0; dec.More(); i++ {
+			if i == messagevault.MaxBatchCount {
+				return dst, badRequest("more than %d messages in one publish; the limit is %d", i, messagevault.MaxBatchCount)
+			}
+			if err := one(i); err != nil {
+				return dst, err
+			}
+		}
+		if _, err := dec.Token(); err != nil {
+			return dst, badRequest("JSON body: %v %s", err, want)
+		}
+		if len(dst) == 0 {
+			return dst, fmt.Errorf("%w: the array holds no message", messagevault.ErrEmptyBatch)
+		}
 	}
 	if dec.More() {
 		return dst, badRequest("JSON body: unexpected data after the first value")
 	}
-	if len(in) == 0 {
-		return dst, fmt.Errorf("%w: the array holds no message", messagevault.ErrEmptyBatch)
-	}
-	if len(in) > messagevault.MaxBatchCount {
-		return dst, badRequest("%d messages in one publish; the limit is %d", len(in), messagevault.MaxBatchCount)
-	}
-	for i, m := range in {
-		var value []byte
-		switch {
-		case m.Value != nil && m.ValueBase64 != nil:
-			return dst, badRequest(`message %d: give "value" or "value_base64", not both`, i)
-		case m.Value != nil:
-			value = []byte(*m.Value)
-		case m.ValueBase64 != nil:
-			v, err := base64.StdEncoding.DecodeString(*m.ValueBase64)
-			if err != nil {
-				return dst, badRequest("message %d: value_base64: %v", i, err)
-			}
-			value = v
-		default:
-			return dst, badRequest(`message %d: give "value" (text) or "value_base64" (an empty value is "value": "")`, i)
-		}
-		msg := messagevault.NewMessage([]byte(m.Key), value, 0)
-		if err := msg.Validate(); err != nil {
-			return dst, fmt.Errorf("message %d: %w", i, err)
-		}
-		dst = append(dst, msg)
+	if _, err := dec.Token(); err != io.EOF {
+		return dst, badRequest("JSON body: unexpected data after the first value")
 	}
 	return dst, nil
+}
+
+// message checks one decoded JSON message (the i-th) and makes it a
+// Message.
+func (m jsonMessage) message(i int) (messagevault.Message, error) {
+	var value []byte
+	switch {
+	case m.Value != nil && m.ValueBase64 != nil:
+		return messagevault.Message{}, badRequest(`message %d: give "value" or "value_base64", not both`, i)
+	case m.Value != nil:
+		value = []byte(*m.Value)
+	case m.ValueBase64 != nil:
+		v, err := base64.StdEncoding.DecodeString(*m.ValueBase64)
+		if err != nil {
+			return messagevault.Message{}, badRequest("message %d: value_base64: %v", i, err)
+		}
+		value = v
+	default:
+		return messagevault.Message{}, badRequest(`message %d: give "value" (text) or "value_base64" (an empty value is "value": "")`, i)
+	}
+	msg := messagevault.NewMessage([]byte(m.Key), value, 0)
+	if err := msg.Validate(); err != nil {
+		return messagevault.Message{}, fmt.Errorf("message %d: %w", i, err)
+	}
+	return msg, nil
 }
 
 // Headers of a forwarded write.
