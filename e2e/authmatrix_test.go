@@ -60,7 +60,11 @@ func TestAuthMatrix(t *testing.T) {
 			var resp *http.Response
 			for try := 0; ; try++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				req := s.Request(rt.method, rt.path, w.user, w.pass, rt.body, "").WithContext(ctx)
+				contentType := ""
+				if strings.HasSuffix(rt.path, "/messages") && rt.method == "POST" {
+					contentType = "application/json"
+				}
+				req := s.Request(rt.method, rt.path, w.user, w.pass, rt.body, contentType).WithContext(ctx)
 				var err error
 				resp, err = http.DefaultClient.Do(req)
 				if err != nil {

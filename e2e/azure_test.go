@@ -57,7 +57,7 @@ func TestAzureRoundTripAndRestart(t *testing.T) {
 	az := azurite.Start(t)
 	s := startAzure(t, az)
 	a := publish(t, s, "orders", []messagevault.Message{msg("k1", "one"), msg("k2", strings.Repeat("z", 70000/2))})
-	status, body, _ := do(t, s.Request("POST", "/streams/orders/messages", admin, adminPass, []byte(`[{"key":"k3","value":"three"}]`), ""))
+	status, body, _ := do(t, s.Request("POST", "/streams/orders/messages", admin, adminPass, []byte(`[{"key":"k3","value":"three"}]`), "application/json"))
 	if status != 200 {
 		t.Fatalf("JSON publish: %d %s", status, body)
 	}

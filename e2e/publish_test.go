@@ -43,7 +43,7 @@ func TestPublishAndReadBack(t *testing.T) {
 	if jans.Offsets[0] != want || jans.Position != want+recordSize("j1", "text ✓")+recordSize("j2", "\x00\x01\x02\xff") {
 		t.Fatalf("JSON publish answer %s; want offsets from %d", body, want)
 	}
-	status, body, _ = do(t, s.Request("POST", "/streams/orders/messages", admin, adminPass, []byte(`{"key":"j3","value":"one object"}`), ""))
+	status, body, _ = do(t, s.Request("POST", "/streams/orders/messages", admin, adminPass, []byte(`{"key":"j3","value":"one object"}`), "application/json"))
 	if status != http.StatusOK {
 		t.Fatalf("JSON publish of one object: %d %s", status, body)
 	}

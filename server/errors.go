@@ -22,6 +22,8 @@ var (
 	errBadRequest    = errors.New("bad request")
 	errNoGrants      = errors.New("this storage cannot hand out read grants")
 	errNoLeader      = errors.New("no leader is known: retry shortly")
+	errMediaType     = errors.New("unsupported content type")
+	errCrossSite     = errors.New("cross-site request refused")
 	// errNotLeaderHere refuses a write forwarded to a node that does not
 	// lead: it touched nothing, so the follower may send it elsewhere.
 	errNotLeaderHere = errors.New("this node does not lead (the write was not applied): retry shortly")
@@ -57,6 +59,10 @@ func classify(err error) (int, string) {
 		return http.StatusInternalServerError, "corrupt"
 	case errors.Is(err, errNoCredentials), errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, errMediaType):
+		return http.StatusUnsupportedMediaType, "unsupported-media-type"
+	case errors.Is(err, errCrossSite):
+		return http.StatusForbidden, "forbidden"
 	case errors.As(err, new(*throttledError)):
 		return http.StatusTooManyRequests, "throttled"
 	case errors.Is(err, auth.ErrBusy):

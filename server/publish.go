@@ -56,8 +56,16 @@ func isJSON(r *http.Request) bool {
 	return mt == "application/json"
 }
 
-// handlePublishJSON serves POST /streams/{stream}/messages: always JSON.
+// handlePublishJSON serves POST /streams/{stream}/messages: always JSON,
+// sent as application/json. (A web page can make a browser send a
+// cross-site text/plain or form body with the user's cached credentials
+// without asking; application/json it cannot, without the server's
+// consent.)
 func (s *Server) handlePublishJSON(w http.ResponseWriter, r *http.Request) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		s.writeError(w, r, fmt.Errorf("%w: a JSON publish needs Content-Type: application/json (got %q); with curl, add -H 'Content-Type: application/json'", errMediaType, r.Header.Get("Content-Type")))
+		return
+	}
 	s.publish(w, r, decodeJSON)
 }
 

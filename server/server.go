@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -349,6 +351,28 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and deadlines.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// sameSite refuses a request that changes something (any method but GET,
+// HEAD and OPTIONS) when a browser says it comes from another site: a
+// page elsewhere must not publish with the credentials a browser keeps
+// for this server. Browsers send Sec-Fetch-Site, and Origin on every
+// cross-origin POST; other clients send neither.
+func sameSite(r *http.Request) error {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return fmt.Errorf("%w: Sec-Fetch-Site is %q: this server takes writes only from its own pages and from clients that are not browsers", errCrossSite, site)
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			return fmt.Errorf("%w: Origin %q is not this server (%s)", errCrossSite, origin, r.Host)
+		}
+	}
+	return nil
+}
+
 // middleware adds the request id, the access log and the request metrics.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -376,7 +400,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		ctx := context.WithValue(context.WithValue(r.Context(), keyRequestID, id), keyUser, user)
 		sw := &statusWriter{ResponseWriter: w}
 		r = r.WithContext(ctx)
-		next.ServeHTTP(sw, r)
+		if err := sameSite(r); err != nil {
+			s.writeError(sw, r, err)
+		} else {
+			next.ServeHTTP(sw, r)
+		}
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
