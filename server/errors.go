@@ -131,7 +131,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			s.log.Error("request failed", "id", requestID(r.Context()), "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 		}
 		s.metrics.recordError(err)
-		s.status.failed(status, requestID(r.Context()), err)
+		s.status.failed(status, requestID(r.Context()), r.PathValue("stream"), err)
 	}
 	msg := err.Error()
 	if status >= 500 {

@@ -42,6 +42,7 @@ type uiError struct {
 	Time      string
 	Status    int
 	RequestID string
+	Stream    string `json:",omitempty"` // "" for a request about no one stream
 	Error     string
 }
 
@@ -59,10 +60,10 @@ func (st *status) published1(stream string, msgs int, took time.Duration) {
 	st.mu.Unlock()
 }
 
-func (st *status) failed(status int, id string, err error) {
+func (st *status) failed(status int, id, stream string, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.errors = append(st.errors, uiError{Time: time.Now().UTC().Format(time.RFC3339), Status: status, RequestID: id, Error: err.Error()})
+	st.errors = append(st.errors, uiError{Time: time.Now().UTC().Format(time.RFC3339), Status: status, RequestID: id, Stream: stream, Error: err.Error()})
 	if len(st.errors) > uiErrors {
 		st.errors = st.errors[len(st.errors)-uiErrors:]
 	}
@@ -150,6 +151,14 @@ func (s *Server) handleUIStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if len(p.Claims) == 0 {
+		s.writeError(w, r, forbidden(p.Name, "a read claim"))
+		return
+	}
+	// A user sees its own streams, and the errors of requests about them;
+	// the whole server's throughput, the cluster's nodes and errors about
+	// no one stream are for users who may read every stream.
+	all := p.CanReadAll()
 	var streams []uiStream
 	positions := map[string]int64{}
 	if v := s.vault.Load(); v != nil {
@@ -171,23 +180,34 @@ func (s *Server) handleUIStatus(w http.ResponseWriter, r *http.Request) {
 	for i := range streams {
 		streams[i].MessagesPerSecond = st.rates[streams[i].Name]
 	}
-	samples := slices.Clone(st.samples)
-	errs := slices.Clone(st.errors)
-	var nodes []uiNode
-	self := s.selfURL
-	role := s.role()
-	leader := s.leader()
-	nodes = append(nodes, uiNode{URL: self + " (this node)", Role: role})
-	if leader != "" && leader != self {
-		nodes = append(nodes, uiNode{URL: leader, Role: "leader"})
-	}
-	for url, seen := range st.followers {
-		if url != self {
-			nodes = append(nodes, uiNode{URL: url, Role: "follower", LastSeen: time.Since(seen).Round(time.Second).String() + " ago"})
+	var samples []uiSample
+	var errs []uiError
+	for _, e := range st.errors {
+		if e.Stream != "" && p.CanRead(e.Stream) || e.Stream == "" && all {
+			errs = append(errs, e)
 		}
 	}
+	var nodes []uiNode
+	self, role, leader := s.selfURL, s.role(), s.leader()
+	if all {
+		samples = slices.Clone(st.samples)
+		nodes = append(nodes, uiNode{URL: self + " (this node)", Role: role})
+		if leader != "" && leader != self {
+			nodes = append(nodes, uiNode{URL: leader, Role: "leader"})
+		}
+		for url, seen := range st.followers {
+			if url != self {
+				nodes = append(nodes, uiNode{URL: url, Role: "follower", LastSeen: time.Since(seen).Round(time.Second).String() + " ago"})
+			}
+		}
+	} else {
+		self, leader = "", ""
+		nodes = append(nodes, uiNode{URL: "this node", Role: role})
+	}
 	st.mu.Unlock()
-	sort.Slice(nodes[1:], func(i, j int) bool { return nodes[1+i].URL < nodes[1+j].URL })
+	if len(nodes) > 1 {
+		sort.Slice(nodes[1:], func(i, j int) bool { return nodes[1+i].URL < nodes[1+j].URL })
+	}
 	if streams == nil {
 		streams = []uiStream{}
 	}
