@@ -394,6 +394,21 @@ func (u *Users) List() []Principal {
 	return out
 }
 
+// Lookup returns a user's current principal (its claims as the users
+// file has them now), or false if there is no such user any more: a
+// long-running request checks with it that its user still may do what it
+// does.
+func (u *Users) Lookup(name string) (Principal, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.refresh()
+	user := u.file.Users[name]
+	if user == nil {
+		return Principal{}, false
+	}
+	return Principal{Name: name, Claims: slices.Clone(user.Claims)}, true
+}
+
 // update applies fn to a fresh copy of the file and saves it.
 func (u *Users) update(fn func(f *File) error) error {
 	u.mu.Lock()

@@ -208,6 +208,40 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	out.Flush()
 }
 
+// userOf returns the name of the request's user ("" before
+// authentication).
+func userOf(r *http.Request) string {
+	if u, ok := r.Context().Value(keyUser).(*string); ok {
+		return *u
+	}
+	return ""
+}
+
+// recheckClaims calls revoke once the request's user no longer exists or
+// may no longer read stream, checking every ClaimRecheck until ctx ends.
+// (A forwarded request's principal is not a user of this file: the
+// cluster credential is not rechecked.)
+func (s *Server) recheckClaims(ctx context.Context, r *http.Request, stream string, revoke func()) {
+	name := userOf(r)
+	if name == "" || strings.HasPrefix(name, ClusterUser+" ") {
+		return
+	}
+	t := time.NewTicker(s.cfg.ClaimRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p, ok := s.cfg.Users.Lookup(name); !ok || !p.CanRead(stream) {
+			s.log.Info("ending an event stream: its user was removed or lost the claim", "id", requestID(ctx), "user", name, "stream", stream)
+			revoke()
+			return
+		}
+	}
+}
+
 // take takes one of limit slots, or reports that none is free.
 func take(slots *atomic.Int32, limit int) bool {
 	if slots.Add(1) > int32(limit) {
@@ -304,6 +338,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.untilShutdown(r.Context())
 	defer cancel()
+	// An event stream ends after MaxTailDuration, and as soon as its user
+	// is removed or loses the claim to read the stream.
+	ctx, cancelTail := context.WithTimeout(ctx, s.cfg.MaxTailDuration)
+	defer cancelTail()
+	var revoked atomic.Bool
+	go s.recheckClaims(ctx, r, name, func() { revoked.Store(true); cancelTail() })
 	var out *bufio.Writer
 	var rc *http.ResponseController
 	lastWrite := time.Now()
@@ -349,6 +389,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	rc.Flush()
 	enc := json.NewEncoder(out)
 	for rec, err := range reader.Follow(ctx, p.from) {
+		if err != nil && revoked.Load() {
+			err = forbidden(userOf(r), name+":read")
+			out.WriteString("event: error\ndata: ")
+			enc.Encode(apiError{Error: err.Error() + " (no longer)", Type: "forbidden"})
+			out.WriteString("\n")
+			break
+		}
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 				_, typ := classify(err)

@@ -114,6 +114,13 @@ type Config struct {
 	// them a request gets 429 busy. Defaults DefaultMaxReads and
 	// DefaultMaxTails.
 	MaxReads, MaxTails int
+	// MaxTailDuration ends an event stream after this long (the client
+	// reconnects with Last-Event-ID, and authenticates again). Default
+	// DefaultMaxTailDuration.
+	MaxTailDuration time.Duration
+	// ClaimRecheck is how often an event stream checks that its user
+	// still exists and may read the stream. Default DefaultClaimRecheck.
+	ClaimRecheck time.Duration
 	// Registry receives the server's metrics and is served at /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
@@ -125,6 +132,11 @@ const (
 	DefaultWriteTimeout = 60 * time.Second
 	DefaultMaxReads     = 256
 	DefaultMaxTails     = 4096
+	// DefaultMaxTailDuration: an event stream lasts at most an hour.
+	DefaultMaxTailDuration = time.Hour
+	// DefaultClaimRecheck: a removed user's event streams end within
+	// 10 s.
+	DefaultClaimRecheck = 10 * time.Second
 )
 
 // ForwardTimeout bounds a write forwarded to the leader.
@@ -225,6 +237,12 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxTails <= 0 {
 		cfg.MaxTails = DefaultMaxTails
+	}
+	if cfg.MaxTailDuration <= 0 {
+		cfg.MaxTailDuration = DefaultMaxTailDuration
+	}
+	if cfg.ClaimRecheck <= 0 {
+		cfg.ClaimRecheck = DefaultClaimRecheck
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()

@@ -83,6 +83,7 @@ type ServeCommand struct {
 	MaxConns       int
 	MaxReads       int
 	MaxTails       int
+	MaxTailAge     time.Duration
 	LogLevel       string
 	LogFormat      string
 }
@@ -144,6 +145,7 @@ exits 0.`,
 	f.IntVar(&c.MaxConns, "max-connections", DefaultMaxConnections, "connections served at once; more wait to be accepted")
 	f.IntVar(&c.MaxReads, "max-reads", server.DefaultMaxReads, "reads served at once (429 beyond)")
 	f.IntVar(&c.MaxTails, "max-tails", server.DefaultMaxTails, "event streams and long-polls served at once (429 beyond)")
+	f.DurationVar(&c.MaxTailAge, "max-tail-duration", server.DefaultMaxTailDuration, "end an event stream after this long (clients reconnect with Last-Event-ID and log in again)")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", "text", "log format: text, or json (one object per line, for log collectors)")
 	return cmd
@@ -230,6 +232,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		WriteTimeout:     c.WriteTimeout,
 		MaxReads:         c.MaxReads,
 		MaxTails:         c.MaxTails,
+		MaxTailDuration:  c.MaxTailAge,
 		ClusterSecret:    secret,
 		Instance:         instance,
 		ClusterRoots:     roots,
