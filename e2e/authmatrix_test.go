@@ -43,7 +43,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"GET", "/", nil, map[string]int{"nobody": 200, "wrong password": 200, "reader": 200, "other stream's writer": 200, "admin": 200}},
 		{"GET", "/healthz", nil, map[string]int{"nobody": 200, "wrong password": 200, "reader": 200, "other stream's writer": 200, "admin": 200}},
 		{"GET", "/readyz", nil, map[string]int{"nobody": 200, "wrong password": 200, "reader": 200, "other stream's writer": 200, "admin": 200}},
-		{"GET", "/metrics", nil, map[string]int{"nobody": 200, "wrong password": 200, "reader": 200, "other stream's writer": 200, "admin": 200}},
+		{"GET", "/metrics", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
 		{"POST", "/streams/orders", body(), map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
 		{"POST", "/streams/orders/messages", json, map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
 		{"GET", "/streams/orders", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 200, "other stream's writer": 403, "admin": 200}},

@@ -145,7 +145,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if !strings.Contains(string(body), `"Role":"leader"`) {
 		t.Fatalf("/readyz does not name the role: %s", body)
 	}
-	status, body, _ := do(t, s.Request("GET", "/metrics", "", "", nil, ""))
+	status, body, _ := do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
 	for _, want := range []string{
 		`messagevault_http_requests_total{code="200",route="POST /streams/{stream}"} 1`,
 		"messagevault_published_messages_total 2",
@@ -253,4 +253,26 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// TestMetricsNeedAuthOrTheirOwnAddress: /metrics on the main address needs
+// a user who may read every stream (the metrics name every stream);
+// --metrics-listen serves them without authentication on an address of
+// their own, for a scraper on a private network.
+func TestMetricsNeedAuthOrTheirOwnAddress(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--metrics-listen", addr)
+	publish(t, s, "secret-stream-name", []messagevault.Message{msg("k", "v")})
+	if status, body, _ := do(t, s.Request("GET", "/metrics", "", "", nil, "")); status != http.StatusUnauthorized || strings.Contains(string(body), "secret-stream-name") {
+		t.Fatalf("/metrics without credentials: %d %.200s", status, body)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `messagevault_stream_position_bytes{stream="secret-stream-name"}`) {
+		t.Fatalf("--metrics-listen: %d %.300s", resp.StatusCode, body)
+	}
 }

@@ -19,7 +19,7 @@ import (
 
 // gauges reads a few process gauges from /metrics.
 func gauges(t *testing.T, s *mvtest.Server) map[string]float64 {
-	resp, err := http.Get(s.URL + "/metrics")
+	resp, err := http.DefaultClient.Do(s.Request("GET", "/metrics", admin, adminPass, nil, ""))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,7 @@ func TestMetricsAndJSONLogs(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		publish(t, s, "metered", []messagevault.Message{msg("k", "v"), msg("k", "w")})
 	}
-	_, body, _ := do(t, s.Request("GET", "/metrics", "", "", nil, ""))
+	_, body, _ := do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
 	for _, want := range []string{
 		"messagevault_appended_messages_total 6",
 		"messagevault_group_commit_messages_bucket",

@@ -283,11 +283,31 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /streams", s.handleStreams)
 	s.mux.HandleFunc("GET /healthz", s.handleHealth)
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /metrics", s.handleMetrics)
 	s.mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	s.mux.HandleFunc("GET /ui/{$}", s.handleUI)
 	s.mux.HandleFunc("GET /ui/status", s.handleUIStatus)
 	s.mux.HandleFunc("/", s.handleNotFound)
+}
+
+// MetricsHandler serves the metrics without authentication, for a
+// listener of its own on a private address (serve --metrics-listen).
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
+}
+
+// handleMetrics serves GET /metrics to users who may read every stream:
+// the metrics name every stream, and tell the load of each.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if !p.CanReadAll() {
+		s.writeError(w, r, forbidden(p.Name, "all:read"))
+		return
+	}
+	s.MetricsHandler().ServeHTTP(w, r)
 }
 
 // handleNotFound answers unknown routes, and known ones with the wrong

@@ -84,6 +84,7 @@ type ServeCommand struct {
 	MaxReads       int
 	MaxTails       int
 	MaxTailAge     time.Duration
+	MetricsListen  string
 	LogLevel       string
 	LogFormat      string
 }
@@ -145,6 +146,7 @@ exits 0.`,
 	f.IntVar(&c.MaxConns, "max-connections", DefaultMaxConnections, "connections served at once; more wait to be accepted")
 	f.IntVar(&c.MaxReads, "max-reads", server.DefaultMaxReads, "reads served at once (429 beyond)")
 	f.IntVar(&c.MaxTails, "max-tails", server.DefaultMaxTails, "event streams and long-polls served at once (429 beyond)")
+	f.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (a private one, for a scraper); on the main address /metrics needs a user with all:read")
 	f.DurationVar(&c.MaxTailAge, "max-tail-duration", server.DefaultMaxTailDuration, "end an event stream after this long (clients reconnect with Last-Event-ID and log in again)")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", "text", "log format: text, or json (one object per line, for log collectors)")
@@ -331,7 +333,22 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		return v.Positions()
 	})
 
-	served := make(chan error, 1)
+	served := make(chan error, 2)
+	if c.MetricsListen != "" {
+		mln, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			node.Close()
+			return fmt.Errorf("--metrics-listen %s: %w", c.MetricsListen, err)
+		}
+		msrv := &http.Server{Handler: api.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
+		defer msrv.Close()
+		go func() {
+			if err := msrv.Serve(mln); err != http.ErrServerClosed {
+				served <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "advertise", advertise, "storage", b.describe, "users", usersPath)
 
