@@ -155,7 +155,7 @@ func readMark(dir, name string) (int64, bool) {
 }
 
 func writeMark(dir, name string, at int64) error {
-	if err := os.WriteFile(filepath.Join(dir, name, MirrorMarkFile), []byte(strconv.FormatInt(at, 10)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name, MirrorMarkFile), []byte(strconv.FormatInt(at, 10)+"\n"), file.FileMode); err != nil {
 		return fmt.Errorf("write the mirror's mark: %w", err)
 	}
 	return nil

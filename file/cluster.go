@@ -43,7 +43,7 @@ func NewLeaderLock(dir string) (*LeaderLock, error) {
 	}
 	// A directory this process could never write (read-only, no
 	// permission) is an error now, not a standby that waits for ever.
-	f, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("data directory %q cannot be written: %w", abs, err)
 	}
@@ -102,7 +102,7 @@ func (l *LeaderLock) Duration() time.Duration { return 0 }
 
 // SetLeader writes endpoint to <dir>/master.info.
 func (l *LeaderLock) SetLeader(ctx context.Context, endpoint string) error {
-	return writeFileAtomic(filepath.Join(l.dir, LeaderFile), []byte(endpoint+"\n"), 0o644)
+	return writeFileAtomic(filepath.Join(l.dir, LeaderFile), []byte(endpoint+"\n"), FileMode)
 }
 
 // Leader reads <dir>/master.info.

@@ -32,6 +32,15 @@ const (
 	LockFile = ".lock"
 )
 
+// Modes of what the backend creates: the owner writes, the group reads,
+// others have no access. A file:// read grant is then a boundary: a
+// reader that uses one must run as the server's user or in its group.
+// (Directories and files that exist keep their modes.)
+const (
+	DirMode  os.FileMode = 0o750
+	FileMode os.FileMode = 0o640
+)
+
 var _ messagevault.Storage = (*Storage)(nil)
 
 // Storage is a data directory owned by this process.
@@ -55,7 +64,7 @@ func Open(dir string) (*Storage, error) {
 	if err := mkdirAllSynced(abs); err != nil {
 		return nil, fmt.Errorf("open data directory: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	lock, err := os.OpenFile(filepath.Join(abs, LockFile), os.O_RDWR|os.O_CREATE, FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("open data directory %q: %w", abs, err)
 	}
@@ -188,7 +197,7 @@ func mkdirAllSynced(dir string) error {
 			return err
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+	if err := os.Mkdir(dir, DirMode); err != nil && !os.IsExist(err) {
 		return err
 	}
 	return syncDir(parent)

@@ -71,14 +71,14 @@ func (w *writer) sync(ctx context.Context, f *os.File) error {
 }
 
 func openWriter(dir, parent string) (*writer, error) {
-	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+	if err := os.Mkdir(dir, DirMode); err != nil && !os.IsExist(err) {
 		return nil, err
 	}
-	records, err := os.OpenFile(filepath.Join(dir, RecordsFile), os.O_RDWR|os.O_CREATE, 0o644)
+	records, err := os.OpenFile(filepath.Join(dir, RecordsFile), os.O_RDWR|os.O_CREATE, FileMode)
 	if err != nil {
 		return nil, err
 	}
-	position, err := os.OpenFile(filepath.Join(dir, PositionFile), os.O_RDWR|os.O_CREATE, 0o644)
+	position, err := os.OpenFile(filepath.Join(dir, PositionFile), os.O_RDWR|os.O_CREATE, FileMode)
 	if err != nil {
 		records.Close()
 		return nil, err
