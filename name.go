@@ -18,6 +18,10 @@ const (
 // holds the users file and the leader lease.
 const ReservedStreamName = "sys"
 
+// AllStreamsName is refused as a stream name: claims use it for every
+// stream ("all:read"), so no claim could name a stream called "all" alone.
+const AllStreamsName = "all"
+
 // NormalizeStreamName folds name to lower case and checks the SPEC rules:
 // 3 to 60 characters of a-z, 0-9 and '-', starting and ending with a letter
 // or digit, with no "--". The error wraps ErrInvalidStreamName and says
@@ -52,6 +56,9 @@ func NormalizeStreamName(name string) (string, error) {
 	}
 	if n == ReservedStreamName {
 		return bad(`"sys" is reserved: its container mv-sys holds the server's own data`)
+	}
+	if n == AllStreamsName {
+		return bad(`"all" is reserved: in a claim, all:read and all:write mean every stream`)
 	}
 	return n, nil
 }

@@ -30,6 +30,8 @@ func TestNormalizeStreamName(t *testing.T) {
 		{in: "a b", why: "not one of"},
 		{in: "ünï", why: "ASCII"},
 		{in: "SYS", why: "reserved"},
+		{in: "All", why: `"all" is reserved`},
+		{in: "all-orders", want: "all-orders"},
 	} {
 		t.Run(tt.in, func(t *testing.T) {
 			got, err := messagevault.NormalizeStreamName(tt.in)

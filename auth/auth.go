@@ -559,8 +559,15 @@ func validateName(name string) error {
 	if name == "" || strings.ContainsAny(name, ": \t\r\n") || len(name) > 128 {
 		return fmt.Errorf("user name %q: must be 1 to 128 characters without ':' or spaces", name)
 	}
+	if name == ClusterUser {
+		return fmt.Errorf("user name %q is reserved: nodes forward writes to the leader under it, with the cluster secret, so a user of that name could never log in", name)
+	}
 	return nil
 }
+
+// ClusterUser is the user name nodes forward writes to the leader with
+// (with the cluster secret, not a password): no user may take it.
+const ClusterUser = "cluster-node"
 
 func validateClaims(claims []string) ([]string, error) {
 	out := make([]string, 0, len(claims))

@@ -230,3 +230,12 @@ func TestPlainTextPasswordCostsABcryptCheck(t *testing.T) {
 		t.Fatalf("a plain-text user's wrong password took %v, an unknown user's %v: the user can be probed", plain, unknown)
 	}
 }
+
+// The user name nodes forward writes under cannot be taken by a user: the
+// server would check the cluster secret for it, never the user's password.
+func TestClusterUserNameIsReserved(t *testing.T) {
+	u, _ := open(t)
+	if err := u.Add(auth.ClusterUser, "pw", "all:read"); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("adding %q: %v", auth.ClusterUser, err)
+	}
+}

@@ -68,7 +68,7 @@ type Node interface {
 
 // ClusterUser is the user name followers forward writes to the leader
 // with, together with the cluster secret.
-const ClusterUser = "cluster-node"
+const ClusterUser = auth.ClusterUser
 
 // Config configures a Server. Storage (or Vault) and Users are required.
 type Config struct {
