@@ -13,6 +13,7 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/internal/redact"
 )
 
 // Errors of the HTTP layer itself.
@@ -133,7 +134,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.metrics.recordError(err)
 		s.status.failed(status, requestID(r.Context()), r.PathValue("stream"), err)
 	}
-	msg := err.Error()
+	msg := redact.String(err.Error())
 	if status >= 500 {
 		// Storage errors can run to many lines (the SDK's request dumps):
 		// the client gets the first line and the request id; the log has

@@ -45,7 +45,7 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 		Example: `  messagevault bench --data /tmp/bench --threads 4 --batch 1000 --min-size 100 --max-size 100 --duration 20s
   messagevault bench --url http://127.0.0.1:8001 --steps 200 --json report.json --chart report.svg
   messagevault bench --azure --threads 8 --steps 50`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return c.Run(cmd) },
 	}
 	c.flags(cmd)

@@ -45,7 +45,9 @@ func (c *conn) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&c.url, "url", envOr(URLEnv, client.DefaultURL), "server URL (env "+URLEnv+")")
 	f.StringVar(&c.user, "user", os.Getenv(UserEnv), "user name (env "+UserEnv+")")
-	f.StringVar(&c.password, "password", os.Getenv(PasswordEnv), "password (env "+PasswordEnv+")")
+	// The password's default is not shown in --help: it would print the
+	// environment's secret. It is read from the environment when used.
+	f.StringVar(&c.password, "password", "", "password (default $"+PasswordEnv+", which is better: a flag shows in the process list)")
 	f.DurationVar(&c.retryFor, "retry-for", DefaultRetryFor, "keep retrying a request that fails with 429, 5xx or a connection error for this long (0: do not retry)")
 	// A malformed --url is a usage error at once, not a connection error
 	// retried for --retry-for.
@@ -63,7 +65,11 @@ func (c *conn) checkURL() error {
 }
 
 func (c *conn) client(opts ...client.Option) *client.Client {
-	return client.New(c.url, c.user, c.password, append([]client.Option{client.WithRetryFor(c.retryFor)}, opts...)...)
+	password := c.password
+	if password == "" {
+		password = os.Getenv(PasswordEnv)
+	}
+	return client.New(c.url, c.user, password, append([]client.Option{client.WithRetryFor(c.retryFor)}, opts...)...)
 }
 
 func envOr(key, def string) string {

@@ -113,3 +113,29 @@ func TestMain(m *testing.M) {
 	mvtest.Cleanup()
 	os.Exit(code)
 }
+
+// TestSecretsAreNotPrinted: neither --help (which shows flag defaults),
+// nor a usage error, nor an operation's error shows a password from the
+// environment, an account key, or a SAS signature.
+func TestSecretsAreNotPrinted(t *testing.T) {
+	bin := mvtest.Binary(t)
+	run := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(mvtest.Env(), env...)
+		cmd.Dir = t.TempDir()
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, _ := run([]string{"MESSAGEVAULT_PASSWORD=secret123"}, "publish", "--help"); strings.Contains(out, "secret123") {
+		t.Fatalf("publish --help shows the password from the environment:\n%s", out)
+	}
+	conn := "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0a2V5;EndpointSuffix=core.windows.net"
+	out, code := run(nil, "serve", "--azure", conn)
+	if code != 2 || strings.Contains(out, "c2VjcmV0a2V5") || !strings.Contains(out, "--azure=") {
+		t.Fatalf("serve --azure CONN (a space, not '='): exit %d: %s", code, out)
+	}
+	out, code = run([]string{"MESSAGEVAULT_USER=u", "MESSAGEVAULT_PASSWORD=p"}, "read", "orders", "--retry-for", "0", "--url", "http://127.0.0.1:1/?sv=2021&sig=c2lnbmF0dXJl")
+	if code != 1 || strings.Contains(out, "c2lnbmF0dXJl") || !strings.Contains(out, "sig=REDACTED") {
+		t.Fatalf("an error quoting a signed URL: exit %d: %s", code, out)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/messagevault/messagevault/internal/redact"
 )
 
 // Version is the binary's version, set at build time with
@@ -58,7 +60,9 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(m.Stderr, "messagevault: %v\n", err)
+	// Errors can quote URLs with SAS signatures, or a connection string
+	// given where it did not belong: their secrets are never printed.
+	fmt.Fprintf(m.Stderr, "messagevault: %s\n", redact.String(err.Error()))
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -67,6 +71,19 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		return 2
 	}
 	return 1
+}
+
+// noArgs is cobra.NoArgs that does not echo an argument that holds a
+// secret: `serve --azure "$CONN"` (a space instead of '=') leaves the
+// connection string as an argument.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if redact.LooksSecret(args[0]) || strings.Contains(args[0], "AccountName=") {
+		return usageError("unexpected argument, which looks like a connection string (not shown): give it as --azure=<connection string> (with '='), or in $%s with --azure alone", AzureConnectionEnv)
+	}
+	return usageError("unexpected argument %q for %q", args[0], cmd.CommandPath())
 }
 
 // isUsage recognises cobra's own usage errors (unknown command, wrong

@@ -29,6 +29,7 @@ import (
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/cluster"
 	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/internal/redact"
 	"github.com/messagevault/messagevault/metrics"
 	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/stream"
@@ -117,7 +118,7 @@ exits 0.`,
   AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=https;AccountName=...' messagevault serve --azure
   messagevault serve --azure="$CONN" --stream-account "big-stream=$OTHER_CONN"
   messagevault serve --tls-cert cert.pem --tls-key key.pem`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (c.TLSCert == "") != (c.TLSKey == "") {
 				return usageError("--tls-cert and --tls-key go together")
@@ -173,7 +174,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	default:
 		return usageError("--log-format %q: want text or json", c.LogFormat)
 	}
-	log := slog.New(handler)
+	log := slog.New(redact.Handler(handler)) // no SAS signature or account key in a log line
 
 	b, err := c.openBackend()
 	if err != nil {
