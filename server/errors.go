@@ -135,6 +135,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.status.failed(status, requestID(r.Context()), r.PathValue("stream"), err)
 	}
 	msg := redact.String(err.Error())
+	switch typ {
+	case "not-found":
+		// Storage's own error names a path or a URL of the server's.
+		msg = fmt.Sprintf("stream %q has never been written", r.PathValue("stream"))
+	case "storage":
+		// The storage error can name the server's paths and URLs; it is
+		// in the log under the request id.
+		msg = "storage failed; the server's log has the details"
+	}
 	if status >= 500 {
 		// Storage errors can run to many lines (the SDK's request dumps):
 		// the client gets the first line and the request id; the log has

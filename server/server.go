@@ -411,17 +411,36 @@ func sameSite(r *http.Request) error {
 	return nil
 }
 
+// wellFormedID reports a client's request id worth logging: 1 to 64
+// characters of letters, digits and . _ : -.
+func wellFormedID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // middleware adds the request id, the access log and the request metrics.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get("X-Request-Id")
-		if id == "" || len(id) > 64 {
-			var b [8]byte
-			rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
-		}
+		// The request id is always the server's own, so that no client
+		// can make two requests share one; a well-formed id the client
+		// sent (a follower sends its own) is logged beside it.
+		var b [8]byte
+		rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
 		w.Header().Set("X-Request-Id", id)
+		clientID := r.Header.Get("X-Request-Id")
+		if !wellFormedID(clientID) {
+			clientID = ""
+		}
 		// A request with a body has until ReadTimeout to send it whole,
 		// credentials or not: a client that declares a body and trickles
 		// it (or never sends it) cannot hold a connection, not even
@@ -456,8 +475,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
 			level = slog.LevelDebug
 		}
-		s.log.Log(ctx, level, "request", "id", id, "method", r.Method, "path", r.URL.Path, "route", route,
-			"status", sw.status, "bytes", sw.bytes, "duration", d, "user", *user, "remote", r.RemoteAddr)
+		attrs := []any{"id", id, "method", r.Method, "path", r.URL.Path, "route", route,
+			"status", sw.status, "bytes", sw.bytes, "duration", d, "user", *user, "remote", r.RemoteAddr}
+		if clientID != "" {
+			attrs = append(attrs, "client_id", clientID)
+		}
+		s.log.Log(ctx, level, "request", attrs...)
 	})
 }
 
