@@ -99,14 +99,10 @@ type Principal struct {
 }
 
 // CanRead reports whether p may read stream.
-func (p Principal) CanRead(stream string) bool {
-	return p.has("all:read", "all:write", stream+":read", stream+":write")
-}
+func (p Principal) CanRead(stream string) bool { return p.may(stream, false) }
 
 // CanWrite reports whether p may write stream.
-func (p Principal) CanWrite(stream string) bool {
-	return p.has("all:write", stream+":write")
-}
+func (p Principal) CanWrite(stream string) bool { return p.may(stream, true) }
 
 // CanReadAll reports whether p may read every stream.
 func (p Principal) CanReadAll() bool { return p.has("all:read", "all:write") }
@@ -123,16 +119,53 @@ func (p Principal) has(claims ...string) bool {
 	return false
 }
 
+// may reports whether one of p's claims covers stream, for writing if
+// write is set (a write claim also covers reading).
+func (p Principal) may(stream string, write bool) bool {
+	for _, c := range p.Claims {
+		scope, access, _ := strings.Cut(c, ":")
+		if write && access != "write" || access != "read" && access != "write" {
+			continue
+		}
+		if covers(scope, stream) {
+			return true
+		}
+	}
+	return false
+}
+
+// covers reports whether a claim's scope names stream: "all", the stream
+// itself, or a prefix of it followed by "*".
+func covers(scope, stream string) bool {
+	switch {
+	case scope == "all":
+		return true
+	case strings.HasSuffix(scope, "*"):
+		return strings.HasPrefix(stream, scope[:len(scope)-1])
+	default:
+		return scope == stream
+	}
+}
+
 // ValidateClaim checks that claim is one of "all:read", "all:write",
-// "<stream>:read", "<stream>:write" with a valid stream name, and returns it
-// with the stream name folded to lower case.
+// "<stream>:read", "<stream>:write" with a valid stream name, or
+// "<prefix>*:read" and "<prefix>*:write", which cover every stream whose
+// name starts with the prefix; it returns the claim with its names folded
+// to lower case.
 func ValidateClaim(claim string) (string, error) {
 	scope, access, ok := strings.Cut(claim, ":")
 	if !ok || (access != "read" && access != "write") {
-		return "", fmt.Errorf("%w %q: want all:read, all:write, <stream>:read or <stream>:write", ErrInvalidClaim, claim)
+		return "", fmt.Errorf("%w %q: want all:read, all:write, <stream>:read, <stream>:write, <prefix>*:read or <prefix>*:write", ErrInvalidClaim, claim)
 	}
 	if scope == "all" {
 		return claim, nil
+	}
+	if prefix, ok := strings.CutSuffix(scope, "*"); ok {
+		p := strings.ToLower(prefix)
+		if p == "" || strings.Contains(p, "*") || p[0] == '-' || strings.Contains(p, "--") || strings.Trim(p, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+			return "", fmt.Errorf("%w %q: a prefix claim is the start of stream names (a-z, 0-9, '-'; not starting with '-') followed by one '*', as in orders-*:read", ErrInvalidClaim, claim)
+		}
+		return p + "*:" + access, nil
 	}
 	name, err := messagevault.NormalizeStreamName(scope)
 	if err != nil {

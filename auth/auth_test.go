@@ -36,18 +36,23 @@ func TestClaims(t *testing.T) {
 		{[]string{"orders:write"}, "orders", true, true, false, false},
 		{[]string{"orders:write"}, "billing", false, false, false, false},
 		{nil, "orders", false, false, false, false},
+		{[]string{"orders-*:read"}, "orders-eu", true, false, false, false},
+		{[]string{"orders-*:write"}, "orders-eu", true, true, false, false},
+		{[]string{"orders-*:write"}, "orders", false, false, false, false},
+		{[]string{"orders-*:write"}, "billing-orders-eu", false, false, false, false},
+		{[]string{"orders-*:read", "billing:write"}, "billing", true, true, false, false},
 	} {
 		p := auth.Principal{Name: "u", Claims: tt.claims}
 		if p.CanRead(tt.stream) != tt.read || p.CanWrite(tt.stream) != tt.write || p.CanReadAll() != tt.readAll || p.CanAdmin() != tt.admin_ {
 			t.Errorf("%v on %s: read %v write %v readAll %v admin %v", tt.claims, tt.stream, p.CanRead(tt.stream), p.CanWrite(tt.stream), p.CanReadAll(), p.CanAdmin())
 		}
 	}
-	for _, c := range []string{"all:read", "all:write", "Orders:read", "a-b-c:write"} {
-		if _, err := auth.ValidateClaim(c); err != nil {
-			t.Errorf("ValidateClaim(%q): %v", c, err)
+	for c, want := range map[string]string{"all:read": "all:read", "all:write": "all:write", "Orders:read": "orders:read", "a-b-c:write": "a-b-c:write", "Orders-*:read": "orders-*:read", "o*:write": "o*:write"} {
+		if got, err := auth.ValidateClaim(c); err != nil || got != want {
+			t.Errorf("ValidateClaim(%q) = %q, %v; want %q", c, got, err, want)
 		}
 	}
-	for _, c := range []string{"all", "orders:admin", "x:read", ":read", "../etc:write"} {
+	for _, c := range []string{"all", "orders:admin", "x:read", ":read", "../etc:write", "*:read", "-x*:read", "a*b*:read", "a_*:read", "o**:read"} {
 		if _, err := auth.ValidateClaim(c); !errors.Is(err, auth.ErrInvalidClaim) {
 			t.Errorf("ValidateClaim(%q) = %v; want ErrInvalidClaim", c, err)
 		}

@@ -32,7 +32,7 @@ local backend (--data, default ./data, or --users FILE), or the blob
 mv-sys/auth.json with --azure. A running server picks changes up within a
 second or so.
 
-Claims: all:read, all:write, <stream>:read, <stream>:write (write implies read).`,
+Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read or <prefix>*:write for every stream whose name starts with the prefix (write implies read).`,
 		Example: `  messagevault users list
   messagevault users add alice orders:read
   messagevault users add ci --password "$CI_PASSWORD" all:write
