@@ -210,7 +210,10 @@ func TestAzureOutage(t *testing.T) {
 
 func TestAzureStreamAccounts(t *testing.T) {
 	main, other := azurite.Start(t), azurite.Start(t)
-	s := startAzure(t, main, "--stream-account", "big="+other.ConnectionString())
+	// The other account's connection string comes from the environment,
+	// not the command line (where the process list would show its key).
+	s := mvtest.Start(t, t.TempDir(), []string{"OTHER_ACCOUNT=" + other.ConnectionString()},
+		"--azure="+main.ConnectionString(), "--stream-account", "big=env:OTHER_ACCOUNT")
 	publish(t, s, "big", []messagevault.Message{msg("k", "in the other account")})
 	publish(t, s, "small", []messagevault.Message{msg("k", "in the main account")})
 	ctx := context.Background()

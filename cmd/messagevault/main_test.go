@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -137,5 +138,39 @@ func TestSecretsAreNotPrinted(t *testing.T) {
 	out, code = run([]string{"MESSAGEVAULT_USER=u", "MESSAGEVAULT_PASSWORD=p"}, "read", "orders", "--retry-for", "0", "--url", "http://127.0.0.1:1/?sv=2021&sig=c2lnbmF0dXJl")
 	if code != 1 || strings.Contains(out, "c2lnbmF0dXJl") || !strings.Contains(out, "sig=REDACTED") {
 		t.Fatalf("an error quoting a signed URL: exit %d: %s", code, out)
+	}
+}
+
+// TestSecretsOffTheCommandLine: a user's password can come from a file or
+// stdin (--password-file), so it never shows in the process list.
+func TestSecretsOffTheCommandLine(t *testing.T) {
+	bin := mvtest.Binary(t)
+	dir := t.TempDir()
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte("from-a-file\n"), 0o600)
+	for _, tc := range []struct {
+		name, stdin string
+		args        []string
+		password    string
+	}{
+		{"alice", "", []string{"--password-file", pwFile}, "from-a-file"},
+		{"bob", "from-stdin\n", []string{"--password-file", "-"}, "from-stdin"},
+	} {
+		cmd := exec.Command(bin, append([]string{"users", "add", tc.name, "orders:read", "--data", dir}, tc.args...)...)
+		cmd.Env = mvtest.Env()
+		cmd.Stdin = strings.NewReader(tc.stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.Contains(string(out), tc.password) {
+			t.Fatalf("users add %s: %v: %s", tc.name, err, out)
+		}
+	}
+	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pw := range map[string]string{"alice": "from-a-file", "bob": "from-stdin"} {
+		if _, err := users.Authenticate(name, pw); err != nil {
+			t.Fatalf("%s with the password from the file: %v", name, err)
+		}
 	}
 }

@@ -130,7 +130,7 @@ exits 0.`,
 	f.StringVar(&c.DataDir, "data", DefaultDataDir, "data directory of the local backend")
 	f.StringVar(&c.Azure, "azure", "", "use Azure Blob Storage: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
 	f.Lookup("azure").NoOptDefVal = azureFromEnv
-	f.StringArrayVar(&c.StreamAccounts, "stream-account", nil, "with --azure, keep a stream in another account: <stream>=<connection string> (repeatable)")
+	f.StringArrayVar(&c.StreamAccounts, "stream-account", nil, "with --azure, keep a stream in another account: <stream>=<connection string>, <stream>=env:VAR (from the environment) or <stream>=@FILE (from a file); repeatable")
 	f.StringVar(&c.Listen, "listen", DefaultListen, "address to listen on (port 0 picks a free port)")
 	f.StringVar(&c.Advertise, "advertise", "", "this node's internal URL, which followers forward writes to (default derived from the listening address)")
 	f.StringVar(&c.UsersFile, "users", "", "users file (default <data>/"+UsersFileName+")")
@@ -489,6 +489,9 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 			name, scs, err := azure.ParseStreamAccount(v)
 			if err != nil {
 				return nil, usageError("--stream-account: %v", err)
+			}
+			if scs, err = secretValue(scs); err != nil {
+				return nil, usageError("--stream-account %s: %v", name, err)
 			}
 			s, err := azure.Open(scs, azure.Config{})
 			if err != nil {

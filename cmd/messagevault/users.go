@@ -16,6 +16,8 @@ import (
 // UsersCommand manages users in a local users file or in mv-sys.
 type UsersCommand struct {
 	stdout   io.Writer
+	stdin    io.Reader
+	pwFile   string
 	dataDir  string
 	file     string
 	azure    string
@@ -49,7 +51,8 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 	pf.Lookup("azure").NoOptDefVal = azureFromEnv
 
 	withPassword := func(cc *cobra.Command) *cobra.Command {
-		cc.Flags().StringVar(&c.password, "password", "", "the password (default: a random one, printed once)")
+		cc.Flags().StringVar(&c.password, "password", "", "the password (default: a random one, printed once); --password-file keeps it off the command line")
+		cc.Flags().StringVar(&c.pwFile, "password-file", "", "read the password from the first line of this file (- for stdin)")
 		return cc
 	}
 	cmd.AddCommand(
@@ -70,7 +73,10 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 				if err != nil {
 					return err
 				}
-				pw := c.newPassword()
+				pw, err := c.newPassword()
+				if err != nil {
+					return err
+				}
 				if err := u.Add(args[0], pw, args[1:]...); err != nil {
 					return err
 				}
@@ -83,7 +89,10 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 				if err != nil {
 					return err
 				}
-				pw := c.newPassword()
+				pw, err := c.newPassword()
+				if err != nil {
+					return err
+				}
 				if err := u.SetPassword(args[0], pw); err != nil {
 					return err
 				}
@@ -142,11 +151,22 @@ func (c *UsersCommand) open() (*auth.Users, error) {
 	return auth.Open(auth.NewFileSource(path), nil)
 }
 
-func (c *UsersCommand) newPassword() string {
-	if c.password != "" {
-		return c.password
+func (c *UsersCommand) newPassword() (string, error) {
+	if c.pwFile != "" {
+		if c.password != "" {
+			return "", usageError("--password and --password-file: give one")
+		}
+		pw, err := readPassword(c.pwFile, c.stdin)
+		if err != nil {
+			return "", err
+		}
+		c.password = pw // chosen by the operator: not printed
+		return pw, nil
 	}
-	return auth.RandomPassword()
+	if c.password != "" {
+		return c.password, nil
+	}
+	return auth.RandomPassword(), nil
 }
 
 func (c *UsersCommand) report(what, name, pw string) {
