@@ -225,6 +225,49 @@ func TestTLS(t *testing.T) {
 	if resp.StatusCode != 200 || resp.TLS == nil {
 		t.Fatalf("publish over TLS: %d", resp.StatusCode)
 	}
+	addr := strings.TrimPrefix(s.URL, "https://")
+	// HTTP/2 is offered.
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	resp, err = h2.Do(s.Request("GET", "/healthz", "", "", nil, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" {
+		t.Fatalf("protocol %s, want HTTP/2.0", resp.Proto)
+	}
+	// TLS 1.2 with a CBC suite (or SHA-1 MACs) is refused.
+	if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}}); err == nil {
+		c.Close()
+		t.Fatal("a TLS 1.2 handshake offering only CBC suites succeeded")
+	}
+	// A renewed certificate, written over the files, is served without a
+	// restart.
+	renewed := t.TempDir()
+	newCert, newKey, _ := selfSigned(t, renewed)
+	for _, f := range [][2]string{{newKey, keyFile}, {newCert, certFile}} {
+		b, _ := os.ReadFile(f[0])
+		os.WriteFile(f[1], b, 0o600)
+	}
+	want, _ := os.ReadFile(certFile)
+	block, _ := pem.Decode(want)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := c.ConnectionState().PeerCertificates[0].Raw
+		c.Close()
+		if bytes.Equal(got, block.Bytes) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate is not served 10 s after it was written")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {

@@ -258,13 +258,12 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	}
 	scheme := "http"
 	if c.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		certs, err := newCertReloader(c.TLSCert, c.TLSKey, log)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("load TLS certificate: %w", err)
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, srv.TLSConfig)
+		srv.TLSConfig = tlsConfig(certs)
 		scheme = "https"
 	}
 	advertise := c.Advertise
@@ -350,7 +349,13 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		}()
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			served <- srv.ServeTLS(ln, "", "") // with HTTP/2
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "advertise", advertise, "storage", b.describe, "users", usersPath)
 
 	select {
