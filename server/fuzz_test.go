@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/messagevault/messagevault"
@@ -90,4 +91,32 @@ func position(t *testing.T, s *mem.Storage) int64 {
 		t.Fatal(err)
 	}
 	return pos
+}
+
+// FuzzAuthorization sends arbitrary Authorization headers: the answer is
+// always 401 (or 200 for the one right credential, 429 once throttled),
+// never a panic or a 5xx.
+func FuzzAuthorization(f *testing.F) {
+	users, err := auth.Open(auth.NewFileSource(filepath.Join(f.TempDir(), "auth.json")), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	users.Add("u", "p", "all:read")
+	v := vault.New(mem.New(), vault.Config{})
+	h := server.New(server.Config{Vault: v, Users: users})
+	f.Cleanup(func() { v.Close() })
+	for _, seed := range []string{"Basic dTpw", "Basic dTpx", "Basic", "Basic =", "Bearer abc", "basic dTpw", "Basic dTo=", "Basic Ojo=", "Basic " + strings.Repeat("A", 300), "Basic\x00dTpw"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		req := httptest.NewRequest(http.MethodGet, "/streams", nil)
+		req.Header.Set("Authorization", header)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK, http.StatusUnauthorized, http.StatusTooManyRequests:
+		default:
+			t.Fatalf("Authorization %q: %d %s", header, rec.Code, rec.Body)
+		}
+	})
 }

@@ -100,6 +100,22 @@ type Server struct {
 // AdminPassword is the admin password Start sets through the environment.
 const AdminPassword = "test-admin-password"
 
+// signatureRE finds a SAS signature that was not blanked.
+var signatureRE = regexp.MustCompile(`sig=([^&\s"';)]+)`)
+
+// leakedSecret returns the first secret found in a server's output, or "".
+func leakedSecret(out string) string {
+	if i := strings.Index(out, AdminPassword); i >= 0 {
+		return fmt.Sprintf("the admin password, at byte %d", i)
+	}
+	for _, m := range signatureRE.FindAllStringSubmatch(out, -1) {
+		if m[1] != "REDACTED" {
+			return fmt.Sprintf("a SAS signature (%.12s...)", m[0])
+		}
+	}
+	return ""
+}
+
 // servingRE finds the listening URL in the server's log, text or JSON.
 var servingRE = regexp.MustCompile(`msg"?[=:]"?serving"?[ ,]"?url"?[=:]"?(https?://[0-9.:]+)`)
 
@@ -126,6 +142,11 @@ func Start(t testing.TB, dir string, env []string, args ...string) *Server {
 	t.Cleanup(func() {
 		s.Signal(syscall.SIGKILL)
 		<-s.done
+		// Every test's server output is searched for secrets: the admin
+		// password from the environment, and SAS signatures.
+		if leak := leakedSecret(s.Stderr.String()); leak != "" {
+			t.Errorf("the server's output shows a secret: %s", leak)
+		}
 		if t.Failed() {
 			t.Logf("server output:\n%s", s.Stderr.String())
 		}
