@@ -28,6 +28,9 @@ var (
 	// ErrNotLeader reports a write on a node that is not the leader, or
 	// whose leadership may have lapsed.
 	ErrNotLeader = errors.New("not the leader")
+	// ErrNotRevocable reports grants that cannot be revoked: a file://
+	// grant is a path, bounded only by file permissions.
+	ErrNotRevocable = errors.New("this storage's read grants cannot be revoked")
 	// ErrOutOfRange reports a read or write past the end of a blob, or an
 	// offset or length that is not a multiple of PageSize where one must be.
 	ErrOutOfRange = errors.New("out of range")

@@ -111,6 +111,15 @@ type Granter interface {
 	ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error)
 }
 
+// Revoker is implemented by storages whose read grants can be taken back.
+type Revoker interface {
+	// RevokeGrants invalidates every read grant of stream handed out so
+	// far, at once; grants handed out later work. A storage that cannot
+	// revoke its grants (file:// grants are paths) returns an error
+	// wrapping ErrNotRevocable.
+	RevokeGrants(ctx context.Context, stream string) error
+}
+
 // CheckPages reports an error wrapping ErrOutOfRange unless a write of n
 // bytes at off fits a blob of size bytes and both are multiples of
 // PageSize: the WritePages contract, checked the same way by every backend.

@@ -70,6 +70,11 @@ func (a *Accounts) ReadGrant(ctx context.Context, stream string, ttl time.Durati
 	return a.of(stream).ReadGrant(ctx, stream, ttl)
 }
 
+// RevokeGrants revokes stream's grants in its account.
+func (a *Accounts) RevokeGrants(ctx context.Context, stream string) error {
+	return a.of(stream).RevokeGrants(ctx, stream)
+}
+
 // Streams lists the default account's streams (but those mapped
 // elsewhere) and the mapped streams that exist in their accounts.
 func (a *Accounts) Streams(ctx context.Context) ([]string, error) {

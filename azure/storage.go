@@ -16,7 +16,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
 
 	"github.com/messagevault/messagevault"
@@ -100,6 +99,7 @@ var (
 type Storage struct {
 	svc     *service.Client
 	account string
+	key     *container.SharedKeyCredential // nil: the connection string has no account key (no grants)
 
 	mu      sync.Mutex
 	writers map[string]bool
@@ -114,7 +114,7 @@ func Open(connectionString string, cfg Config) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("azure: connection string: %w", err)
 	}
-	return &Storage{svc: svc, account: accountName(connectionString), writers: map[string]bool{}}, nil
+	return &Storage{svc: svc, account: accountName(connectionString), key: sharedKey(connectionString), writers: map[string]bool{}}, nil
 }
 
 // accountName returns the AccountName of a connection string, for messages.
@@ -204,20 +204,6 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
-}
-
-// ReadGrant returns a container SAS URL for mv-<stream> with read and list
-// permissions only, valid from five minutes ago (clock skew) for ttl.
-func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
-	if err := messagevault.CheckStreamName(stream); err != nil {
-		return "", fmt.Errorf("read grant: %w", err)
-	}
-	start := time.Now().Add(-5 * time.Minute).UTC()
-	u, err := s.container(stream).GetSASURL(sas.ContainerPermissions{Read: true, List: true}, time.Now().Add(ttl), &container.GetSASURLOptions{StartTime: &start})
-	if err != nil {
-		return "", fmt.Errorf("read grant for %q: %w", stream, err)
-	}
-	return u, nil
 }
 
 // Close marks the storage closed. Writers must be closed first.

@@ -276,6 +276,16 @@ func (c *Client) Grant(ctx context.Context, stream string) (string, error) {
 	return ans.Signature, nil
 }
 
+// RevokeGrants makes every read grant of stream handed out so far stop
+// working (the user needs all:write). Readers of this library renew their
+// grant and go on; others must ask for a new one.
+func (c *Client) RevokeGrants(ctx context.Context, stream string) error {
+	if _, err := c.do(ctx, http.MethodDelete, "/streams/"+url.PathEscape(stream)+"/grants", nil, "", nil); err != nil {
+		return fmt.Errorf("revoke the grants of %q: %w", stream, err)
+	}
+	return nil
+}
+
 // rawRecords reads up to limit records from position from through the
 // server, with an optional long-poll wait; it returns their bytes, the
 // position after them and the stream's position.

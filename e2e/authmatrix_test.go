@@ -51,6 +51,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"GET", "/streams/orders/events", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 200, "other stream's writer": 403, "admin": 200}},
 		{"GET", "/streams/billing/messages", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 200, "admin": 200}},
 		{"GET", "/streams/orders/producers/p1", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
+		{"DELETE", "/streams/orders/grants", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 501}},
 		{"GET", "/streams", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 200, "other stream's writer": 200, "admin": 200}},
 		{"GET", "/ui/", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 200, "other stream's writer": 200, "admin": 200}},
 		{"GET", "/ui/status", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 200, "other stream's writer": 200, "admin": 200}},

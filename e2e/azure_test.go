@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/formats"
@@ -239,5 +240,53 @@ func TestAzureStreamAccounts(t *testing.T) {
 	}
 	if got := values(readGrant(t, s, "big")); fmt.Sprint(got) != "[k=in the other account]" {
 		t.Fatalf("big: %v", got)
+	}
+}
+
+// TestAzureGrantsAreRevocable: `messagevault grants revoke` makes every
+// read grant of a stream handed out so far fail at once, on Azurite; a new
+// grant works. On the local backend, whose grants are paths, it is a 501.
+func TestAzureGrantsAreRevocable(t *testing.T) {
+	az := azurite.Start(t)
+	s := startAzure(t, az)
+	publish(t, s, "revocable", []messagevault.Message{msg("k", "v")})
+	grant := func() string {
+		status, body, _ := do(t, s.Request("GET", "/streams/revocable", admin, adminPass, nil, ""))
+		var g struct{ Signature string }
+		if json.Unmarshal(body, &g); status != 200 || g.Signature == "" {
+			t.Fatalf("grant: %d %s", status, body)
+		}
+		return g.Signature
+	}
+	ctx := context.Background()
+	position := func(g string) error {
+		pr, err := azure.OpenGrant(ctx, g, nil, azure.Config{MaxRetries: 1})
+		if err != nil {
+			return err
+		}
+		defer pr.Close()
+		_, err = pr.Position(ctx)
+		return err
+	}
+	old := grant()
+	if err := position(old); err != nil {
+		t.Fatalf("read with a fresh grant: %v", err)
+	}
+	if out := mustCLI(t, s, "", "grants", "revoke", "revocable"); !strings.Contains(out, "revoked") {
+		t.Fatalf("grants revoke: %s", out)
+	}
+	start := time.Now()
+	err := position(old)
+	if err == nil || !bloberror.HasCode(err, bloberror.AuthorizationFailure, bloberror.AuthenticationFailed) || time.Since(start) > 5*time.Second {
+		t.Fatalf("read with a revoked grant: %v after %v; want a refusal at once", err, time.Since(start))
+	}
+	if err := position(grant()); err != nil {
+		t.Fatalf("read with a grant made after the revocation: %v", err)
+	}
+
+	local := mvtest.Start(t, t.TempDir(), nil)
+	publish(t, local, "revocable", []messagevault.Message{msg("k", "v")})
+	if out, errs, code := cli(t, local, "", "grants", "revoke", "revocable"); code != 1 || !strings.Contains(errs, "cannot be revoked") {
+		t.Fatalf("grants revoke on the local backend: exit %d %s %s", code, out, errs)
 	}
 }

@@ -8,6 +8,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,6 +122,18 @@ type storage struct {
 type grantingStorage struct {
 	storage
 	g messagevault.Granter
+}
+
+// RevokeGrants revokes through the storage, if it can.
+func (s *grantingStorage) RevokeGrants(ctx context.Context, stream string) error {
+	r, ok := s.g.(messagevault.Revoker)
+	if !ok {
+		return fmt.Errorf("revoke the grants of %q: %w", stream, messagevault.ErrNotRevocable)
+	}
+	start := time.Now()
+	err := r.RevokeGrants(ctx, stream)
+	s.m.observe("revoke_grants", start, err)
+	return err
 }
 
 func (s *grantingStorage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {

@@ -98,7 +98,7 @@ func classify(err error) (int, string) {
 	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced),
 		errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, errNoLeader):
 		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, errNoGrants):
+	case errors.Is(err, errNoGrants), errors.Is(err, messagevault.ErrNotRevocable):
 		return http.StatusNotImplemented, "not-implemented"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "timeout"

@@ -49,7 +49,7 @@ const (
 	// MaxWait caps ?wait= of a long-poll read.
 	MaxWait = 60 * time.Second
 	// DefaultGrantTTL is how long a read grant is valid.
-	DefaultGrantTTL = 4 * time.Hour
+	DefaultGrantTTL = 7 * 24 * time.Hour
 	// KeepAliveInterval is how often an idle server-sent-events tail sends
 	// a comment, so proxies keep the connection.
 	KeepAliveInterval = 15 * time.Second
@@ -277,6 +277,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /streams/{stream}", s.handlePublish)
 	s.mux.HandleFunc("POST /streams/{stream}/messages", s.handlePublishJSON)
 	s.mux.HandleFunc("GET /streams/{stream}", s.handleGrant)
+	s.mux.HandleFunc("DELETE /streams/{stream}/grants", s.handleRevokeGrants)
 	s.mux.HandleFunc("GET /streams/{stream}/messages", s.handleRead)
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
 	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
@@ -622,6 +623,36 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"Signature": url})
+}
+
+// handleRevokeGrants serves DELETE /streams/{stream}/grants: every read
+// grant of the stream handed out so far stops working at once (Azure);
+// for users who manage users (all:write).
+func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	name, err := messagevault.NormalizeStreamName(r.PathValue("stream"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !p.CanAdmin() {
+		s.writeError(w, r, forbidden(p.Name, "all:write"))
+		return
+	}
+	rv, ok := s.cfg.Storage.(messagevault.Revoker)
+	if !ok {
+		s.writeError(w, r, fmt.Errorf("revoke the grants of %q: %w", name, messagevault.ErrNotRevocable))
+		return
+	}
+	if err := rv.RevokeGrants(r.Context(), name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("revoked every read grant of a stream", "stream", name, "by", p.Name)
+	writeJSON(w, http.StatusOK, map[string]any{"Stream": name, "Revoked": true})
 }
 
 // streamsAnswer is the body of GET /streams.

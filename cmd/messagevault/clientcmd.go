@@ -529,6 +529,39 @@ func escapeText(b []byte) string {
 	return sb.String()
 }
 
+// GrantsCommand manages read grants.
+type GrantsCommand struct {
+	conn
+	stdout io.Writer
+}
+
+// Command returns the cobra command ("grants revoke STREAM").
+func (c *GrantsCommand) Command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "grants",
+		Short: "Manage read grants (revoke)",
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke STREAM",
+		Short: "Make every read grant of a stream handed out so far stop working (Azure; needs all:write)",
+		Long: `Make every read grant of a stream handed out so far stop working, at once.
+Readers that use this program or its Go library ask for a new grant and go on;
+other readers must ask for one. Local file:// grants cannot be revoked.`,
+		Example: "  messagevault grants revoke orders",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.client().RevokeGrants(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "revoked every read grant of %s\n", args[0])
+			return nil
+		},
+	}
+	c.flags(revoke)
+	cmd.AddCommand(revoke)
+	return cmd
+}
+
 // StreamsCommand lists the streams.
 type StreamsCommand struct {
 	conn
