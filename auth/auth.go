@@ -48,6 +48,10 @@ var (
 	ErrUserNotFound = errors.New("user not found")
 	// ErrInvalidClaim reports a claim that is not one of the four forms.
 	ErrInvalidClaim = errors.New("invalid claim")
+	// ErrInvalidUser reports a user name or password that cannot be used.
+	ErrInvalidUser = errors.New("invalid user")
+	// ErrUserExists reports adding a user that exists.
+	ErrUserExists = errors.New("the user exists")
 	// ErrBusy reports a password check refused because MaxQueuedChecks
 	// already wait for a core: the caller retries later.
 	ErrBusy = errors.New("too many password checks at once")
@@ -479,7 +483,7 @@ func (u *Users) Add(name, password string, claims ...string) error {
 	}
 	return u.update(func(f *File) error {
 		if f.Users[name] != nil {
-			return fmt.Errorf("add user %q: the user exists", name)
+			return fmt.Errorf("add user %q: %w", name, ErrUserExists)
 		}
 		f.Users[name] = &User{Password: hash, Claims: cl}
 		return nil
@@ -579,7 +583,7 @@ func RandomPassword() string {
 
 func hashPassword(password string) (string, error) {
 	if password == "" {
-		return "", errors.New("the password is empty")
+		return "", fmt.Errorf("%w: the password is empty", ErrInvalidUser)
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
 	if err != nil {
@@ -590,10 +594,10 @@ func hashPassword(password string) (string, error) {
 
 func validateName(name string) error {
 	if name == "" || strings.ContainsAny(name, ": \t\r\n") || len(name) > 128 {
-		return fmt.Errorf("user name %q: must be 1 to 128 characters without ':' or spaces", name)
+		return fmt.Errorf("%w: user name %q: must be 1 to 128 characters without ':' or spaces", ErrInvalidUser, name)
 	}
 	if name == ClusterUser {
-		return fmt.Errorf("user name %q is reserved: nodes forward writes to the leader under it, with the cluster secret, so a user of that name could never log in", name)
+		return fmt.Errorf("%w: user name %q is reserved: nodes forward writes to the leader under it, with the cluster secret, so a user of that name could never log in", ErrInvalidUser, name)
 	}
 	return nil
 }

@@ -173,7 +173,7 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error, Type string
 			Position    int64

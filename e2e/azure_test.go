@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -288,5 +289,51 @@ func TestAzureGrantsAreRevocable(t *testing.T) {
 	publish(t, local, "revocable", []messagevault.Message{msg("k", "v")})
 	if out, errs, code := cli(t, local, "", "grants", "revoke", "revocable"); code != 1 || !strings.Contains(errs, "cannot be revoked") {
 		t.Fatalf("grants revoke on the local backend: exit %d %s %s", code, out, errs)
+	}
+}
+
+// TestUsersThroughTheServer: an operator with only the server's URL and an
+// administrator's login (no storage key) manages users with `users
+// --url`; the changes take effect at once. A user without all:write may
+// not.
+func TestUsersThroughTheServer(t *testing.T) {
+	az := azurite.Start(t)
+	s := startAzure(t, az)
+	publish(t, s, "orders", []messagevault.Message{msg("k", "v")})
+	users := func(stdin string, args ...string) (string, string, int) {
+		return cli(t, s, stdin, append([]string{"users", "--url", s.URL}, args...)...)
+	}
+	if out, errs, code := users("carol-pw\n", "add", "carol", "orders:read", "--password-file", "-"); code != 0 || strings.Contains(out, "carol-pw") {
+		t.Fatalf("users add --url: exit %d %s %s", code, out, errs)
+	}
+	if status, _, _ := do(t, s.Request("GET", "/streams/orders/messages?from=0", "carol", "carol-pw", nil, "")); status != 200 {
+		t.Fatalf("carol reads orders: %d", status)
+	}
+	if out, _, code := users("", "grant", "carol", "billing:read"); code != 0 {
+		t.Fatalf("users grant --url: exit %d %s", code, out)
+	}
+	if out, _, _ := users("", "list"); !strings.Contains(out, "carol\torders:read billing:read") {
+		t.Fatalf("users list --url:\n%s", out)
+	}
+	if out, errs, code := users("carol-new\n", "passwd", "carol", "--password-file", "-"); code != 0 {
+		t.Fatalf("users passwd --url: exit %d %s %s", code, out, errs)
+	}
+	if status, _, _ := do(t, s.Request("GET", "/streams/orders/messages?from=0", "carol", "carol-new", nil, "")); status != 200 {
+		t.Fatalf("carol with her new password: %d", status)
+	}
+	// Carol is no administrator.
+	cmd := exec.Command(mvtest.Binary(t), "users", "--url", s.URL, "--user", "carol", "add", "mallory", "all:write", "--password", "x")
+	cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_PASSWORD=carol-new")
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "all:write") {
+		t.Fatalf("a non-administrator adds a user: exit %d %s", cmd.ProcessState.ExitCode(), out)
+	}
+	if _, errs, code := users("", "add", "carol", "orders:read", "--password", "again"); code != 1 || !strings.Contains(errs, "exists") {
+		t.Fatalf("adding carol twice: exit %d %s", code, errs)
+	}
+	if out, _, code := users("", "remove", "carol"); code != 0 {
+		t.Fatalf("users remove --url: exit %d %s", code, out)
+	}
+	if status, _, _ := do(t, s.Request("GET", "/streams/orders/messages?from=0", "carol", "carol-new", nil, "")); status != 401 {
+		t.Fatalf("carol after her removal: %d", status)
 	}
 }

@@ -91,8 +91,12 @@ func classify(err error) (int, string) {
 		return http.StatusPreconditionFailed, "position-mismatch"
 	case errors.Is(err, messagevault.ErrOutOfRange):
 		return http.StatusBadRequest, "out-of-range"
-	case errors.Is(err, messagevault.ErrStreamNotFound):
+	case errors.Is(err, messagevault.ErrStreamNotFound), errors.Is(err, auth.ErrUserNotFound):
 		return http.StatusNotFound, "not-found"
+	case errors.Is(err, auth.ErrUserExists):
+		return http.StatusConflict, "exists"
+	case errors.Is(err, auth.ErrInvalidUser), errors.Is(err, auth.ErrInvalidClaim):
+		return http.StatusBadRequest, "bad-request"
 	case errors.Is(err, errNotLeaderHere):
 		return http.StatusServiceUnavailable, typeNotLeader
 	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced),
@@ -137,8 +141,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	msg := redact.String(err.Error())
 	switch typ {
 	case "not-found":
-		// Storage's own error names a path or a URL of the server's.
-		msg = fmt.Sprintf("stream %q has never been written", r.PathValue("stream"))
+		if errors.Is(err, messagevault.ErrStreamNotFound) {
+			// Storage's own error names a path or a URL of the server's.
+			msg = fmt.Sprintf("stream %q has never been written", r.PathValue("stream"))
+		}
 	case "storage":
 		// The storage error can name the server's paths and URLs; it is
 		// in the log under the request id.

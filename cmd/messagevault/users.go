@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,10 +12,13 @@ import (
 
 	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/azure"
+	"github.com/messagevault/messagevault/client"
 )
 
 // UsersCommand manages users in a local users file or in mv-sys.
 type UsersCommand struct {
+	url      string
+	admin    string
 	stdout   io.Writer
 	stdin    io.Reader
 	pwFile   string
@@ -32,7 +36,9 @@ func (c *UsersCommand) Command() *cobra.Command {
 		Long: `Manage users and claims where a server keeps them: <data>/auth.json for the
 local backend (--data, default ./data, or --users FILE), or the blob
 mv-sys/auth.json with --azure. A running server picks changes up within a
-second or so.
+second or so. With --url, the changes go through a server's user routes
+instead, as an administrator (all:write) named by --user or $MESSAGEVAULT_USER
+with the password in $MESSAGEVAULT_PASSWORD: no storage key is needed.
 
 Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read or <prefix>*:write for every stream whose name starts with the prefix (write implies read).`,
 		Example: `  messagevault users list
@@ -42,13 +48,16 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
   messagevault users revoke alice orders:read
   messagevault users passwd alice
   messagevault users remove alice
-  messagevault users list --azure="$AZURE_STORAGE_CONNECTION_STRING"`,
+  messagevault users list --azure="$AZURE_STORAGE_CONNECTION_STRING"
+  messagevault users add bob orders:read --url https://mv.example:8443 --password-file -`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&c.dataDir, "data", DefaultDataDir, "data directory whose auth.json to edit")
 	pf.StringVar(&c.file, "users", "", "users file to edit (instead of <data>/auth.json)")
 	pf.StringVar(&c.azure, "azure", "", "edit mv-sys/auth.json of an Azure account: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
 	pf.Lookup("azure").NoOptDefVal = azureFromEnv
+	pf.StringVar(&c.url, "url", "", "manage the users through this server instead (as --user, default $"+UserEnv+", with the password in $"+PasswordEnv+"; the user needs all:write): no storage key needed")
+	pf.StringVar(&c.admin, "user", os.Getenv(UserEnv), "with --url: the administrator to log in as")
 
 	withPassword := func(cc *cobra.Command) *cobra.Command {
 		cc.Flags().StringVar(&c.password, "password", "", "the password (default: a random one, printed once); --password-file keeps it off the command line")
@@ -58,18 +67,22 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 	cmd.AddCommand(
 		&cobra.Command{Use: "list", Short: "List users and their claims", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.open()
+				u, err := c.store()
 				if err != nil {
 					return err
 				}
-				for _, p := range u.List() {
+				list, err := u.list(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, p := range list {
 					fmt.Fprintf(c.stdout, "%s\t%s\n", p.Name, strings.Join(p.Claims, " "))
 				}
 				return nil
 			}},
 		withPassword(&cobra.Command{Use: "add NAME [CLAIM...]", Short: "Add a user", Args: cobra.MinimumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.open()
+				u, err := c.store()
 				if err != nil {
 					return err
 				}
@@ -77,7 +90,7 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 				if err != nil {
 					return err
 				}
-				if err := u.Add(args[0], pw, args[1:]...); err != nil {
+				if err := u.add(cmd.Context(), args[0], pw, args[1:]); err != nil {
 					return err
 				}
 				c.report("added", args[0], pw)
@@ -85,7 +98,7 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 			}}),
 		withPassword(&cobra.Command{Use: "passwd NAME", Short: "Set a user's password", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.open()
+				u, err := c.store()
 				if err != nil {
 					return err
 				}
@@ -93,7 +106,7 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 				if err != nil {
 					return err
 				}
-				if err := u.SetPassword(args[0], pw); err != nil {
+				if err := u.setPassword(cmd.Context(), args[0], pw); err != nil {
 					return err
 				}
 				c.report("set the password of", args[0], pw)
@@ -101,30 +114,99 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 			}}),
 		&cobra.Command{Use: "remove NAME", Short: "Remove a user", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.open()
+				u, err := c.store()
 				if err != nil {
 					return err
 				}
-				return u.Remove(args[0])
+				return u.remove(cmd.Context(), args[0])
 			}},
 		&cobra.Command{Use: "grant NAME CLAIM...", Short: "Give a user claims", Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.open()
+				u, err := c.store()
 				if err != nil {
 					return err
 				}
-				return u.Grant(args[0], args[1:]...)
+				return u.claims(cmd.Context(), args[0], args[1:], nil)
 			}},
 		&cobra.Command{Use: "revoke NAME CLAIM...", Short: "Take claims from a user", Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.open()
+				u, err := c.store()
 				if err != nil {
 					return err
 				}
-				return u.Revoke(args[0], args[1:]...)
+				return u.claims(cmd.Context(), args[0], nil, args[1:])
 			}},
 	)
 	return cmd
+}
+
+// userStore is where the users command makes its changes: a users file
+// (local or in mv-sys), or a server's user routes.
+type userStore interface {
+	list(ctx context.Context) ([]auth.Principal, error)
+	add(ctx context.Context, name, password string, claims []string) error
+	remove(ctx context.Context, name string) error
+	setPassword(ctx context.Context, name, password string) error
+	claims(ctx context.Context, name string, grant, revoke []string) error
+}
+
+// store returns the server's user routes with --url, else the users file.
+func (c *UsersCommand) store() (userStore, error) {
+	if c.url != "" {
+		if c.azure != "" {
+			return nil, usageError("--url and --azure: give one")
+		}
+		conn := &conn{url: c.url, user: c.admin, retryFor: 0}
+		if err := conn.checkURL(); err != nil {
+			return nil, err
+		}
+		return serverUsers{conn.client()}, nil
+	}
+	u, err := c.open()
+	if err != nil {
+		return nil, err
+	}
+	return fileUsers{u}, nil
+}
+
+// fileUsers edits a users file.
+type fileUsers struct{ u *auth.Users }
+
+func (f fileUsers) list(context.Context) ([]auth.Principal, error) { return f.u.List(), nil }
+func (f fileUsers) add(_ context.Context, name, pw string, claims []string) error {
+	return f.u.Add(name, pw, claims...)
+}
+func (f fileUsers) remove(_ context.Context, name string) error { return f.u.Remove(name) }
+func (f fileUsers) setPassword(_ context.Context, name, pw string) error {
+	return f.u.SetPassword(name, pw)
+}
+func (f fileUsers) claims(_ context.Context, name string, grant, revoke []string) error {
+	if len(grant) > 0 {
+		return f.u.Grant(name, grant...)
+	}
+	return f.u.Revoke(name, revoke...)
+}
+
+// serverUsers manages users through a server.
+type serverUsers struct{ c *client.Client }
+
+func (s serverUsers) list(ctx context.Context) ([]auth.Principal, error) {
+	users, err := s.c.Users(ctx)
+	out := make([]auth.Principal, len(users))
+	for i, u := range users {
+		out[i] = auth.Principal{Name: u.Name, Claims: u.Claims}
+	}
+	return out, err
+}
+func (s serverUsers) add(ctx context.Context, name, pw string, claims []string) error {
+	return s.c.AddUser(ctx, name, pw, claims)
+}
+func (s serverUsers) remove(ctx context.Context, name string) error { return s.c.RemoveUser(ctx, name) }
+func (s serverUsers) setPassword(ctx context.Context, name, pw string) error {
+	return s.c.SetPassword(ctx, name, pw)
+}
+func (s serverUsers) claims(ctx context.Context, name string, grant, revoke []string) error {
+	return s.c.ChangeClaims(ctx, name, grant, revoke)
 }
 
 func (c *UsersCommand) open() (*auth.Users, error) {
