@@ -79,6 +79,9 @@ type User struct {
 // File is the users file: the JSON document of auth.json.
 type File struct {
 	Users map[string]*User `json:"users"`
+	// Tokens are the bearer tokens, by id (see tokens.go); absent in the
+	// original's files.
+	Tokens map[string]*Token `json:"tokens,omitempty"`
 }
 
 // Source is where the users file lives: a local file, or a blob in the

@@ -244,3 +244,41 @@ func TestClusterUserNameIsReserved(t *testing.T) {
 		t.Fatalf("adding %q: %v", auth.ClusterUser, err)
 	}
 }
+
+// A token carries only claims its user's cover: all:read only under
+// all:read or all:write, a prefix under a shorter prefix, read under
+// write.
+func TestTokenClaimsAreASubset(t *testing.T) {
+	u, _ := open(t)
+	u.Add("p", "pw", "orders-*:write")
+	for claims, ok := range map[string]bool{
+		"orders-eu:read":  true,
+		"orders-eu:write": true,
+		"orders-e*:read":  true,
+		"orders*:read":    false,
+		"all:read":        false,
+		"billing:read":    false,
+	} {
+		_, _, err := u.CreateToken("p", []string{claims}, time.Hour)
+		if (err == nil) != ok {
+			t.Errorf("token with %s for orders-*:write: %v", claims, err)
+		}
+	}
+	token, info, err := u.CreateToken("p", []string{"orders-eu:read"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := u.AuthenticateToken(token)
+	if err != nil || !p.CanRead("orders-eu") || p.CanWrite("orders-eu") || p.CanRead("orders-us") {
+		t.Fatalf("token principal %+v, %v", p, err)
+	}
+	if _, err := u.AuthenticateToken(token[:len(token)-1] + "x"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a wrong secret: %v", err)
+	}
+	if err := u.RevokeToken(info.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.AuthenticateToken(token); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a revoked token: %v", err)
+	}
+}

@@ -33,6 +33,7 @@ type Client struct {
 	url       string
 	user      string
 	password  string
+	token     string // a bearer token, used instead of user and password
 	http      *http.Client
 	retries   int
 	delay     time.Duration
@@ -69,6 +70,10 @@ func WithRetryFor(d time.Duration) Option {
 		}
 	}
 }
+
+// WithToken authenticates with a bearer token (made with CreateToken or
+// "messagevault tokens create") instead of the user name and password.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
 // WithCompression makes Publish compress values with LZ4 when that makes
 // them smaller. Default: off.
@@ -158,7 +163,9 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	if c.user != "" {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	} else if c.user != "" {
 		req.SetBasicAuth(c.user, c.password)
 	}
 	if contentType != "" {

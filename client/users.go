@@ -51,11 +51,16 @@ func (c *Client) ChangeClaims(ctx context.Context, name string, grant, revoke []
 }
 
 func (c *Client) userOp(ctx context.Context, method, path string, body any, what string) error {
+	return c.userOpAnswer(ctx, method, path, body, what, nil)
+}
+
+// userOpAnswer sends body as JSON, once, and decodes the answer into out.
+func (c *Client) userOpAnswer(ctx context.Context, method, path string, body any, what string, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if _, err := c.do(ctx, method, path, b, "application/json", nil); err != nil {
+	if _, err := c.do(ctx, method, path, b, "application/json", out); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil

@@ -91,7 +91,7 @@ func classify(err error) (int, string) {
 		return http.StatusPreconditionFailed, "position-mismatch"
 	case errors.Is(err, messagevault.ErrOutOfRange):
 		return http.StatusBadRequest, "out-of-range"
-	case errors.Is(err, messagevault.ErrStreamNotFound), errors.Is(err, auth.ErrUserNotFound):
+	case errors.Is(err, messagevault.ErrStreamNotFound), errors.Is(err, auth.ErrUserNotFound), errors.Is(err, auth.ErrTokenNotFound):
 		return http.StatusNotFound, "not-found"
 	case errors.Is(err, auth.ErrUserExists):
 		return http.StatusConflict, "exists"

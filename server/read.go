@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/formats"
 	"github.com/messagevault/messagevault/stream"
 )
@@ -234,7 +235,11 @@ func (s *Server) recheckClaims(ctx context.Context, r *http.Request, stream stri
 			return
 		case <-t.C:
 		}
-		if p, ok := s.cfg.Users.Lookup(name); !ok || !p.CanRead(stream) {
+		p, ok := s.cfg.Users.Lookup(name)
+		if id, isToken := auth.TokenID(name); isToken {
+			p, ok = s.cfg.Users.TokenPrincipal(id)
+		}
+		if !ok || !p.CanRead(stream) {
 			s.log.Info("ending an event stream: its user was removed or lost the claim", "id", requestID(ctx), "user", name, "stream", stream)
 			revoke()
 			return

@@ -282,6 +282,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
 	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
 	s.mux.HandleFunc("GET /streams", s.handleStreams)
+	s.mux.HandleFunc("POST /tokens", s.handleCreateToken)
+	s.mux.HandleFunc("GET /tokens", s.handleTokens)
+	s.mux.HandleFunc("DELETE /tokens/{id}", s.handleRevokeToken)
 	s.mux.HandleFunc("GET /users", s.handleUsers)
 	s.mux.HandleFunc("POST /users", s.handleAddUser)
 	s.mux.HandleFunc("DELETE /users/{name}", s.handleRemoveUser)
@@ -531,6 +534,17 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 // authenticate checks Basic auth; it answers 401 itself and returns false
 // when the request has no or wrong credentials.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
+	if token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		p, err := s.checkToken(r, strings.TrimSpace(token))
+		if err != nil {
+			s.writeError(w, r, err)
+			return auth.Principal{}, false
+		}
+		if u, ok := r.Context().Value(keyUser).(*string); ok {
+			*u = p.Name
+		}
+		return p, true
+	}
 	name, password, ok := r.BasicAuth()
 	if !ok {
 		s.metrics.authFailures.WithLabelValues("no-credentials").Inc()
@@ -564,6 +578,23 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 		*u = p.Name
 	}
 	return p, true
+}
+
+// checkToken checks a bearer token, unless the client's address is inside
+// a backoff after failed checks.
+func (s *Server) checkToken(r *http.Request, token string) (auth.Principal, error) {
+	addr, _ := throttleKeys(r, "")
+	now := time.Now()
+	if wait := s.throttle.wait(now, addr); wait > 0 {
+		s.metrics.authFailures.WithLabelValues("throttled").Inc()
+		return auth.Principal{}, &throttledError{wait: wait}
+	}
+	p, err := s.cfg.Users.AuthenticateToken(token)
+	if err != nil {
+		s.metrics.authFailures.WithLabelValues("wrong-token").Inc()
+		s.throttle.failed(now, addr)
+	}
+	return p, err
 }
 
 // checkPassword runs a full (bcrypt) password check, unless the client's

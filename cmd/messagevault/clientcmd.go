@@ -28,6 +28,8 @@ const (
 	URLEnv      = "MESSAGEVAULT_URL"
 	UserEnv     = "MESSAGEVAULT_USER"
 	PasswordEnv = "MESSAGEVAULT_PASSWORD"
+	// TokenEnv holds a bearer token, used instead of a user and password.
+	TokenEnv = "MESSAGEVAULT_TOKEN"
 )
 
 // conn holds the server flags shared by the client commands.
@@ -44,7 +46,9 @@ const DefaultRetryFor = 60 * time.Second
 func (c *conn) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&c.url, "url", envOr(URLEnv, client.DefaultURL), "server URL (env "+URLEnv+")")
-	f.StringVar(&c.user, "user", os.Getenv(UserEnv), "user name (env "+UserEnv+")")
+	if f.Lookup("user") == nil { // tokens create --user names the token's user
+		f.StringVar(&c.user, "user", os.Getenv(UserEnv), "user name (env "+UserEnv+")")
+	}
 	// The password's default is not shown in --help: it would print the
 	// environment's secret. It is read from the environment when used.
 	f.StringVar(&c.password, "password", "", "password (default $"+PasswordEnv+", which is better: a flag shows in the process list)")
@@ -65,11 +69,17 @@ func (c *conn) checkURL() error {
 }
 
 func (c *conn) client(opts ...client.Option) *client.Client {
-	password := c.password
+	password, user := c.password, c.user
 	if password == "" {
 		password = os.Getenv(PasswordEnv)
 	}
-	return client.New(c.url, c.user, password, append([]client.Option{client.WithRetryFor(c.retryFor)}, opts...)...)
+	if user == "" {
+		user = os.Getenv(UserEnv)
+	}
+	if token := os.Getenv(TokenEnv); token != "" && c.password == "" {
+		opts = append(opts, client.WithToken(token))
+	}
+	return client.New(c.url, user, password, append([]client.Option{client.WithRetryFor(c.retryFor)}, opts...)...)
 }
 
 func envOr(key, def string) string {
@@ -559,6 +569,79 @@ other readers must ask for one. Local file:// grants cannot be revoked.`,
 	}
 	c.flags(revoke)
 	cmd.AddCommand(revoke)
+	return cmd
+}
+
+// TokensCommand manages bearer tokens.
+type TokensCommand struct {
+	conn
+	stdout  io.Writer
+	forUser string
+	claims  []string
+	ttl     time.Duration
+}
+
+// Command returns the cobra command ("tokens create|list|revoke").
+func (c *TokensCommand) Command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tokens",
+		Short: "Make, list and revoke bearer tokens",
+		Long: `Bearer tokens let programs authenticate without a password: a client sends
+"Authorization: Bearer <token>", and the CLI uses $` + TokenEnv + ` when it is set.
+A token carries a part of its user's claims, expires, and can be revoked; it
+never gives more than its user has now. Tokens are managed with a password
+login: an administrator (all:write) for any user, a user for itself.`,
+	}
+	create := &cobra.Command{
+		Use:     "create",
+		Short:   "Make a token (printed once)",
+		Example: "  messagevault tokens create --user ci --claims orders:write --ttl 24h",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := c.client().CreateToken(cmd.Context(), c.forUser, c.claims, c.ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "token %s for %s (%s), expires %s; shown once:\n%s\n", t.ID, t.User, strings.Join(t.Claims, " "), t.Expires.Format(time.RFC3339), t.Token)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&c.forUser, "user", "", "the user the token acts for (default: the one logged in, $"+UserEnv+")")
+	create.Flags().StringSliceVar(&c.claims, "claims", nil, "the claims the token carries, a part of the user's (comma-separated)")
+	create.Flags().DurationVar(&c.ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tokens (ids, users, claims, expiry; never the tokens)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := c.client().Tokens(cmd.Context(), c.forUser)
+			if err != nil {
+				return err
+			}
+			for _, t := range ts {
+				fmt.Fprintf(c.stdout, "%s\t%s\t%s\texpires %s\n", t.ID, t.User, strings.Join(t.Claims, " "), t.Expires.Format(time.RFC3339))
+			}
+			return nil
+		},
+	}
+	list.Flags().StringVar(&c.forUser, "user", "", "only this user's tokens (administrators; the login is $"+UserEnv+")")
+	revoke := &cobra.Command{
+		Use:     "revoke ID",
+		Short:   "Revoke a token: it is refused from now on",
+		Example: "  messagevault tokens revoke 3fa2b81c9d04",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.client().RevokeToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "revoked token %s\n", args[0])
+			return nil
+		},
+	}
+	for _, sub := range []*cobra.Command{create, list, revoke} {
+		c.flags(sub)
+		cmd.AddCommand(sub)
+	}
 	return cmd
 }
 
