@@ -60,13 +60,17 @@ func TestAuthMatrix(t *testing.T) {
 		{"PUT", "/users/matrix/password", []byte(`{"Password": "new-pw"}`), map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
 		{"POST", "/users/matrix/claims", []byte(`{"Grant": ["billing:read"]}`), map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
 		{"DELETE", "/users/matrix", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 403, "other stream's writer": 403, "admin": 200}},
+		// Tokens: each user for itself, within its own claims.
+		{"POST", "/tokens", []byte(`{"Claims": ["orders:read"], "TTL": "1h"}`), map[string]int{"nobody": 401, "wrong password": 401, "reader": 201, "other stream's writer": 400, "admin": 201}},
+		{"GET", "/tokens", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 200, "other stream's writer": 200, "admin": 200}},
+		{"DELETE", "/tokens/000000000000", nil, map[string]int{"nobody": 401, "wrong password": 401, "reader": 404, "other stream's writer": 404, "admin": 404}},
 	}
 	checked := 0
 	for _, rt := range routes {
 		for _, w := range []who{nobody, wrong, reader, other, adm} {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			contentType := ""
-			if strings.HasSuffix(rt.path, "/messages") && rt.method == "POST" || strings.HasPrefix(rt.path, "/users") && rt.body != nil {
+			if strings.HasSuffix(rt.path, "/messages") && rt.method == "POST" || (strings.HasPrefix(rt.path, "/users") || strings.HasPrefix(rt.path, "/tokens")) && rt.body != nil {
 				contentType = "application/json"
 			}
 			req := s.Request(rt.method, rt.path, w.user, w.pass, rt.body, contentType).WithContext(ctx)
