@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/messagevault/messagevault"
@@ -147,8 +148,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case "storage":
 		// The storage error can name the server's paths and URLs; it is
-		// in the log under the request id.
+		// in the log under the request id. The system's own reason (no
+		// space left, read-only file system) names neither.
 		msg = "storage failed; the server's log has the details"
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			msg = "storage failed: " + errno.Error() + "; the server's log has the details"
+		}
 	}
 	if status >= 500 {
 		// Storage errors can run to many lines (the SDK's request dumps):
