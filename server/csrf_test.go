@@ -3,14 +3,10 @@ package server_test
 import (
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/mem"
 	"github.com/messagevault/messagevault/server"
-	"github.com/messagevault/messagevault/vault"
 )
 
 // TestCrossSiteWritesAreRefused: a page on another site cannot make a
@@ -20,13 +16,9 @@ import (
 // cross-site (Sec-Fetch-Site, Origin) is refused. Reads, and clients that
 // are not browsers, are unaffected.
 func TestCrossSiteWritesAreRefused(t *testing.T) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	users := newUsers(t)
 	users.Add("u", "p", "all:write")
-	v := vault.New(mem.New(), vault.Config{})
-	defer v.Close()
+	v := memVault(t)
 	h := server.New(server.Config{Vault: v, Users: users})
 	json := `[{"key":"k","value":"v"}]`
 	for _, tc := range []struct {

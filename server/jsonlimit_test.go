@@ -4,28 +4,20 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/mem"
 	"github.com/messagevault/messagevault/server"
-	"github.com/messagevault/messagevault/vault"
 )
 
 // TestJSONPublishStopsAtTheMessageLimit: a JSON body of far more messages
 // than one publish may hold is refused when the limit is passed, not after
 // decoding all of them (a 30 MB body of empty messages once took 500 MB).
 func TestJSONPublishStopsAtTheMessageLimit(t *testing.T) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	users := newUsers(t)
 	users.Add("u", "p", "all:write")
-	v := vault.New(mem.New(), vault.Config{})
-	defer v.Close()
+	v := memVault(t)
 	h := server.New(server.Config{Vault: v, Users: users})
 	const n = 400_000 // six times the limit
 	body := []byte("[" + strings.Repeat(`{"key":"","value":""},`, n-1) + `{"key":"","value":""}]`)

@@ -5,28 +5,20 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/mem"
 	"github.com/messagevault/messagevault/server"
-	"github.com/messagevault/messagevault/vault"
 )
 
 // TestPrefixClaims: orders-*:read covers every stream whose name starts
 // with orders-, and the listing shows the user those only.
 func TestPrefixClaims(t *testing.T) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	users := newUsers(t)
 	if err := users.Add("eu", "pw", "Orders-*:read"); err != nil {
 		t.Fatal(err)
 	}
-	v := vault.New(mem.New(), vault.Config{})
-	defer v.Close()
+	v := memVault(t)
 	for _, name := range []string{"orders-eu", "orders-us", "orders", "billing"} {
 		if _, err := v.Append(context.Background(), name, []messagevault.Message{messagevault.NewMessage(nil, []byte("v"), 0)}); err != nil {
 			t.Fatal(err)

@@ -5,16 +5,12 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/mem"
 	"github.com/messagevault/messagevault/server"
-	"github.com/messagevault/messagevault/vault"
 )
 
 // openTail opens an event stream as user and returns its lines.
@@ -61,15 +57,11 @@ func endsWithin(t *testing.T, lines <-chan string, d time.Duration) string {
 // read the stream, loses its event streams within ClaimRecheck, told why;
 // and no event stream outlives MaxTailDuration.
 func TestTailsEndWhenTheUserGoes(t *testing.T) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	users := newUsers(t)
 	users.Add("removed", "pw", "tailed:read")
 	users.Add("revoked", "pw", "tailed:read")
 	users.Add("stays", "pw", "tailed:read")
-	v := vault.New(mem.New(), vault.Config{})
-	defer v.Close()
+	v := memVault(t)
 	if _, err := v.Append(context.Background(), "tailed", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("v"), 0)}); err != nil {
 		t.Fatal(err)
 	}

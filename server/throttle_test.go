@@ -3,17 +3,13 @@ package server_test
 import (
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/mem"
 	"github.com/messagevault/messagevault/server"
-	"github.com/messagevault/messagevault/vault"
 )
 
 // TestWrongPasswordsAreThrottled: after server.FreeFailures wrong
@@ -22,14 +18,10 @@ import (
 // user whose password was verified recently still gets in at once, and
 // the failures are counted in messagevault_auth_failures_total.
 func TestWrongPasswordsAreThrottled(t *testing.T) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	users := newUsers(t)
 	users.Add("alice", "right", "all:read")
 	users.Add("bob", "right", "all:read")
-	v := vault.New(mem.New(), vault.Config{})
-	defer v.Close()
+	v := memVault(t)
 	reg := prometheus.NewRegistry()
 	h := server.New(server.Config{Vault: v, Users: users, Registry: reg})
 	get := func(user, password string) *httptest.ResponseRecorder {
