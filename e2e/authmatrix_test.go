@@ -3,13 +3,11 @@ package e2e_test
 import (
 	"context"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -18,11 +16,7 @@ import (
 // and checks each answer.
 func TestAuthMatrix(t *testing.T) {
 	dir := t.TempDir()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	users.Add("admin", adminPass, "all:write")
+	users := usersWithAdmin(t, dir)
 	users.Add("reader", "reader-pw", "orders:read")
 	users.Add("other", "other-pw", "billing:write")
 	s := mvtest.Start(t, dir, nil)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/formats"

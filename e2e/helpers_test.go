@@ -9,10 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/formats"
 	"github.com/messagevault/messagevault/internal/mvtest"
@@ -147,3 +149,18 @@ func values(recs []formats.Record) []string {
 }
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}
+
+// usersWithAdmin opens the users file of data directory dir, with the
+// user admin (all:write, adminPass) in it, for tests that add their own
+// users before the server starts.
+func usersWithAdmin(t *testing.T, dir string) *auth.Users {
+	t.Helper()
+	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := users.Add("admin", adminPass, "all:write"); err != nil {
+		t.Fatal(err)
+	}
+	return users
+}

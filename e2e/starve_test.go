@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -52,11 +50,7 @@ func openBody(t *testing.T, s *mvtest.Server, user, pass, stream string, declare
 // in-flight budget.
 func TestOneWriterCannotStarveOthers(t *testing.T) {
 	dir := t.TempDir()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	users.Add("admin", adminPass, "all:write")
+	users := usersWithAdmin(t, dir)
 	users.Add("narrow", "narrow-pw", "narrow:write")
 	// A 4 MB budget, bodies up to 1 MB: a user's share is 1 MB.
 	s := mvtest.Start(t, dir, nil, "--max-body", "1000000", "--max-inflight", "4000000", "--read-timeout", "60s")

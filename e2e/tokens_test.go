@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -22,11 +21,7 @@ import (
 // cannot make tokens.
 func TestTokens(t *testing.T) {
 	dir := t.TempDir()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	users.Add("admin", adminPass, "all:write")
+	users := usersWithAdmin(t, dir)
 	users.Add("ci", "ci-pw", "orders:write", "billing:read")
 	s := mvtest.Start(t, dir, nil)
 	publish(t, s, "billing", []messagevault.Message{msg("k", "v")})
