@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"regexp"
+	"strings"
 )
 
 // Mask replaces every secret value.
@@ -24,6 +25,11 @@ var userinfo = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@"']+:)([^/\
 
 // String returns s with every secret value replaced by Mask.
 func String(s string) string {
+	// Every secret follows an '=' or a URL's ':' and '@': most log values
+	// (ids, routes, durations) have neither and skip the expressions.
+	if !strings.ContainsAny(s, "=@") {
+		return s
+	}
 	s = secrets.ReplaceAllString(s, "${1}"+Mask)
 	return userinfo.ReplaceAllString(s, "${1}"+Mask+"@")
 }
