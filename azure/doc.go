@@ -15,6 +15,11 @@
 // its next operation with messagevault.ErrFenced and nothing it sends is
 // applied.
 //
+// Access: with the account key of a connection string, or with Microsoft
+// Entra ID tokens when the account is given by URL (see Open); read grants
+// are then service SAS tied to a stored access policy, or user delegation
+// SAS.
+//
 // Durability: Azure acknowledges a Put Page or a metadata write only once
 // it is durable (and replicated), so Flush has nothing to do. Pages are sent
 // in Put Page requests of at most 4 MiB.

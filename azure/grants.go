@@ -52,7 +52,7 @@ func sharedKey(cs string) *container.SharedKeyCredential {
 
 // ErrNoAccountKey reports grants asked of an account opened without an
 // account key.
-var ErrNoAccountKey = errors.New("read grants need the account key in the connection string")
+var ErrNoAccountKey = errors.New("read grants need the account key in the connection string, or Microsoft Entra ID (the account's URL instead of a connection string)")
 
 // ReadGrant returns a container SAS URL for mv-<stream> with read and list
 // permissions only, tied to the stream's grant policy (see RevokeGrants),
@@ -60,6 +60,9 @@ var ErrNoAccountKey = errors.New("read grants need the account key in the connec
 func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duration) (string, error) {
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return "", fmt.Errorf("read grant: %w", err)
+	}
+	if s.cred != nil {
+		return s.delegatedGrant(ctx, stream, ttl)
 	}
 	if s.key == nil {
 		return "", fmt.Errorf("read grant for %q: %w", stream, ErrNoAccountKey)
@@ -113,6 +116,9 @@ func (s *Storage) grantPolicy(ctx context.Context, stream string) (string, error
 func (s *Storage) RevokeGrants(ctx context.Context, stream string) error {
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return fmt.Errorf("revoke grants: %w", err)
+	}
+	if s.cred != nil {
+		return fmt.Errorf("revoke the grants of %q: %w", stream, errDelegatedRevoke)
 	}
 	c := s.container(stream)
 	acl, err := c.GetAccessPolicy(ctx, nil)

@@ -60,6 +60,9 @@ type Config struct {
 	MaxRetryDelay time.Duration
 	// Transport replaces the HTTP client (tests inject faults here).
 	Transport policy.Transporter
+	// Credential signs the requests to an account given without a key
+	// (Microsoft Entra ID). Default: azidentity's DefaultAzureCredential.
+	Credential azcore.TokenCredential
 }
 
 func (c Config) clientOptions() policy.ClientOptions {
@@ -99,17 +102,33 @@ var (
 type Storage struct {
 	svc     *service.Client
 	account string
-	key     *container.SharedKeyCredential // nil: the connection string has no account key (no grants)
+	key     *container.SharedKeyCredential // the account key of the connection string, or nil
+	cred    azcore.TokenCredential         // Microsoft Entra ID's credential, or nil
 
 	mu      sync.Mutex
 	writers map[string]bool
 	closed  bool
 }
 
-// Open connects to the account of a connection string (the Azure portal's
-// "connection string", or Azurite's). It checks nothing on the network:
-// the first request does.
-func Open(connectionString string, cfg Config) (*Storage, error) {
+// Open connects to an account given by spec, one of:
+//
+//   - a connection string with an AccountKey (the Azure portal's, or
+//     Azurite's): requests are signed with the account key, and read
+//     grants are service SAS URLs tied to a stored access policy;
+//   - the account's blob endpoint URL (https://ACCOUNT.blob.core.windows.net),
+//     or a connection string without AccountKey or SharedAccessSignature:
+//     requests carry Microsoft Entra ID tokens from cfg.Credential (by
+//     default azidentity's DefaultAzureCredential, managed identity
+//     included), and read grants are user delegation SAS URLs;
+//   - a connection string with a SharedAccessSignature: requests carry
+//     that SAS, and no read grants can be handed out.
+//
+// It checks nothing on the network: the first request does.
+func Open(spec string, cfg Config) (*Storage, error) {
+	if endpoint, ok := endpointOf(spec); ok {
+		return openEntra(endpoint, cfg)
+	}
+	connectionString := spec
 	svc, err := service.NewClientFromConnectionString(connectionString, &service.ClientOptions{ClientOptions: cfg.clientOptions()})
 	if err != nil {
 		return nil, fmt.Errorf("azure: connection string: %w", err)

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/bench"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/file"
@@ -61,8 +60,7 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
 	f.BoolVar(&c.noSequences, "no-sequences", false, "publish without producer sequences (at-least-once), to measure what exactly-once costs")
 	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
-	f.StringVar(&c.azureCS, "azure", "", "run an in-process server on Azure: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
-	f.Lookup("azure").NoOptDefVal = azureFromEnv
+	addAzureFlag(f, &c.azureCS, "run an in-process server on Azure")
 	f.StringVar(&c.jsonOut, "json", "", "write the report as JSON to this file")
 	f.StringVar(&c.chart, "chart", "", "write a chart of throughput and latency over time (SVG) to this file")
 	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the run (client and in-process server) to this file, for go tool pprof")
@@ -92,13 +90,9 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		}
 		store = s
 	case c.azureCS != "":
-		cs := c.azureCS
-		if cs == azureFromEnv {
-			cs = os.Getenv(AzureConnectionEnv)
-		}
-		s, err := azure.Open(cs, azure.Config{})
+		s, err := openAzure("--azure", c.azureCS)
 		if err != nil {
-			return usageError("--azure: %v", err)
+			return err
 		}
 		store = s
 	}

@@ -128,8 +128,7 @@ exits 0.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&c.DataDir, "data", DefaultDataDir, "data directory of the local backend")
-	f.StringVar(&c.Azure, "azure", "", "use Azure Blob Storage: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
-	f.Lookup("azure").NoOptDefVal = azureFromEnv
+	addAzureFlag(f, &c.Azure, "use Azure Blob Storage")
 	f.StringArrayVar(&c.StreamAccounts, "stream-account", nil, "with --azure, keep a stream in another account: <stream>=<connection string>, <stream>=env:VAR (from the environment) or <stream>=@FILE (from a file); repeatable")
 	f.StringVar(&c.Listen, "listen", DefaultListen, "address to listen on (port 0 picks a free port)")
 	f.StringVar(&c.Advertise, "advertise", "", "this node's internal URL, which followers forward writes to (default derived from the listening address)")
@@ -468,15 +467,9 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 			describe: ro.Dir(),
 		}, nil
 	}
-	cs := c.Azure
-	if cs == azureFromEnv {
-		if cs = os.Getenv(AzureConnectionEnv); cs == "" {
-			return nil, usageError("--azure without a value takes the connection string from %s, which is empty", AzureConnectionEnv)
-		}
-	}
-	def, err := azure.Open(cs, azure.Config{})
+	def, err := openAzure("--azure", c.Azure)
 	if err != nil {
-		return nil, usageError("--azure: %v", err)
+		return nil, err
 	}
 	b := &backend{store: def, users: def.Users(), secret: def.ClusterSecret, describe: def.String()}
 	var lock *azure.LeaderLock
@@ -495,12 +488,9 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 			if err != nil {
 				return nil, usageError("--stream-account: %v", err)
 			}
-			if scs, err = secretValue(scs); err != nil {
-				return nil, usageError("--stream-account %s: %v", name, err)
-			}
-			s, err := azure.Open(scs, azure.Config{})
+			s, err := openAzure("--stream-account "+name, scs)
 			if err != nil {
-				return nil, usageError("--stream-account %s: %v", name, err)
+				return nil, err
 			}
 			overrides[name] = s
 		}

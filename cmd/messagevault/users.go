@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 )
 
@@ -54,8 +53,7 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&c.dataDir, "data", DefaultDataDir, "data directory whose auth.json to edit")
 	pf.StringVar(&c.file, "users", "", "users file to edit (instead of <data>/auth.json)")
-	pf.StringVar(&c.azure, "azure", "", "edit mv-sys/auth.json of an Azure account: --azure=<connection string>, or --azure alone for $"+AzureConnectionEnv)
-	pf.Lookup("azure").NoOptDefVal = azureFromEnv
+	addAzureFlag(pf, &c.azure, "edit mv-sys/auth.json of an Azure account")
 	pf.StringVar(&c.url, "url", "", "manage the users through this server instead (as --user, default $"+UserEnv+", with the password in $"+PasswordEnv+"; the user needs all:write): no storage key needed")
 	pf.StringVar(&c.admin, "user", os.Getenv(UserEnv), "with --url: the administrator to log in as")
 
@@ -211,15 +209,9 @@ func (s serverUsers) claims(ctx context.Context, name string, grant, revoke []st
 
 func (c *UsersCommand) open() (*auth.Users, error) {
 	if c.azure != "" {
-		cs := c.azure
-		if cs == azureFromEnv {
-			if cs = os.Getenv(AzureConnectionEnv); cs == "" {
-				return nil, usageError("--azure without a value takes the connection string from %s, which is empty", AzureConnectionEnv)
-			}
-		}
-		s, err := azure.Open(cs, azure.Config{})
+		s, err := openAzure("--azure", c.azure)
 		if err != nil {
-			return nil, usageError("--azure: %v", err)
+			return nil, err
 		}
 		return auth.Open(s.Users(), nil)
 	}

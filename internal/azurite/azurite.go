@@ -32,6 +32,8 @@ type Azurite struct {
 	bin  string
 	dir  string
 	Port string
+	// oauth is set by StartOAuth: HTTPS, bearer tokens accepted.
+	oauth *oauth
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -65,12 +67,16 @@ func Start(t testing.TB) *Azurite {
 	return a
 }
 
-var listenRE = regexp.MustCompile(`listens on http://127\.0\.0\.1:(\d+)`)
+var listenRE = regexp.MustCompile(`listens on https?://127\.0\.0\.1:(\d+)`)
 
 func (a *Azurite) start() {
 	a.t.Helper()
-	cmd := exec.Command(a.bin, "--blobHost", "127.0.0.1", "--blobPort", a.Port, "--location", a.dir,
-		"--disableTelemetry", "--skipApiVersionCheck", "--loose")
+	args := []string{"--blobHost", "127.0.0.1", "--blobPort", a.Port, "--location", a.dir,
+		"--disableTelemetry", "--skipApiVersionCheck", "--loose"}
+	if a.oauth != nil {
+		args = append(args, "--oauth", "basic", "--cert", a.oauth.certFile, "--key", a.oauth.keyFile)
+	}
+	cmd := exec.Command(a.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
