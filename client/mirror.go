@@ -14,6 +14,7 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/stream"
 )
 
 // mirrorChunk is how many record bytes a mirror writes per commit.
@@ -38,25 +39,17 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		return 0, err
 	}
 	defer pw.Close()
-	local, err := pw.Position(ctx)
-	if err != nil {
-		return 0, err
+	tail := stream.NewTail(pw, stream.DefaultGrowStep, 0)
+	if err := tail.Load(ctx); err != nil {
+		return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
 	}
+	local := tail.Position()
 	remote, err := r.src.Position(ctx)
 	if err != nil {
 		return local, err
 	}
 	if local > remote {
 		return local, fmt.Errorf("mirror of %q in %s is at %d, past the source's position %d: it is not a mirror of this stream", r.stream, dir, local, remote)
-	}
-	// The committed part of the mirror's tail page, checked against the
-	// source so that a mirror of another stream is not extended.
-	base := local - local%messagevault.PageSize
-	buf := make([]byte, local-base, mirrorChunk+formats.MaxRecordSize+messagevault.PageSize)
-	if len(buf) > 0 {
-		if _, err := pw.ReadAt(ctx, buf, base); err != nil {
-			return local, fmt.Errorf("read the mirror's tail: %w", err)
-		}
 	}
 	// The mirror's last records must be the source's: from the mark
 	// file's record, or, without one (a crash before it was written, a
@@ -73,32 +66,11 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		}
 	}
 	lastRecord := int64(-1)
-	size, err := pw.Size(ctx)
-	if err != nil {
-		return local, err
-	}
-	flush := func(end int64) error {
-		n := len(buf)
-		padded := (n + messagevault.PageSize - 1) / messagevault.PageSize * messagevault.PageSize
-		page := append(buf, make([]byte, padded-n)...)
-		if need := base + int64(padded); need > size {
-			size = (need + 64<<20 - 1) / (64 << 20) * (64 << 20)
-			if err := pw.Grow(ctx, size); err != nil {
-				return err
-			}
-		}
-		if err := pw.WritePages(ctx, base, page); err != nil {
+	commit := func() error {
+		if err := tail.Commit(ctx, nil, nil); err != nil {
 			return err
 		}
-		if err := pw.Flush(ctx); err != nil {
-			return err
-		}
-		if err := pw.CommitPosition(ctx, end); err != nil {
-			return err
-		}
-		newBase := end - end%messagevault.PageSize
-		k := copy(buf, buf[newBase-base:end-base])
-		buf, base, local = buf[:k], newBase, end
+		local = tail.Position()
 		if lastRecord >= 0 {
 			if err := writeMark(dir, r.stream, lastRecord); err != nil {
 				return err
@@ -109,27 +81,31 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		}
 		return nil
 	}
-	end := local
 	var last time.Time
 	for rec, err := range r.src.Records(ctx, local, remote) {
 		if err != nil {
-			if ferr := flush(end); ferr != nil {
-				return local, errors.Join(err, ferr)
+			if cerr := commit(); cerr != nil {
+				return local, errors.Join(err, cerr)
 			}
 			return local, err
 		}
-		buf, _ = formats.AppendRecord(buf, rec.ID, rec.Message())
-		end = rec.Offset + int64(rec.Size())
-		lastRecord = rec.Offset
-		if len(buf) >= mirrorChunk || (progress != nil && time.Since(last) > time.Second) {
+		off, err := tail.AppendRecord(rec.ID, rec.Message())
+		if err != nil {
+			return local, fmt.Errorf("write the mirror: record at %d: %w", rec.Offset, err)
+		}
+		if off != rec.Offset {
+			return local, fmt.Errorf("mirror of %q: the source's record at %d would land at %d", r.stream, rec.Offset, off)
+		}
+		lastRecord = off
+		if tail.Staged() >= mirrorChunk || (progress != nil && time.Since(last) > time.Second) {
 			last = time.Now()
-			if err := flush(end); err != nil {
+			if err := commit(); err != nil {
 				return local, fmt.Errorf("write the mirror: %w", err)
 			}
 		}
 	}
-	if end > local {
-		if err := flush(end); err != nil {
+	if tail.Staged() > 0 {
+		if err := commit(); err != nil {
 			return local, fmt.Errorf("write the mirror: %w", err)
 		}
 	}

@@ -146,11 +146,9 @@ type Writer struct {
 	closeErr  error
 
 	// Owned by the loop goroutine.
-	pos     int64  // committed position
-	buf     []byte // buf[:pos%PageSize] is the committed part of the tail page
-	size    int64  // size of the records blob
-	recover bool   // reload pos and tail from storage before the next group
-	lastMs  int64  // id time of the last group: ids never go back in time
+	tail    *Tail // committed position, last page, staged records
+	recover bool  // reload the tail from storage before the next group
+	lastMs  int64 // id time of the last group: ids never go back in time
 
 	producers *producerTable // exactly-once table as of pos
 	slot      int            // state slot holding the table as of pos, or -1
@@ -169,7 +167,6 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 	if cfg.GrowStep <= 0 {
 		cfg.GrowStep = DefaultGrowStep
 	}
-	cfg.GrowStep = roundUp(cfg.GrowStep)
 	if cfg.QueueLength <= 0 {
 		cfg.QueueLength = DefaultQueueLength
 	}
@@ -189,45 +186,25 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 		notify:  make(chan struct{}),
 	}
 	w.slot = -1
+	w.tail = NewTail(pages, cfg.GrowStep, 2*cfg.MaxGroupBytes)
 	if err := w.load(ctx); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", name, err)
 	}
-	w.committed = w.pos
+	w.committed = w.tail.Position()
 	go w.loop()
 	return w, nil
 }
 
-// load reads the committed position and the committed part of the tail
-// page from storage.
+// load reads the tail (committed position, last page) and the producer
+// table from storage.
 func (w *Writer) load(ctx context.Context) error {
-	pos, err := w.pages.Position(ctx)
-	if err != nil {
-		return fmt.Errorf("read position: %w", err)
-	}
-	size, err := w.pages.Size(ctx)
-	if err != nil {
-		return fmt.Errorf("read size: %w", err)
-	}
-	if pos > size {
-		return fmt.Errorf("committed position %d is past the records blob (%d bytes): %w", pos, size, messagevault.ErrCorrupt)
-	}
-	tail := int(pos % messagevault.PageSize)
-	if cap(w.buf) < messagevault.PageSize {
-		w.buf = make([]byte, 0, 64<<10)
-	}
-	w.buf = w.buf[:tail]
-	if tail > 0 {
-		if n, err := w.pages.ReadAt(ctx, w.buf, pos-int64(tail)); n < tail {
-			if err == nil {
-				err = io.ErrUnexpectedEOF
-			}
-			return fmt.Errorf("preload tail page at %d: %w", pos-int64(tail), err)
-		}
-	}
-	if err := w.loadProducers(ctx, pos, size); err != nil {
+	if err := w.tail.Load(ctx); err != nil {
 		return err
 	}
-	w.pos, w.size, w.recover = pos, size, false
+	if err := w.loadProducers(ctx, w.tail.Position(), w.tail.Size()); err != nil {
+		return err
+	}
+	w.recover = false
 	return nil
 }
 
@@ -572,9 +549,7 @@ func (w *Writer) write(group []*request) (err error) {
 			w.cfg.Observer.Evicted(w.name, n)
 		}
 	}()
-	tail := len(w.buf)
-	base := w.pos - int64(tail)
-	cur := w.pos
+	pos := w.tail.Position()
 	ms := max(formats.MillisSinceEpoch(w.cfg.Now()), w.lastMs)
 	w.lastMs = ms
 	var (
@@ -591,56 +566,54 @@ func (w *Writer) write(group []*request) (err error) {
 		if r.opts.Producer != "" {
 			skip, err := w.checkSequence(ctx, r)
 			if err != nil {
-				w.buf = w.buf[:tail]
+				w.tail.Discard()
 				return err
 			}
 			if skip {
 				continue
 			}
 		}
-		if r.opts.Expect && r.opts.ExpectPosition != cur {
+		if cur := w.tail.End(); r.opts.Expect && r.opts.ExpectPosition != cur {
 			r.skip = true
 			r.err = fmt.Errorf("append to %q: %w", w.name, &PositionMismatchError{Expected: r.opts.ExpectPosition, Position: cur, Err: messagevault.ErrPositionMismatch})
 			continue
 		}
 		r.res.Offsets = make([]int64, len(r.msgs))
 		for i := range r.msgs {
+			cur := w.tail.End()
 			if cur > formats.MaxIDOffset {
-				w.buf = w.buf[:tail]
+				w.tail.Discard()
 				return fmt.Errorf("append to %q: stream reached the largest position an id can hold: %w", w.name, messagevault.ErrOutOfRange)
 			}
 			id := formats.NewID(ms, cur, idCounter.Add(1))
-			var err error
-			if w.buf, err = formats.AppendRecord(w.buf, id, r.msgs[i]); err != nil {
-				w.buf = w.buf[:tail]
+			if _, err := w.tail.AppendRecord(id, r.msgs[i]); err != nil {
+				w.tail.Discard()
 				return fmt.Errorf("append to %q: %w", w.name, err)
 			}
 			r.res.Offsets[i] = cur
 			lastOff, lastID = cur, id
-			cur = base + int64(len(w.buf))
 		}
 		if p := r.opts.Producer; p != "" {
 			withSeqs = true
-			w.producers.add(p, applied{seq: r.opts.Sequence, start: r.res.Offsets[0], end: cur, count: uint32(len(r.msgs))})
+			w.producers.add(p, applied{seq: r.opts.Sequence, start: r.res.Offsets[0], end: w.tail.End(), count: uint32(len(r.msgs))})
 			if w.inGroup == nil {
 				w.inGroup = map[string]*request{}
 			}
 			w.inGroup[seqKey(p, r.opts.Sequence)] = r
 		}
 	}
-	end := cur
+	end := w.tail.End()
 	for _, r := range group {
-		if r.skip && r.res.Position < w.pos {
-			r.res.Position = w.pos
+		if r.skip && r.res.Position < pos {
+			r.res.Position = pos
 		}
 	}
 	if lastOff < 0 {
 		return nil // nothing to append: every request was answered as is
 	}
-	n := len(w.buf)
-	padded := int(roundUp(int64(n)))
-	w.buf = append(w.buf, make([]byte, padded-n)...)
-	total := padded
+	var extra []byte
+	slot := w.slot
+	var saveSlot func(context.Context) error
 	if withSeqs {
 		// The table as of end rides in the same page write, past the
 		// group's records (bytes past the position are not part of the
@@ -648,45 +621,23 @@ func (w *Writer) write(group []*request) (err error) {
 		// keeps the position but loses the state slot written below
 		// still finds it (see loadProducers).
 		w.snap = w.producers.encode(w.snap, snapshot{pos: end, lastOff: lastOff, lastID: lastID})
-		w.buf = append(w.buf, w.snap...)
-		total = int(roundUp(int64(len(w.buf))))
-		w.buf = append(w.buf, make([]byte, total-len(w.buf))...)
-	}
-	if need := base + int64(total); need > w.size {
-		grow := roundUpTo(need, w.cfg.GrowStep)
-		if err := w.pages.Grow(ctx, grow); err != nil {
-			return w.fail(fmt.Errorf("append to %q: grow records to %d bytes: %w", w.name, grow, err))
-		}
-		w.size = grow
-	}
-	if err := w.pages.WritePages(ctx, base, w.buf[:total]); err != nil {
-		return w.fail(fmt.Errorf("append to %q: write %d bytes at %d: %w", w.name, total, base, err))
-	}
-	slot := w.slot
-	if withSeqs {
+		extra = w.snap
 		// And to the state slot that does not hold the table as of pos,
 		// durable with the commit at the latest: the next group's pages
 		// overwrite the copy past the records.
 		slot = 1 - max(w.slot, 0)
-		if err := w.pages.WriteState(ctx, slot, w.snap); err != nil {
-			return w.fail(fmt.Errorf("append to %q: write producer table: %w", w.name, err))
+		saveSlot = func(ctx context.Context) error {
+			if err := w.pages.WriteState(ctx, slot, w.snap); err != nil {
+				return fmt.Errorf("write producer table: %w", err)
+			}
+			return nil
 		}
 	}
-	if err := w.pages.Flush(ctx); err != nil {
-		return w.fail(fmt.Errorf("append to %q: flush: %w", w.name, err))
+	if err := w.tail.Commit(ctx, extra, saveSlot); err != nil {
+		return w.fail(fmt.Errorf("append to %q: %w", w.name, err))
 	}
-	if err := w.pages.CommitPosition(ctx, end); err != nil {
-		return w.fail(fmt.Errorf("append to %q: commit position %d: %w", w.name, end, err))
-	}
-	// Durable: keep the new partial tail page and publish the position.
+	// Durable: publish the position.
 	w.slot = slot
-	newBase := end - end%messagevault.PageSize
-	k := copy(w.buf, w.buf[newBase-base:end-base])
-	w.buf = w.buf[:k]
-	if cap(w.buf) > 2*w.cfg.MaxGroupBytes {
-		w.buf = append(make([]byte, 0, 64<<10), w.buf...)
-	}
-	w.pos = end
 	for _, r := range group {
 		if !r.skip || r.dupOf != nil {
 			r.res.Position = end
@@ -784,11 +735,11 @@ func (w *Writer) resolve(ctx context.Context) error {
 	if err := w.load(ctx); err != nil {
 		return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
 	}
-	if w.pos != before {
-		if err := w.pages.CommitPosition(ctx, w.pos); err != nil {
-			return w.fail(fmt.Errorf("append to %q: recommit position %d: %w", w.name, w.pos, err))
+	if pos := w.tail.Position(); pos != before {
+		if err := w.pages.CommitPosition(ctx, pos); err != nil {
+			return w.fail(fmt.Errorf("append to %q: recommit position %d: %w", w.name, pos, err))
 		}
-		w.publish(w.pos)
+		w.publish(pos)
 	}
 	return nil
 }
@@ -827,7 +778,7 @@ func (w *Writer) publish(pos int64) {
 // tail page from storage first, so that a half-done group (written pages,
 // maybe even a committed position) is resolved by what storage holds.
 func (w *Writer) fail(err error) error {
-	w.buf = w.buf[:0]
+	w.tail.Discard()
 	w.recover = true
 	if errors.Is(err, messagevault.ErrFenced) || errors.Is(err, messagevault.ErrClosed) {
 		w.mu.Lock()
