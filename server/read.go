@@ -109,45 +109,19 @@ func parseReadParams(r *http.Request) (readParams, error) {
 // from. With wait, a read at the end of the stream waits up to that many
 // seconds for the next commit (a long poll, woken by the append itself).
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
-	name, ok := s.streamFor(w, r, false)
+	ctx := r.Context()
+	rr, ok := s.openRead(w, r, ctx, false)
 	if !ok {
 		return
 	}
-	p, err := parseReadParams(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	slots, limit, what := &s.reads, s.cfg.MaxReads, "reads"
-	if p.wait > 0 {
-		slots, limit, what = &s.tails, s.cfg.MaxTails, "tails and long-polls"
-	}
-	if !take(slots, limit) {
-		s.writeError(w, r, fmt.Errorf("%w: %d %s are being served (limit %d); retry shortly", errBusy, limit, what, limit))
-		return
-	}
-	defer slots.Add(-1)
-	reader, closeReader, err := s.reader(r.Context(), name, stream.ReaderConfig{ChunkSize: readChunk})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer closeReader()
-	ctx := r.Context()
-	pos, err := reader.Position(ctx)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if p.from > pos {
-		s.writeError(w, r, badRequest("from=%d is past the stream's position %d", p.from, pos))
-		return
-	}
+	defer rr.close()
+	name, p, reader, pos := rr.name, rr.p, rr.reader, rr.pos
 	if p.from == pos && p.wait > 0 {
 		wctx, cancel := context.WithTimeout(ctx, p.wait)
 		wctx, cancelShutdown := s.untilShutdown(wctx)
+		var err error
 		for pos == p.from && wctx.Err() == nil {
-			s.wait(wctx, name, pos, stream.DefaultPollInterval)
+			s.vault.Load().Wait(wctx, name, pos, stream.DefaultPollInterval)
 			if pos, err = reader.Position(ctx); err != nil {
 				break
 			}
@@ -207,6 +181,64 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	}
 	fmt.Fprintf(out, "],\"Next\":%d}\n", next)
 	out.Flush()
+}
+
+// readRequest is a read route's request once its prologue passed.
+type readRequest struct {
+	name   string
+	p      readParams
+	reader *stream.Reader
+	pos    int64 // the committed position when it was opened
+	close  func()
+}
+
+// openRead is the prologue the read routes share: the stream and the
+// claim to read it, the query (and, for events, Last-Event-ID), a slot
+// among reads or among tails and long-polls, a reader, and from checked
+// against the committed position. ctx bounds the reader. When it returns
+// false the answer is written; otherwise call close when done.
+func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Context, events bool) (*readRequest, bool) {
+	name, ok := s.streamFor(w, r, false)
+	if !ok {
+		return nil, false
+	}
+	p, err := parseReadParams(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, false
+	}
+	if id := r.Header.Get("Last-Event-ID"); events && id != "" {
+		n, err := strconv.ParseInt(id, 10, 64)
+		if err != nil || n < 0 {
+			s.writeError(w, r, badRequest("Last-Event-ID %q: want a position", id))
+			return nil, false
+		}
+		p.from = n
+	}
+	slots, limit, what := &s.reads, s.cfg.MaxReads, "reads"
+	if events || p.wait > 0 {
+		slots, limit, what = &s.tails, s.cfg.MaxTails, "tails and long-polls"
+	}
+	if !take(slots, limit) {
+		s.writeError(w, r, fmt.Errorf("%w: %d %s are being served (limit %d); retry shortly", errBusy, limit, what, limit))
+		return nil, false
+	}
+	reader, closeReader, err := s.reader(ctx, name)
+	if err != nil {
+		slots.Add(-1)
+		s.writeError(w, r, err)
+		return nil, false
+	}
+	rr := &readRequest{name: name, p: p, reader: reader, close: func() { closeReader(); slots.Add(-1) }}
+	if rr.pos, err = reader.Position(ctx); err == nil && p.from > rr.pos {
+		err = badRequest("from=%d is past the stream's position %d", p.from, rr.pos)
+	}
+	if err != nil {
+		rr.close()
+		s.writeError(w, r, err)
+		return nil, false
+	}
+	return rr, true
 }
 
 // userOf returns the name of the request's user ("" before
@@ -319,38 +351,28 @@ func jsonString(s string) string {
 // where it stopped. It is woken by the append itself; an idle tail sends a
 // keep-alive comment every KeepAliveInterval.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	name, ok := s.streamFor(w, r, false)
-	if !ok {
-		return
-	}
-	p, err := parseReadParams(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if !take(&s.tails, s.cfg.MaxTails) {
-		s.writeError(w, r, fmt.Errorf("%w: %d tails and long-polls are being served (limit %d); retry shortly", errBusy, s.cfg.MaxTails, s.cfg.MaxTails))
-		return
-	}
-	defer s.tails.Add(-1)
-	if id := r.Header.Get("Last-Event-ID"); id != "" {
-		n, err := strconv.ParseInt(id, 10, 64)
-		if err != nil || n < 0 {
-			s.writeError(w, r, badRequest("Last-Event-ID %q: want a position", id))
-			return
-		}
-		p.from = n
-	}
 	ctx, cancel := s.untilShutdown(r.Context())
 	defer cancel()
 	// An event stream ends after MaxTailDuration, and as soon as its user
 	// is removed or loses the claim to read the stream.
 	ctx, cancelTail := context.WithTimeout(ctx, s.cfg.MaxTailDuration)
 	defer cancelTail()
+	rr, ok := s.openRead(w, r, ctx, true)
+	if !ok {
+		return
+	}
+	defer rr.close()
+	name := rr.name
 	var revoked atomic.Bool
 	go s.recheckClaims(ctx, r, name, func() { revoked.Store(true); cancelTail() })
-	var out *bufio.Writer
-	var rc *http.ResponseController
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	out := bufio.NewWriterSize(w, 64<<10)
+	rc.Flush()
 	lastWrite := time.Now()
 	flush := func() {
 		if out.Buffered() > 0 {
@@ -361,71 +383,66 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			lastWrite = time.Now()
 		}
 	}
-	reader, closeReader, err := s.reader(ctx, name, stream.ReaderConfig{
-		ChunkSize: readChunk,
-		Wake: func(ctx context.Context, pos int64) {
-			flush()
-			if time.Since(lastWrite) >= KeepAliveInterval {
-				out.WriteString(": keep-alive\n\n")
-				flush()
-			}
-			s.wait(ctx, name, pos, min(KeepAliveInterval, time.Second))
-		},
-	})
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	defer closeReader()
-	if pos, err := reader.Position(ctx); err != nil {
-		s.writeError(w, r, err)
-		return
-	} else if p.from > pos {
-		s.writeError(w, r, badRequest("from=%d is past the stream's position %d", p.from, pos))
-		return
-	}
-	rc = http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	out = bufio.NewWriterSize(w, 64<<10)
-	rc.Flush()
 	enc := json.NewEncoder(out)
-	for rec, err := range reader.Follow(ctx, p.from) {
-		if err != nil && revoked.Load() {
-			err = forbidden(userOf(r), name+":read")
-			out.WriteString("event: error\ndata: ")
-			enc.Encode(apiError{Error: err.Error() + " (no longer)", Type: "forbidden"})
-			out.WriteString("\n")
-			break
-		}
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-				_, typ := classify(err)
-				out.WriteString("event: error\ndata: ")
-				enc.Encode(apiError{Error: err.Error(), Type: typ})
-				out.WriteString("\n")
-				s.log.Error("event stream failed", "id", requestID(r.Context()), "stream", name, "err", err)
-			}
-			break
-		}
-		j := toJSONRecord(rec)
-		rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) // for the buffer's own flushes
-		out.WriteString("id: ")
-		out.WriteString(strconv.FormatInt(j.Next, 10))
-		out.WriteString("\nevent: message\ndata: ")
-		enc.Encode(j) // ends with a newline
+	writeErr := func(msg, typ string) {
+		out.WriteString("event: error\ndata: ")
+		enc.Encode(apiError{Error: msg, Type: typ})
 		out.WriteString("\n")
+	}
+	// Catch up to the committed position and send; then wait for the next
+	// commit, sending a keep-alive when nothing went out for
+	// KeepAliveInterval.
+	pos := rr.p.from
+	for {
+		var failed error
+		for rec, err := range rr.reader.Records(ctx, pos, -1) {
+			if err != nil {
+				failed = err
+				break
+			}
+			j := toJSONRecord(rec)
+			rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) // for the buffer's own flushes
+			out.WriteString("id: ")
+			out.WriteString(strconv.FormatInt(j.Next, 10))
+			out.WriteString("\nevent: message\ndata: ")
+			enc.Encode(j) // ends with a newline
+			out.WriteString("\n")
+			pos = j.Next
+		}
+		if failed == nil {
+			failed = ctx.Err()
+		}
+		switch {
+		case failed == nil:
+		case revoked.Load():
+			writeErr(forbidden(userOf(r), name+":read").Error()+" (no longer)", "forbidden")
+		case ctx.Err() == nil && !errors.Is(failed, context.Canceled):
+			_, typ := classify(failed)
+			writeErr(failed.Error(), typ)
+			s.log.Error("event stream failed", "id", requestID(r.Context()), "stream", name, "err", failed)
+		}
+		if failed != nil {
+			break
+		}
+		flush()
+		idle := time.Since(lastWrite)
+		if idle >= KeepAliveInterval {
+			out.WriteString(": keep-alive\n\n")
+			flush()
+			idle = 0
+		}
+		wctx, wcancel := context.WithTimeout(ctx, KeepAliveInterval-idle)
+		s.vault.Load().Wait(wctx, name, pos, min(KeepAliveInterval, time.Second))
+		wcancel()
 	}
 	flush()
 }
 
 // reader opens a reader of stream name: through the vault while this node
-// writes (woken by its commits, clamped to its committed position), from
-// storage otherwise (polling).
-func (s *Server) reader(ctx context.Context, name string, cfg stream.ReaderConfig) (*stream.Reader, func() error, error) {
+// writes (clamped to its committed position), from storage otherwise. Its
+// callers wait for new records in the vault's Wait.
+func (s *Server) reader(ctx context.Context, name string) (*stream.Reader, func() error, error) {
+	cfg := stream.ReaderConfig{ChunkSize: readChunk}
 	if v := s.vault.Load(); v != nil {
 		return v.Reader(ctx, name, cfg)
 	}
@@ -433,23 +450,5 @@ func (s *Server) reader(ctx context.Context, name string, cfg stream.ReaderConfi
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.Wake == nil {
-		cfg.Wake = func(ctx context.Context, pos int64) { s.wait(ctx, name, pos, stream.DefaultPollInterval) }
-	}
 	return stream.NewReader(name, pr, cfg), pr.Close, nil
-}
-
-// wait returns when stream name may have moved past pos, when ctx ends, or
-// after poll.
-func (s *Server) wait(ctx context.Context, name string, pos int64, poll time.Duration) {
-	if v := s.vault.Load(); v != nil {
-		v.Wait(ctx, name, pos, poll)
-		return
-	}
-	t := time.NewTimer(poll)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

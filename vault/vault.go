@@ -30,7 +30,8 @@ const DefaultIdleTimeout = 2 * time.Minute
 type Config struct {
 	// Writer configures each stream's writer.
 	Writer stream.WriterConfig
-	// Reader configures readers handed out by Reader.
+	// Reader configures readers handed out by Reader (its Wake is
+	// ignored: followers wait in Wait).
 	Reader stream.ReaderConfig
 	// IdleTimeout closes writers idle for this long. Default
 	// DefaultIdleTimeout; negative keeps writers open.
@@ -279,9 +280,17 @@ func (v *Vault) Committed(name string) (pos int64, changed <-chan struct{}, ok b
 }
 
 // Wait returns when stream name's committed position may have moved past
-// pos, when ctx ends, or after at most max. It is woken by this vault's own
-// commits; for streams written elsewhere it polls every poll.
+// pos, or when ctx ends. It is the one place readers wait for new
+// records: a stream this vault writes wakes it at its next commit (or
+// after 30 s, which only bounds the unexpected); for a stream written
+// elsewhere, or on a nil Vault (a node that does not write), it returns
+// after poll, for the caller to read the position again. Bound a wait by
+// ctx's deadline.
 func (v *Vault) Wait(ctx context.Context, name string, pos int64, poll time.Duration) {
+	if v == nil {
+		sleep(ctx, poll)
+		return
+	}
 	if cur, changed, ok := v.Committed(name); ok {
 		if cur > pos {
 			return
@@ -297,7 +306,12 @@ func (v *Vault) Wait(ctx context.Context, name string, pos int64, poll time.Dura
 		}
 		return
 	}
-	t := time.NewTimer(poll)
+	sleep(ctx, poll)
+}
+
+// sleep returns after d or when ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -307,7 +321,7 @@ func (v *Vault) Wait(ctx context.Context, name string, pos int64, poll time.Dura
 
 // Reader opens a reader of stream name; close releases it. cfg overrides
 // the vault's reader configuration where its fields are set; without a Wake
-// function, followers are woken by this vault's commits. It returns an
+// function, followers wait in Wait. It returns an
 // error wrapping messagevault.ErrStreamNotFound for a stream never written.
 //
 // While this vault writes the stream, the reader sees the writer's
@@ -327,9 +341,6 @@ func (v *Vault) Reader(ctx context.Context, name string, cfg stream.ReaderConfig
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = v.cfg.Reader.PollInterval
-	}
-	if cfg.Wake == nil {
-		cfg.Wake = v.cfg.Reader.Wake
 	}
 	if cfg.Wake == nil {
 		poll := cfg.PollInterval
