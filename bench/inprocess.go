@@ -20,6 +20,7 @@ type Server struct {
 	URL, User, Password string
 
 	http  *http.Server
+	api   *server.Server
 	vault *vault.Vault
 	dir   string
 }
@@ -44,16 +45,18 @@ func StartServer(storage messagevault.Storage) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{URL: "http://" + ln.Addr().String(), User: "bench", Password: pw, vault: v, dir: dir,
-		http: &http.Server{Handler: server.New(server.Config{Vault: v, Users: users})}}
+	api := server.New(server.Config{Vault: v, Users: users})
+	s := &Server{URL: "http://" + ln.Addr().String(), User: "bench", Password: pw, vault: v, dir: dir, api: api,
+		http: &http.Server{Handler: api}}
 	go s.http.Serve(ln)
 	return s, nil
 }
 
 // Close stops the server and closes its streams.
 func (s *Server) Close() error {
+	s.api.BeginShutdown()
 	err := s.http.Shutdown(context.Background())
-	err = errors.Join(err, s.vault.Close())
+	err = errors.Join(err, s.api.Close(), s.vault.Close())
 	os.RemoveAll(s.dir)
 	return err
 }

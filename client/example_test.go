@@ -23,8 +23,9 @@ func exampleServer() (url string, stop func()) {
 	users, _ := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
 	users.Add("admin", "secret", "all:write")
 	v := vault.New(store, vault.Config{})
-	srv := httptest.NewServer(server.New(server.Config{Vault: v, Users: users}))
-	return srv.URL, func() { srv.Close(); v.Close(); store.Close(); os.RemoveAll(dir) }
+	api := server.New(server.Config{Vault: v, Users: users})
+	srv := httptest.NewServer(api)
+	return srv.URL, func() { srv.Close(); api.Close(); v.Close(); store.Close(); os.RemoveAll(dir) }
 }
 
 func ExampleClient_Publish() {

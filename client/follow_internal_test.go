@@ -71,8 +71,9 @@ func followServer(t *testing.T) *Client {
 	}
 	users.Add("admin", "secret", "all:write")
 	v := vault.New(store, vault.Config{})
-	srv := httptest.NewServer(server.New(server.Config{Vault: v, Users: users}))
-	t.Cleanup(func() { srv.Close(); v.Close(); store.Close() })
+	api := server.New(server.Config{Vault: v, Users: users})
+	srv := httptest.NewServer(api)
+	t.Cleanup(func() { srv.Close(); api.Close(); v.Close(); store.Close() })
 	return New(srv.URL, "admin", "secret")
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -156,13 +157,24 @@ type Node struct {
 	refreshMu   sync.Mutex
 	refreshedAt time.Time
 
-	stop chan struct{}
-	done chan struct{}
+	startOnce sync.Once
+	started   atomic.Bool
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // Start joins the election and returns at once; the node campaigns in the
-// background.
+// background. It is New and then Start.
 func Start(cfg Config) *Node {
+	n := New(cfg)
+	n.Start()
+	return n
+}
+
+// New returns a node that has not joined the election yet: it is a
+// follower that knows no leader until Start. Wire it to what its callbacks
+// use, then Start it.
+func New(cfg Config) *Node {
 	if cfg.RetryEvery <= 0 {
 		cfg.RetryEvery = DefaultRetryEvery
 	}
@@ -187,9 +199,16 @@ func Start(cfg Config) *Node {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
-	go n.run()
-	return n
+	return &Node{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start joins the election and returns at once; the node campaigns in the
+// background until Close. Only the first call does anything.
+func (n *Node) Start() {
+	n.startOnce.Do(func() {
+		n.started.Store(true)
+		go n.run()
+	})
 }
 
 // Role returns RoleLeader or RoleFollower.
@@ -662,10 +681,13 @@ func (n *Node) demote(ctx context.Context, release bool) {
 // Close leaves the election: a leader stops writing and releases its lock
 // so that another node takes over at once.
 func (n *Node) Close() {
+	n.startOnce.Do(func() {}) // a node never started stays so
 	select {
 	case <-n.stop:
 	default:
 		close(n.stop)
 	}
-	<-n.done
+	if n.started.Load() {
+		<-n.done
+	}
 }

@@ -20,6 +20,7 @@ func TestCrossSiteWritesAreRefused(t *testing.T) {
 	users.Add("u", "p", "all:write")
 	v := memVault(t)
 	h := server.New(server.Config{Vault: v, Users: users})
+	defer h.Close()
 	json := `[{"key":"k","value":"v"}]`
 	for _, tc := range []struct {
 		name, method, path, contentType string

@@ -42,7 +42,7 @@ func FuzzPublish(f *testing.F) {
 	users.Add("u", "p", "all:write")
 	v := vault.New(store, vault.Config{})
 	h := server.New(server.Config{Vault: v, Users: users, MaxBodyBytes: 1 << 20})
-	f.Cleanup(func() { v.Close() })
+	f.Cleanup(func() { h.Close(); v.Close() })
 
 	f.Fuzz(func(t *testing.T, body []byte, asJSON bool) {
 		ctx := context.Background()
@@ -104,7 +104,7 @@ func FuzzAuthorization(f *testing.F) {
 	users.Add("u", "p", "all:read")
 	v := vault.New(mem.New(), vault.Config{})
 	h := server.New(server.Config{Vault: v, Users: users})
-	f.Cleanup(func() { v.Close() })
+	f.Cleanup(func() { h.Close(); v.Close() })
 	for _, seed := range []string{"Basic dTpw", "Basic dTpx", "Basic", "Basic =", "Bearer abc", "basic dTpw", "Basic dTo=", "Basic Ojo=", "Basic " + strings.Repeat("A", 300), "Basic\x00dTpw"} {
 		f.Add(seed)
 	}

@@ -19,6 +19,7 @@ func TestJSONPublishStopsAtTheMessageLimit(t *testing.T) {
 	users.Add("u", "p", "all:write")
 	v := memVault(t)
 	h := server.New(server.Config{Vault: v, Users: users})
+	defer h.Close()
 	const n = 400_000 // six times the limit
 	body := []byte("[" + strings.Repeat(`{"key":"","value":""},`, n-1) + `{"key":"","value":""}]`)
 	publish := func() *httptest.ResponseRecorder {

@@ -32,6 +32,7 @@ func TestAnswersLeakNothing(t *testing.T) {
 	v := vault.New(store, vault.Config{})
 	defer v.Close()
 	h := server.New(server.Config{Vault: v, Users: users})
+	defer h.Close()
 	serverID := regexp.MustCompile(`^[0-9a-f]{16}$`)
 	seen := map[string]bool{}
 	for _, clientID := range []string{"", "abc", "0123456789abcdef", "0123456789abcdef", "bad id\x01"} {

@@ -25,6 +25,7 @@ func TestPrefixClaims(t *testing.T) {
 		}
 	}
 	h := server.New(server.Config{Vault: v, Users: users})
+	defer h.Close()
 	get := func(path string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.SetBasicAuth("eu", "pw")

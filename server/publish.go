@@ -450,8 +450,8 @@ func (s *Server) forwardTo(r *http.Request, leader string, body []byte) (*http.R
 		}
 	}
 	req.Header.Set(forwardedHeader, "1")
-	if s.selfURL != "" {
-		req.Header.Set(forwardedNodeHeader, s.selfURL)
+	if s.cfg.Self != "" {
+		req.Header.Set(forwardedNodeHeader, s.cfg.Self)
 	}
 	req.Header.Set("X-Request-Id", requestID(r.Context()))
 	if u, ok := r.Context().Value(keyUser).(*string); ok {

@@ -86,6 +86,9 @@ type Config struct {
 	Storage messagevault.Storage
 	// Node says who leads; nil for a single node that always leads.
 	Node Node
+	// Self is this node's advertised URL: forwarded writes name it, and
+	// the status page shows it.
+	Self string
 	// ClusterSecret authenticates writes forwarded by followers as
 	// ClusterUser; empty disables forwarding to this node.
 	ClusterSecret string
@@ -142,12 +145,13 @@ const (
 // ForwardTimeout bounds a write forwarded to the leader.
 const ForwardTimeout = 60 * time.Second
 
-// SetNode tells the server who leads and this node's own URL (set once,
-// before serving).
-func (s *Server) SetNode(n Node, self string) { s.cfg.Node, s.selfURL = n, self }
+// SetVault makes v the vault that writes (nil: this node does not lead)
+// and returns the one it replaces, for the caller to close. The Server is
+// the one owner of the current vault: ask it with Vault.
+func (s *Server) SetVault(v *vault.Vault) (old *vault.Vault) { return s.vault.Swap(v) }
 
-// SetVault makes v the vault that writes (nil: this node does not lead).
-func (s *Server) SetVault(v *vault.Vault) { s.vault.Store(v) }
+// Vault returns the vault that writes, nil while this node does not lead.
+func (s *Server) Vault() *vault.Vault { return s.vault.Load() }
 
 func (s *Server) role() string {
 	if s.cfg.Node == nil {
@@ -206,10 +210,10 @@ type Server struct {
 	reads    atomic.Int32 // reads being served
 	tails    atomic.Int32 // event streams and long-polls being served
 	status   *status
-	selfURL  string
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{}
+	background   sync.WaitGroup // what New started; Close waits for it
 }
 
 // New returns a server for cfg.
@@ -261,11 +265,11 @@ func New(cfg Config) *Server {
 	s.vault.Store(cfg.Vault)
 	s.status = newStatus()
 	sctx, cancel := context.WithCancel(context.Background())
-	go func() {
+	s.background.Go(func() {
 		<-s.shutdown
 		cancel()
-	}()
-	go s.status.sampleLoop(sctx)
+	})
+	s.background.Go(func() { s.status.sampleLoop(sctx) })
 	s.metrics = newMetrics(cfg.Registry, s)
 	s.routes()
 	s.handler = s.middleware(s.mux)
@@ -333,6 +337,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // complete. Call it before http.Server.Shutdown.
 func (s *Server) BeginShutdown() {
 	s.shutdownOnce.Do(func() { close(s.shutdown) })
+}
+
+// Close stops what New started (the status sampler) and, as
+// BeginShutdown, ends long-polls and event streams. It does not close
+// the vault (SetVault(nil) hands it back) or the storage.
+func (s *Server) Close() error {
+	s.BeginShutdown()
+	s.background.Wait()
+	return nil
 }
 
 func (s *Server) shuttingDown() bool {

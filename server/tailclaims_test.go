@@ -66,6 +66,7 @@ func TestTailsEndWhenTheUserGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := server.New(server.Config{Vault: v, Users: users, ClaimRecheck: 100 * time.Millisecond, MaxTailDuration: 3 * time.Second})
+	defer h.Close()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	removed, revoked, stays := openTail(t, srv.URL, "removed"), openTail(t, srv.URL, "revoked"), openTail(t, srv.URL, "stays")

@@ -24,6 +24,7 @@ func TestWrongPasswordsAreThrottled(t *testing.T) {
 	v := memVault(t)
 	reg := prometheus.NewRegistry()
 	h := server.New(server.Config{Vault: v, Users: users, Registry: reg})
+	defer h.Close()
 	get := func(user, password string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, "/streams", nil)
 		req.RemoteAddr = "192.0.2.7:4000"

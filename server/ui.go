@@ -188,7 +188,7 @@ func (s *Server) handleUIStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var nodes []uiNode
-	self, role, leader := s.selfURL, s.role(), s.leader()
+	self, role, leader := s.cfg.Self, s.role(), s.leader()
 	if all {
 		samples = slices.Clone(st.samples)
 		nodes = append(nodes, uiNode{URL: self + " (this node)", Role: role})

@@ -16,7 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -154,79 +154,53 @@ exits 0.`,
 }
 
 // Run serves until ctx ends (SIGINT or SIGTERM), then drains and closes
-// everything.
+// everything. Its steps: the logger, the backend, the first admin, the
+// cluster's trust, the listener (and TLS), the server and its election,
+// then serving until the signal.
 func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	stderr := c.stderr
 	if stderr == nil {
 		stderr = os.Stderr
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return usageError("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
 	}
-	var handler slog.Handler
-	switch c.LogFormat {
-	case "text":
-		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
-		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		return usageError("--log-format %q: want text or json", c.LogFormat)
-	}
-	log := slog.New(redact.Handler(handler)) // no SAS signature or account key in a log line
-
 	b, err := c.openBackend()
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, b.store.Close()) }()
-	usersPath := b.users.String()
-	users, err := auth.Open(b.users, log)
+	users, err := c.firstAdmin(b, log, stderr)
 	if err != nil {
 		return err
 	}
-	envPassword := os.Getenv(AdminPasswordEnv)
-	password, err := users.EnsureAdmin(envPassword)
+	secret, roots, err := c.clusterTrust(ctx, b)
 	if err != nil {
-		return fmt.Errorf("create the first admin: %w", err)
+		return err
 	}
-	switch {
-	case password != "" && envPassword != "":
-		log.Info("created user admin (claim all:write) with the password from "+AdminPasswordEnv, "users", usersPath)
-	case password != "":
-		fmt.Fprintf(stderr, "\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n\n", auth.DefaultAdmin, password, usersPath)
-	}
-
-	secret := os.Getenv(ClusterSecretEnv)
-	if secret == "" {
-		if secret, err = b.secret(ctx, auth.RandomPassword()+auth.RandomPassword()); err != nil {
-			return err
-		}
-	}
-	var roots *x509.CertPool
-	if c.ClusterCA != "" {
-		pem, err := os.ReadFile(c.ClusterCA)
-		if err != nil {
-			return fmt.Errorf("--cluster-ca: %w", err)
-		}
-		if roots, err = x509.SystemCertPool(); err != nil || roots == nil {
-			roots = x509.NewCertPool()
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--cluster-ca %s: no PEM certificate in it", c.ClusterCA)
-		}
+	l, err := c.listen(log)
+	if err != nil {
+		return err
 	}
 	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(registry)
 	var inst [8]byte
 	rand.Read(inst[:])
 	instance := hex.EncodeToString(inst[:]) // this process, in /readyz
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(registry)
+	node, err := c.joinElection(ctx, b, l.advertise, instance, registry, m, log)
+	if err != nil {
+		l.ln.Close()
+		return err
+	}
 	api := server.New(server.Config{
 		Registry:         registry,
 		Storage:          m.Storage(b.store),
 		Users:            users,
 		Logger:           log,
+		Node:             node.Node,
+		Self:             l.advertise,
 		MaxBodyBytes:     c.MaxBody,
 		MaxInflightBytes: c.MaxInflight,
 		GrantTTL:         c.GrantTTL,
@@ -239,54 +213,157 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		Instance:         instance,
 		ClusterRoots:     roots,
 	})
+	defer api.Close()
+	metrics.RegisterPositions(registry, func() map[string]int64 {
+		if v := api.Vault(); v != nil {
+			return v.Positions()
+		}
+		return nil
+	})
+	node.start(api)
+	return c.serveUntilSignal(ctx, api, node.Node, l, b, log)
+}
 
+// logger makes the log of --log-level and --log-format; no SAS signature
+// or account key reaches a log line.
+func (c *ServeCommand) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(redact.Handler(slog.NewTextHandler(stderr, opts))), nil
+	case "json":
+		return slog.New(redact.Handler(slog.NewJSONHandler(stderr, opts))), nil
+	}
+	return nil, usageError("--log-format %q: want text or json", c.LogFormat)
+}
+
+// firstAdmin opens the users and, when there are none, creates admin with
+// the password of $MESSAGEVAULT_ADMIN_PASSWORD or a random one it prints
+// once.
+func (c *ServeCommand) firstAdmin(b *backend, log *slog.Logger, stderr io.Writer) (*auth.Users, error) {
+	usersPath := b.users.String()
+	users, err := auth.Open(b.users, log)
+	if err != nil {
+		return nil, err
+	}
+	envPassword := os.Getenv(AdminPasswordEnv)
+	password, err := users.EnsureAdmin(envPassword)
+	if err != nil {
+		return nil, fmt.Errorf("create the first admin: %w", err)
+	}
+	switch {
+	case password != "" && envPassword != "":
+		log.Info("created user admin (claim all:write) with the password from "+AdminPasswordEnv, "users", usersPath)
+	case password != "":
+		fmt.Fprintf(stderr, "\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n\n", auth.DefaultAdmin, password, usersPath)
+	}
+	return users, nil
+}
+
+// clusterTrust returns the secret followers forward writes with (from
+// the environment, or kept in the storage) and the roots they trust the
+// leader's certificate by (--cluster-ca added to the system's).
+func (c *ServeCommand) clusterTrust(ctx context.Context, b *backend) (string, *x509.CertPool, error) {
+	secret := os.Getenv(ClusterSecretEnv)
+	if secret == "" {
+		var err error
+		if secret, err = b.secret(ctx, auth.RandomPassword()+auth.RandomPassword()); err != nil {
+			return "", nil, err
+		}
+	}
+	if c.ClusterCA == "" {
+		return secret, nil, nil
+	}
+	pem, err := os.ReadFile(c.ClusterCA)
+	if err != nil {
+		return "", nil, fmt.Errorf("--cluster-ca: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return "", nil, fmt.Errorf("--cluster-ca %s: no PEM certificate in it", c.ClusterCA)
+	}
+	return secret, roots, nil
+}
+
+// listener is where serve listens: the socket, the HTTP server (with TLS
+// if asked), and the URL the node advertises to its peers.
+type listener struct {
+	ln        net.Listener
+	srv       *http.Server
+	scheme    string
+	advertise string
+}
+
+// listen opens --listen (capped at --max-connections), with TLS from
+// --tls-cert and --tls-key.
+func (c *ServeCommand) listen(log *slog.Logger) (*listener, error) {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+		return nil, fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	if c.MaxConns > 0 {
 		// Beyond the cap, connections wait in the listen queue instead
 		// of taking the process's file descriptors.
 		ln = netutil.LimitListener(ln, c.MaxConns)
 	}
-	srv := &http.Server{
-		Handler:           api,
+	l := &listener{ln: ln, scheme: "http", srv: &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	scheme := "http"
+	}}
 	if c.TLSCert != "" {
 		certs, err := newCertReloader(c.TLSCert, c.TLSKey, log)
 		if err != nil {
 			ln.Close()
-			return err
+			return nil, err
 		}
-		srv.TLSConfig = tlsConfig(certs)
-		scheme = "https"
+		l.srv.TLSConfig = tlsConfig(certs)
+		l.scheme = "https"
 	}
-	advertise := c.Advertise
-	if advertise == "" {
-		advertise = advertiseURL(scheme, ln.Addr())
+	if l.advertise = c.Advertise; l.advertise == "" {
+		l.advertise = advertiseURL(l.scheme, ln.Addr())
 	}
+	return l, nil
+}
 
-	// Leader election: the vault that writes exists only while this node
-	// leads, and its writers stop at the lock's safe deadline.
-	var mu sync.Mutex
-	var current *vault.Vault
+// electedNode is this node in the leader election, not campaigning until
+// start.
+type electedNode struct {
+	*cluster.Node
+	api atomic.Pointer[server.Server]
+}
+
+// start hands the node the server whose vault it sets and starts the
+// campaign.
+func (n *electedNode) start(api *server.Server) {
+	n.api.Store(api)
+	n.Node.Start()
+}
+
+// joinElection makes this node's place in the leader election: while it
+// leads, the server has a vault that writes, whose writers stop at the
+// lock's safe deadline; when it steps down the vault is closed.
+func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, instance string, registry *prometheus.Registry, m *metrics.Metrics, log *slog.Logger) (*electedNode, error) {
 	if b.lock == nil {
+		var err error
 		if b.lock, err = b.leaderLock(advertise); err != nil {
-			ln.Close()
-			return err
+			return nil, err
 		}
 	}
 	if b.retake != nil {
 		if err := b.retake(ctx, advertise, instance, log); err != nil {
-			ln.Close()
-			return err
+			return nil, err
 		}
 	}
-	node := cluster.Start(cluster.Config{
+	n := &electedNode{}
+	n.Node = cluster.New(cluster.Config{
 		Lock:       b.lock,
 		Advertise:  advertise,
 		Logger:     log,
@@ -296,47 +373,36 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 			if err != nil {
 				return err
 			}
-			v := vault.New(m.Storage(store), vault.Config{
+			n.api.Load().SetVault(vault.New(m.Storage(store), vault.Config{
 				IdleTimeout: c.IdleTimeout,
 				Logger:      log,
 				Writer:      stream.WriterConfig{Deadline: node.Deadline, Observer: m},
-			})
-			mu.Lock()
-			current = v
-			mu.Unlock()
-			api.SetVault(v)
+			}))
 			return nil
 		},
 		OnDemoted: func() {
-			api.SetVault(nil)
-			mu.Lock()
-			v := current
-			current = nil
-			mu.Unlock()
-			if v != nil {
+			if v := n.api.Load().SetVault(nil); v != nil {
 				if err := v.Close(); err != nil {
 					log.Error("closing the streams after stepping down", "err", err)
 				}
 			}
 		},
 	})
-	api.SetNode(node, advertise)
-	metrics.RegisterNode(registry, node)
-	metrics.RegisterPositions(registry, func() map[string]int64 {
-		mu.Lock()
-		v := current
-		mu.Unlock()
-		if v == nil {
-			return nil
-		}
-		return v.Positions()
-	})
+	metrics.RegisterNode(registry, n.Node)
+	return n, nil
+}
 
+// serveUntilSignal serves the API (and --metrics-listen) until ctx ends
+// or serving fails, then drains: readiness fails for --drain-delay,
+// requests in flight finish, and the node leaves the election, within
+// ShutdownTimeout.
+func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, node *cluster.Node, l *listener, b *backend, log *slog.Logger) error {
 	served := make(chan error, 2)
 	if c.MetricsListen != "" {
 		mln, err := net.Listen("tcp", c.MetricsListen)
 		if err != nil {
 			node.Close()
+			l.ln.Close()
 			return fmt.Errorf("--metrics-listen %s: %w", c.MetricsListen, err)
 		}
 		msrv := &http.Server{Handler: api.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
@@ -348,14 +414,16 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		}()
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
+	srv := l.srv
+	srv.Handler = api
 	go func() {
 		if srv.TLSConfig != nil {
-			served <- srv.ServeTLS(ln, "", "") // with HTTP/2
+			served <- srv.ServeTLS(l.ln, "", "") // with HTTP/2
 			return
 		}
-		served <- srv.Serve(ln)
+		served <- srv.Serve(l.ln)
 	}()
-	log.Info("serving", "url", scheme+"://"+ln.Addr().String(), "advertise", advertise, "storage", b.describe, "users", usersPath)
+	log.Info("serving", "url", l.scheme+"://"+l.ln.Addr().String(), "advertise", l.advertise, "storage", b.describe, "users", b.users.String())
 
 	select {
 	case err := <-served:
