@@ -17,6 +17,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -89,12 +90,12 @@ type File struct {
 type Source interface {
 	// Load returns the file's bytes, or an error wrapping
 	// fs.ErrNotExist if there is none yet.
-	Load() ([]byte, error)
+	Load(ctx context.Context) ([]byte, error)
 	// Save replaces the file's bytes atomically.
-	Save(data []byte) error
+	Save(ctx context.Context, data []byte) error
 	// Changed reports whether the file may have changed since the last
-	// Load or Save (cheap: a stat or a HEAD).
-	Changed() bool
+	// Load or Save (cheap: a stat or a HEAD); an error if it cannot tell.
+	Changed(ctx context.Context) (bool, error)
 	// String names the source in messages.
 	String() string
 }
@@ -182,19 +183,34 @@ func ValidateClaim(claim string) (string, error) {
 }
 
 // Users is the set of users, loaded from a Source and reloaded when it
-// changes. It is safe for concurrent use.
+// changes. It is safe for concurrent use. Checking a password or a token
+// never waits for storage: the source is watched in the background (every
+// RefreshEvery) until Close.
 type Users struct {
 	src Source
 	log *slog.Logger
 
+	// srcMu serializes the source's I/O: the watcher's reloads and
+	// updates, so that a reload never puts back what an update replaced.
+	srcMu sync.Mutex
+
 	mu        sync.Mutex
 	file      File
-	checked   time.Time // last Changed check
-	checking  bool      // a Changed check is under way
 	cacheKey  []byte
 	verified  map[string]verified // user name -> last verified password
 	warnedOld map[string]bool
+
+	stop      context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
 }
+
+// RefreshEvery is how often Users checks its source for changes made
+// elsewhere (another node, `messagevault users`, an edit by hand).
+const RefreshEvery = time.Second
+
+// refreshTimeout bounds one check of the source.
+const refreshTimeout = 10 * time.Second
 
 type verified struct {
 	digest [32]byte
@@ -202,40 +218,52 @@ type verified struct {
 	until  time.Time
 }
 
-// Open loads the users from src (an absent file means no users yet).
-func Open(src Source, log *slog.Logger) (*Users, error) {
+// Open loads the users from src (an absent file means no users yet) and
+// watches it for changes until Close.
+func Open(ctx context.Context, src Source, log *slog.Logger) (*Users, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	u := &Users{src: src, log: log, cacheKey: key, verified: map[string]verified{}, warnedOld: map[string]bool{}}
-	if err := u.load(); err != nil {
+	u := &Users{src: src, log: log, cacheKey: key, verified: map[string]verified{}, warnedOld: map[string]bool{}, done: make(chan struct{})}
+	f, err := u.read(ctx)
+	if err != nil {
 		return nil, err
 	}
+	u.file = f
+	wctx, stop := context.WithCancel(context.Background())
+	u.stop = stop
+	go u.watch(wctx)
 	return u, nil
 }
 
-func (u *Users) load() error {
-	data, err := u.src.Load()
-	if err != nil {
-		if isNotExist(err) {
-			return u.parse(nil)
-		}
-		return fmt.Errorf("load users from %s: %w", u.src, err)
-	}
-	return u.parse(data)
+// Close stops watching the source.
+func (u *Users) Close() error {
+	u.closeOnce.Do(func() {
+		u.stop()
+		<-u.done
+	})
+	return nil
 }
 
-// parse replaces the users with the file data (nil: no users).
-func (u *Users) parse(data []byte) error {
+// read loads and decodes the file (none: no users).
+func (u *Users) read(ctx context.Context) (File, error) {
+	data, err := u.src.Load(ctx)
+	if err != nil && !isNotExist(err) {
+		return File{}, fmt.Errorf("load users from %s: %w", u.src, err)
+	}
+	return u.decode(data)
+}
+
+// decode parses the file data (nil: no users).
+func (u *Users) decode(data []byte) (File, error) {
 	if data == nil {
-		u.file = File{Users: map[string]*User{}}
-		return nil
+		return File{Users: map[string]*User{}}, nil
 	}
 	var f File
 	if err := json.Unmarshal(data, &f); err != nil {
-		return fmt.Errorf("load users from %s: not a users file: %w", u.src, err)
+		return File{}, fmt.Errorf("load users from %s: not a users file: %w", u.src, err)
 	}
 	if f.Users == nil {
 		f.Users = map[string]*User{}
@@ -253,40 +281,57 @@ func (u *Users) parse(data []byte) error {
 			}
 		}
 	}
-	u.file = f
-	return nil
+	return f, nil
 }
 
-// refresh reloads the file if it changed, checking at most once a second.
-// Call with u.mu held; it releases the lock while it asks the source (a
-// network call for a blob), and other callers go on with the users they
-// have meanwhile.
-func (u *Users) refresh() {
-	if u.checking || time.Since(u.checked) < time.Second {
-		return
-	}
-	u.checking = true
-	u.mu.Unlock()
-	changed := u.src.Changed()
-	var data []byte
-	var err error
-	if changed {
-		data, err = u.src.Load()
-	}
+// set makes f the users.
+func (u *Users) set(f File) {
 	u.mu.Lock()
-	u.checking = false
-	u.checked = time.Now()
-	if !changed {
-		return
+	u.file = f
+	u.mu.Unlock()
+}
+
+// watch reloads the file when it changed, checking every RefreshEvery
+// until ctx ends. A failed check or load keeps the users there are.
+func (u *Users) watch(ctx context.Context) {
+	defer close(u.done)
+	t := time.NewTicker(RefreshEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := u.reload(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			u.log.Error("users file not reloaded; keeping the previous users", "source", u.src.String(), "err", err)
+			failing = true
+		case err == nil && failing:
+			u.log.Info("users file readable again", "source", u.src.String())
+			failing = false
+		}
 	}
-	if err == nil {
-		err = u.parse(data)
-	} else if isNotExist(err) {
-		err = u.parse(nil)
+}
+
+// reload loads the file if the source says it changed.
+func (u *Users) reload(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	u.srcMu.Lock()
+	defer u.srcMu.Unlock()
+	changed, err := u.src.Changed(ctx)
+	if err != nil || !changed {
+		return err
 	}
+	f, err := u.read(ctx)
 	if err != nil {
-		u.log.Error("users file not reloaded; keeping the previous users", "source", u.src.String(), "err", err)
+		return err
 	}
+	u.set(f)
+	return nil
 }
 
 // Cached returns the user's principal if this name and password were
@@ -296,7 +341,6 @@ func (u *Users) refresh() {
 func (u *Users) Cached(name, password string) (Principal, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	user := u.file.Users[name]
 	v, cached := u.verified[name]
 	if user == nil || !cached || v.hash != user.Password || !time.Now().Before(v.until) {
@@ -315,7 +359,6 @@ func (u *Users) Cached(name, password string) (Principal, bool) {
 // are waiting already.
 func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Lock()
-	u.refresh()
 	user := u.file.Users[name]
 	var stored string
 	var claims []string
@@ -425,7 +468,6 @@ func (u *Users) Empty() bool {
 func (u *Users) List() []Principal {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	var out []Principal
 	for name, user := range u.file.Users {
 		out = append(out, Principal{Name: name, Claims: slices.Clone(user.Claims)})
@@ -441,7 +483,6 @@ func (u *Users) List() []Principal {
 func (u *Users) Lookup(name string) (Principal, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	user := u.file.Users[name]
 	if user == nil {
 		return Principal{}, false
@@ -449,30 +490,31 @@ func (u *Users) Lookup(name string) (Principal, bool) {
 	return Principal{Name: name, Claims: slices.Clone(user.Claims)}, true
 }
 
-// update applies fn to a fresh copy of the file and saves it.
-func (u *Users) update(fn func(f *File) error) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if err := u.load(); err != nil {
-		return err
-	}
-	if err := fn(&u.file); err != nil {
-		u.load()
-		return err
-	}
-	data, err := json.MarshalIndent(u.file, "", "  ")
+// update applies fn to a fresh copy of the file and saves it; once saved,
+// it is the users. If fn or the save fails, the users stay as they were.
+func (u *Users) update(ctx context.Context, fn func(f *File) error) error {
+	u.srcMu.Lock()
+	defer u.srcMu.Unlock()
+	f, err := u.read(ctx)
 	if err != nil {
 		return err
 	}
-	if err := u.src.Save(append(data, '\n')); err != nil {
-		u.load()
+	if err := fn(&f); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := u.src.Save(ctx, append(data, '\n')); err != nil {
 		return fmt.Errorf("save users to %s: %w", u.src, err)
 	}
+	u.set(f)
 	return nil
 }
 
 // Add creates user name with password and claims, or fails if it exists.
-func (u *Users) Add(name, password string, claims ...string) error {
+func (u *Users) Add(ctx context.Context, name, password string, claims ...string) error {
 	if err := validateName(name); err != nil {
 		return err
 	}
@@ -484,7 +526,7 @@ func (u *Users) Add(name, password string, claims ...string) error {
 	if err != nil {
 		return err
 	}
-	return u.update(func(f *File) error {
+	return u.update(ctx, func(f *File) error {
 		if f.Users[name] != nil {
 			return fmt.Errorf("add user %q: %w", name, ErrUserExists)
 		}
@@ -494,8 +536,8 @@ func (u *Users) Add(name, password string, claims ...string) error {
 }
 
 // Remove deletes user name.
-func (u *Users) Remove(name string) error {
-	return u.update(func(f *File) error {
+func (u *Users) Remove(ctx context.Context, name string) error {
+	return u.update(ctx, func(f *File) error {
 		if f.Users[name] == nil {
 			return fmt.Errorf("remove user %q: %w", name, ErrUserNotFound)
 		}
@@ -505,12 +547,12 @@ func (u *Users) Remove(name string) error {
 }
 
 // SetPassword replaces the password of user name.
-func (u *Users) SetPassword(name, password string) error {
+func (u *Users) SetPassword(ctx context.Context, name, password string) error {
 	hash, err := hashPassword(password)
 	if err != nil {
 		return err
 	}
-	return u.update(func(f *File) error {
+	return u.update(ctx, func(f *File) error {
 		if f.Users[name] == nil {
 			return fmt.Errorf("set password of %q: %w", name, ErrUserNotFound)
 		}
@@ -520,12 +562,12 @@ func (u *Users) SetPassword(name, password string) error {
 }
 
 // Grant adds claims to user name (claims it already has are kept once).
-func (u *Users) Grant(name string, claims ...string) error {
+func (u *Users) Grant(ctx context.Context, name string, claims ...string) error {
 	cl, err := validateClaims(claims)
 	if err != nil {
 		return err
 	}
-	return u.update(func(f *File) error {
+	return u.update(ctx, func(f *File) error {
 		user := f.Users[name]
 		if user == nil {
 			return fmt.Errorf("grant to %q: %w", name, ErrUserNotFound)
@@ -540,12 +582,12 @@ func (u *Users) Grant(name string, claims ...string) error {
 }
 
 // Revoke removes claims from user name.
-func (u *Users) Revoke(name string, claims ...string) error {
+func (u *Users) Revoke(ctx context.Context, name string, claims ...string) error {
 	cl, err := validateClaims(claims)
 	if err != nil {
 		return err
 	}
-	return u.update(func(f *File) error {
+	return u.update(ctx, func(f *File) error {
 		user := f.Users[name]
 		if user == nil {
 			return fmt.Errorf("revoke from %q: %w", name, ErrUserNotFound)
@@ -558,20 +600,17 @@ func (u *Users) Revoke(name string, claims ...string) error {
 // EnsureAdmin creates DefaultAdmin with the all:write claim when there are
 // no users at all. The password is password if not empty, else a random
 // one. It returns the password it set, and "" if users already existed.
-func (u *Users) EnsureAdmin(password string) (string, error) {
+func (u *Users) EnsureAdmin(ctx context.Context, password string) (string, error) {
 	if !u.Empty() {
 		return "", nil
 	}
 	if password == "" {
 		password = RandomPassword()
 	}
-	if err := u.Add(DefaultAdmin, password, "all:write"); err != nil {
+	if err := u.Add(ctx, DefaultAdmin, password, "all:write"); err != nil {
 		// Another node of the cluster may have created the first users
 		// at the same moment: then there is nothing to do.
-		u.mu.Lock()
-		lerr := u.load()
-		u.mu.Unlock()
-		if lerr == nil && !u.Empty() {
+		if !u.Empty() {
 			return "", nil
 		}
 		return "", err

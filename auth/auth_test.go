@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -16,11 +17,78 @@ import (
 func open(t *testing.T) (*auth.Users, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "auth.json")
-	u, err := auth.Open(auth.NewFileSource(path), nil)
+	u, err := auth.Open(context.Background(), auth.NewFileSource(path), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { u.Close() })
 	return u, path
+}
+
+// stuckSource is a users file whose change check hangs, as a HEAD request
+// to storage that does not answer, until released; it counts the checks.
+type stuckSource struct {
+	*auth.FileSource
+	release chan struct{}
+	checks  chan struct{}
+}
+
+func (s *stuckSource) Changed(ctx context.Context) (bool, error) {
+	select {
+	case s.checks <- struct{}{}:
+	default:
+	}
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	return s.FileSource.Changed(ctx)
+}
+
+// TestAuthenticationNeverWaitsForTheSource: the change check runs in the
+// background, so a hung storage does not hold a password check, and
+// Close stops the checks.
+func TestAuthenticationNeverWaitsForTheSource(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	src := &stuckSource{FileSource: auth.NewFileSource(path), release: make(chan struct{}), checks: make(chan struct{}, 1)}
+	u, err := auth.Open(context.Background(), src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Add(context.Background(), "ann", "ann-pw", "orders:read"); err != nil {
+		t.Fatal(err)
+	}
+	<-src.checks // the watcher is now stuck in a check
+	done := make(chan error, 1)
+	go func() {
+		_, err := u.Authenticate("ann", "ann-pw")
+		if _, ok := u.Lookup("ann"); !ok && err == nil {
+			err = errors.New("ann not found")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a password check waited for the source's change check")
+	}
+	// Close ends the stuck check and the watcher.
+	closed := make(chan struct{})
+	go func() { u.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not stop the watcher")
+	}
+	select {
+	case <-src.checks:
+		t.Fatal("a change check after Close")
+	case <-time.After(2 * auth.RefreshEvery):
+	}
 }
 
 func TestClaims(t *testing.T) {
@@ -64,11 +132,11 @@ func TestUsersLifecycle(t *testing.T) {
 	if !u.Empty() {
 		t.Fatal("new users file is not empty")
 	}
-	pw, err := u.EnsureAdmin("")
+	pw, err := u.EnsureAdmin(context.Background(), "")
 	if err != nil || len(pw) < 16 {
 		t.Fatalf("EnsureAdmin = %q, %v", pw, err)
 	}
-	if again, _ := u.EnsureAdmin(""); again != "" {
+	if again, _ := u.EnsureAdmin(context.Background(), ""); again != "" {
 		t.Fatal("EnsureAdmin created a second admin")
 	}
 	if p, err := u.Authenticate("admin", pw); err != nil || !p.CanAdmin() {
@@ -82,23 +150,23 @@ func TestUsersLifecycle(t *testing.T) {
 		t.Fatalf("users file mode %v, want 0600", st.Mode().Perm())
 	}
 
-	if err := u.Add("bob", "bob-1", "orders:write"); err != nil {
+	if err := u.Add(context.Background(), "bob", "bob-1", "orders:write"); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Add("bob", "x"); err == nil {
+	if err := u.Add(context.Background(), "bob", "x"); err == nil {
 		t.Fatal("added bob twice")
 	}
-	if err := u.Add("bad name", "x"); err == nil {
+	if err := u.Add(context.Background(), "bad name", "x"); err == nil {
 		t.Fatal("accepted a name with a space")
 	}
-	if err := u.Add("carol", "x", "nonsense"); !errors.Is(err, auth.ErrInvalidClaim) {
+	if err := u.Add(context.Background(), "carol", "x", "nonsense"); !errors.Is(err, auth.ErrInvalidClaim) {
 		t.Fatalf("Add with a bad claim: %v", err)
 	}
 	if _, err := u.Authenticate("bob", "bob-1"); err != nil {
 		t.Fatal(err)
 	}
 	// A changed password invalidates the cached check at once.
-	if err := u.SetPassword("bob", "bob-2"); err != nil {
+	if err := u.SetPassword(context.Background(), "bob", "bob-2"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := u.Authenticate("bob", "bob-1"); !errors.Is(err, auth.ErrUnauthenticated) {
@@ -107,23 +175,23 @@ func TestUsersLifecycle(t *testing.T) {
 	if _, err := u.Authenticate("bob", "bob-2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Grant("bob", "all:read", "orders:write"); err != nil {
+	if err := u.Grant(context.Background(), "bob", "all:read", "orders:write"); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Revoke("bob", "orders:write"); err != nil {
+	if err := u.Revoke(context.Background(), "bob", "orders:write"); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := u.Authenticate("bob", "bob-2")
 	if p.CanWrite("orders") || !p.CanRead("billing") {
 		t.Fatalf("bob's claims after grant and revoke: %v", p.Claims)
 	}
-	if err := u.Remove("bob"); err != nil {
+	if err := u.Remove(context.Background(), "bob"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := u.Authenticate("bob", "bob-2"); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("removed user: %v", err)
 	}
-	if err := u.Remove("bob"); !errors.Is(err, auth.ErrUserNotFound) {
+	if err := u.Remove(context.Background(), "bob"); !errors.Is(err, auth.ErrUserNotFound) {
 		t.Fatalf("removing a missing user: %v", err)
 	}
 	if names := u.List(); len(names) != 1 || names[0].Name != "admin" {
@@ -133,16 +201,16 @@ func TestUsersLifecycle(t *testing.T) {
 
 func TestReloadsWhenTheFileChanges(t *testing.T) {
 	u, path := open(t)
-	if err := u.Add("admin", "pw", "all:write"); err != nil {
+	if err := u.Add(context.Background(), "admin", "pw", "all:write"); err != nil {
 		t.Fatal(err)
 	}
 	// Another process (the CLI) adds a user to the file.
-	other, err := auth.Open(auth.NewFileSource(path), nil)
+	other, err := auth.Open(context.Background(), auth.NewFileSource(path), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond) // a distinct mtime
-	if err := other.Add("dave", "dave-pw", "all:read"); err != nil {
+	if err := other.Add(context.Background(), "dave", "dave-pw", "all:read"); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -162,7 +230,7 @@ func TestPlainTextPasswordFromAnOldFile(t *testing.T) {
 	old := auth.File{Users: map[string]*auth.User{"bob": {Password: "pass", Claims: []string{"inventory:write", "all:read"}}}}
 	raw, _ := json.Marshal(old)
 	os.WriteFile(path, raw, 0o600)
-	u, err := auth.Open(auth.NewFileSource(path), nil)
+	u, err := auth.Open(context.Background(), auth.NewFileSource(path), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +245,7 @@ func TestPlainTextPasswordFromAnOldFile(t *testing.T) {
 func TestBrokenFileIsAClearError(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "auth.json")
 	os.WriteFile(path, []byte("{not json"), 0o600)
-	_, err := auth.Open(auth.NewFileSource(path), nil)
+	_, err := auth.Open(context.Background(), auth.NewFileSource(path), nil)
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a users file") {
 		t.Fatalf("Open of a broken file: %v", err)
 	}
@@ -215,7 +283,7 @@ func TestPlainTextPasswordCostsABcryptCheck(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "auth.json")
 	raw, _ := json.Marshal(auth.File{Users: map[string]*auth.User{"bob": {Password: "pass"}}})
 	os.WriteFile(path, raw, 0o600)
-	u, err := auth.Open(auth.NewFileSource(path), nil)
+	u, err := auth.Open(context.Background(), auth.NewFileSource(path), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +308,7 @@ func TestPlainTextPasswordCostsABcryptCheck(t *testing.T) {
 // server would check the cluster secret for it, never the user's password.
 func TestClusterUserNameIsReserved(t *testing.T) {
 	u, _ := open(t)
-	if err := u.Add(auth.ClusterUser, "pw", "all:read"); err == nil || !strings.Contains(err.Error(), "reserved") {
+	if err := u.Add(context.Background(), auth.ClusterUser, "pw", "all:read"); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Fatalf("adding %q: %v", auth.ClusterUser, err)
 	}
 }
@@ -250,7 +318,7 @@ func TestClusterUserNameIsReserved(t *testing.T) {
 // write.
 func TestTokenClaimsAreASubset(t *testing.T) {
 	u, _ := open(t)
-	u.Add("p", "pw", "orders-*:write")
+	u.Add(context.Background(), "p", "pw", "orders-*:write")
 	for claims, ok := range map[string]bool{
 		"orders-eu:read":  true,
 		"orders-eu:write": true,
@@ -259,12 +327,12 @@ func TestTokenClaimsAreASubset(t *testing.T) {
 		"all:read":        false,
 		"billing:read":    false,
 	} {
-		_, _, err := u.CreateToken("p", []string{claims}, time.Hour)
+		_, _, err := u.CreateToken(context.Background(), "p", []string{claims}, time.Hour)
 		if (err == nil) != ok {
 			t.Errorf("token with %s for orders-*:write: %v", claims, err)
 		}
 	}
-	token, info, err := u.CreateToken("p", []string{"orders-eu:read"}, time.Hour)
+	token, info, err := u.CreateToken(context.Background(), "p", []string{"orders-eu:read"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +343,7 @@ func TestTokenClaimsAreASubset(t *testing.T) {
 	if _, err := u.AuthenticateToken(token[:len(token)-1] + "x"); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("a wrong secret: %v", err)
 	}
-	if err := u.RevokeToken(info.ID); err != nil {
+	if err := u.RevokeToken(context.Background(), info.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := u.AuthenticateToken(token); !errors.Is(err, auth.ErrUnauthenticated) {

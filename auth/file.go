@@ -1,17 +1,19 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/messagevault/messagevault/internal/atomicfile"
 )
 
-// FileSource keeps the users file on the local disk, written atomically
-// (temporary file, fsync, rename, fsync of the directory) with mode 0600.
+// FileSource keeps the users file on the local disk, replaced atomically
+// (see internal/atomicfile) with mode 0600.
 type FileSource struct {
 	Path string
 
@@ -26,11 +28,17 @@ var _ Source = (*FileSource)(nil)
 func NewFileSource(path string) *FileSource { return &FileSource{Path: path} }
 
 // Load reads the file.
-func (s *FileSource) Load() ([]byte, error) {
+func (s *FileSource) Load(ctx context.Context) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := os.ReadFile(s.Path)
 	if err != nil {
+		if isNotExist(err) {
+			s.mtime, s.size = time.Time{}, 0
+		}
 		return nil, err
 	}
 	s.remember()
@@ -38,51 +46,35 @@ func (s *FileSource) Load() ([]byte, error) {
 }
 
 // Save replaces the file atomically.
-func (s *FileSource) Save(data []byte) error {
+func (s *FileSource) Save(ctx context.Context, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	dir := filepath.Dir(s.Path)
-	tmp, err := os.CreateTemp(dir, ".users-*.tmp")
-	if err != nil {
+	if err := atomicfile.Write(s.Path, data, 0o600); err != nil {
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), s.Path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	s.remember()
 	return nil
 }
 
 // Changed reports whether the file's modification time or size changed
-// since the last Load or Save.
-func (s *FileSource) Changed() bool {
+// since the last Load or Save; a file that vanished has changed.
+func (s *FileSource) Changed(ctx context.Context) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, err := os.Stat(s.Path)
-	if err != nil {
-		return !s.mtime.IsZero()
+	if isNotExist(err) {
+		return !s.mtime.IsZero(), nil
 	}
-	return !st.ModTime().Equal(s.mtime) || st.Size() != s.size
+	if err != nil {
+		return false, err
+	}
+	return !st.ModTime().Equal(s.mtime) || st.Size() != s.size, nil
 }
 
 func (s *FileSource) remember() {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -52,7 +53,7 @@ type TokenInfo struct {
 // CreateToken makes a token for user with claims (each one covered by one
 // of the user's own), valid for ttl, and returns it: the only time the
 // token is shown.
-func (u *Users) CreateToken(user string, claims []string, ttl time.Duration) (string, TokenInfo, error) {
+func (u *Users) CreateToken(ctx context.Context, user string, claims []string, ttl time.Duration) (string, TokenInfo, error) {
 	if ttl <= 0 || ttl > MaxTokenTTL {
 		return "", TokenInfo{}, fmt.Errorf("%w: a token's lifetime is from 1s to %v, not %v", ErrInvalidUser, MaxTokenTTL, ttl)
 	}
@@ -72,7 +73,7 @@ func (u *Users) CreateToken(user string, claims []string, ttl time.Duration) (st
 	sum := sha256.Sum256([]byte(sec))
 	now := time.Now().UTC().Truncate(time.Second)
 	t := &Token{User: user, Claims: cl, Hash: hex.EncodeToString(sum[:]), Created: now, Expires: now.Add(ttl)}
-	err = u.update(func(f *File) error {
+	err = u.update(ctx, func(f *File) error {
 		owner := f.Users[user]
 		if owner == nil {
 			return fmt.Errorf("token for %q: %w", user, ErrUserNotFound)
@@ -103,7 +104,6 @@ func info(id string, t *Token) TokenInfo {
 func (u *Users) Tokens(user string) []TokenInfo {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	var out []TokenInfo
 	for id, t := range u.file.Tokens {
 		if user == "" || t.User == user {
@@ -120,7 +120,6 @@ func (u *Users) Tokens(user string) []TokenInfo {
 func (u *Users) Token(id string) (TokenInfo, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	t := u.file.Tokens[id]
 	if t == nil {
 		return TokenInfo{}, false
@@ -130,8 +129,8 @@ func (u *Users) Token(id string) (TokenInfo, bool) {
 
 // RevokeToken deletes a token: it is refused from now on. Expired tokens
 // are dropped from the file at the same time.
-func (u *Users) RevokeToken(id string) error {
-	return u.update(func(f *File) error {
+func (u *Users) RevokeToken(ctx context.Context, id string) error {
+	return u.update(ctx, func(f *File) error {
 		if f.Tokens[id] == nil {
 			return fmt.Errorf("revoke token %q: %w", id, ErrTokenNotFound)
 		}
@@ -158,7 +157,6 @@ func (u *Users) AuthenticateToken(token string) (Principal, error) {
 	sum := sha256.Sum256([]byte(sec))
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	t := u.file.Tokens[id]
 	var want []byte
 	if t != nil {
@@ -176,7 +174,6 @@ func (u *Users) AuthenticateToken(token string) (Principal, error) {
 func (u *Users) TokenPrincipal(id string) (Principal, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.refresh()
 	t := u.file.Tokens[id]
 	if t == nil {
 		return Principal{}, false

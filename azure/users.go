@@ -39,8 +39,8 @@ func (s *Storage) Users() *UsersSource {
 }
 
 // Load downloads the users file; an absent one gives fs.ErrNotExist.
-func (u *UsersSource) Load() ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), usersTimeout)
+func (u *UsersSource) Load(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, usersTimeout)
 	defer cancel()
 	resp, err := u.blob.DownloadStream(ctx, nil)
 	if err != nil {
@@ -65,8 +65,8 @@ func (u *UsersSource) Load() ([]byte, error) {
 
 // Save uploads the users file, creating mv-sys if needed. It fails if the
 // blob changed since it was last loaded or saved here.
-func (u *UsersSource) Save(data []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), usersTimeout)
+func (u *UsersSource) Save(ctx context.Context, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, usersTimeout)
 	defer cancel()
 	if _, err := u.s.svc.NewContainerClient(SysContainer).Create(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
 		return fmt.Errorf("create %s: %w", SysContainer, err)
@@ -91,17 +91,21 @@ func (u *UsersSource) Save(data []byte) error {
 	return nil
 }
 
-// Changed reports whether the blob's ETag differs from the one last seen.
-func (u *UsersSource) Changed() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// Changed reports whether the blob's ETag differs from the one last seen
+// (a blob that vanished has changed).
+func (u *UsersSource) Changed(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, usersTimeout)
 	defer cancel()
 	props, err := u.blob.GetProperties(ctx, nil)
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err != nil {
-		return bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) && u.etag != ""
+	if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+		return u.etag != "", nil
 	}
-	return *props.ETag != u.etag
+	if err != nil {
+		return false, fmt.Errorf("check %s: %w", u, err)
+	}
+	return *props.ETag != u.etag, nil
 }
 
 // String names the blob in messages.

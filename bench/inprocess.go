@@ -32,12 +32,12 @@ func StartServer(storage messagevault.Storage) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
 	if err != nil {
 		return nil, err
 	}
 	pw := auth.RandomPassword()
-	if err := users.Add("bench", pw, "all:write"); err != nil {
+	if err := users.Add(context.Background(), "bench", pw, "all:write"); err != nil {
 		return nil, err
 	}
 	v := vault.New(storage, vault.Config{})

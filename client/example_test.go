@@ -20,8 +20,8 @@ import (
 func exampleServer() (url string, stop func()) {
 	dir, _ := os.MkdirTemp("", "mv-example-")
 	store, _ := file.Open(dir)
-	users, _ := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
-	users.Add("admin", "secret", "all:write")
+	users, _ := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users.Add(context.Background(), "admin", "secret", "all:write")
 	v := vault.New(store, vault.Config{})
 	api := server.New(server.Config{Vault: v, Users: users})
 	srv := httptest.NewServer(api)

@@ -65,11 +65,11 @@ func followServer(t *testing.T) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users.Add("admin", "secret", "all:write")
+	users.Add(context.Background(), "admin", "secret", "all:write")
 	v := vault.New(store, vault.Config{})
 	api := server.New(server.Config{Vault: v, Users: users})
 	srv := httptest.NewServer(api)

@@ -17,8 +17,8 @@ import (
 func TestAuthMatrix(t *testing.T) {
 	dir := t.TempDir()
 	users := usersWithAdmin(t, dir)
-	users.Add("reader", "reader-pw", "orders:read")
-	users.Add("other", "other-pw", "billing:write")
+	users.Add(context.Background(), "reader", "reader-pw", "orders:read")
+	users.Add(context.Background(), "other", "other-pw", "billing:write")
 	s := mvtest.Start(t, dir, nil)
 	publish(t, s, "orders", []messagevault.Message{msg("k", "v")})
 	publish(t, s, "billing", []messagevault.Message{msg("k", "v")})

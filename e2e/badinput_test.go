@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/json"
@@ -23,17 +24,17 @@ func resum(body []byte) []byte {
 
 func TestBadInputIsRejectedWhole(t *testing.T) {
 	dir := t.TempDir()
-	users, err := auth.Open(auth.NewFileSource(dir+"/auth.json"), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(dir+"/auth.json"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := users.Add("admin", adminPass, "all:write"); err != nil {
+	if err := users.Add(context.Background(), "admin", adminPass, "all:write"); err != nil {
 		t.Fatal(err)
 	}
-	if err := users.Add("reader", "reader-pass", "all:read"); err != nil {
+	if err := users.Add(context.Background(), "reader", "reader-pass", "all:read"); err != nil {
 		t.Fatal(err)
 	}
-	if err := users.Add("other", "other-pass", "other:write"); err != nil {
+	if err := users.Add(context.Background(), "other", "other-pass", "other:write"); err != nil {
 		t.Fatal(err)
 	}
 	s := mvtest.Start(t, dir, nil, "--max-body", "100000")

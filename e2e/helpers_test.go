@@ -155,11 +155,11 @@ var httpClient = &http.Client{Timeout: 30 * time.Second}
 // users before the server starts.
 func usersWithAdmin(t *testing.T, dir string) *auth.Users {
 	t.Helper()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := users.Add("admin", adminPass, "all:write"); err != nil {
+	if err := users.Add(context.Background(), "admin", adminPass, "all:write"); err != nil {
 		t.Fatal(err)
 	}
 	return users

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -164,10 +165,10 @@ func TestHealthReadyMetrics(t *testing.T) {
 
 func TestReadClaims(t *testing.T) {
 	dir := t.TempDir()
-	users, _ := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
-	users.Add("admin", adminPass, "all:write")
-	users.Add("alice", "alice-pass", "orders:read")
-	users.Add("bob", "bob-pass", "billing:write")
+	users, _ := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users.Add(context.Background(), "admin", adminPass, "all:write")
+	users.Add(context.Background(), "alice", "alice-pass", "orders:read")
+	users.Add(context.Background(), "bob", "bob-pass", "billing:write")
 	// A plain-text password left by an old file works, with a warning.
 	raw, _ := os.ReadFile(filepath.Join(dir, "auth.json"))
 	var f auth.File

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -51,7 +52,7 @@ func openBody(t *testing.T, s *mvtest.Server, user, pass, stream string, declare
 func TestOneWriterCannotStarveOthers(t *testing.T) {
 	dir := t.TempDir()
 	users := usersWithAdmin(t, dir)
-	users.Add("narrow", "narrow-pw", "narrow:write")
+	users.Add(context.Background(), "narrow", "narrow-pw", "narrow:write")
 	// A 4 MB budget, bodies up to 1 MB: a user's share is 1 MB.
 	s := mvtest.Start(t, dir, nil, "--max-body", "1000000", "--max-inflight", "4000000", "--read-timeout", "60s")
 	publish(t, s, "narrow", []messagevault.Message{msg("k", "warm up")}) // as admin

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,7 +23,7 @@ import (
 func TestTokens(t *testing.T) {
 	dir := t.TempDir()
 	users := usersWithAdmin(t, dir)
-	users.Add("ci", "ci-pw", "orders:write", "billing:read")
+	users.Add(context.Background(), "ci", "ci-pw", "orders:write", "billing:read")
 	s := mvtest.Start(t, dir, nil)
 	publish(t, s, "billing", []messagevault.Message{msg("k", "v")})
 	tokenRE := regexp.MustCompile(`token ([0-9a-f]+) for ci .*\n(mvt_\S+)`)
@@ -70,7 +71,7 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("a token making a token: %d %s", status, b)
 	}
 	// A claim the user loses, the token loses.
-	users.Revoke("ci", "orders:write")
+	users.Revoke(context.Background(), "ci", "orders:write")
 	deadline := time.Now().Add(10 * time.Second)
 	for bearer("POST", "/streams/orders", body) != 403 {
 		if time.Now().After(deadline) {
@@ -78,7 +79,7 @@ func TestTokens(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	users.Grant("ci", "orders:write")
+	users.Grant(context.Background(), "ci", "orders:write")
 	for bearer("POST", "/streams/orders", body) != 200 {
 		if time.Now().After(deadline) {
 			t.Fatal("the token did not get its claim back")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/internal/atomicfile"
 )
 
 // Cluster files in the data directory.
@@ -102,7 +103,7 @@ func (l *LeaderLock) Duration() time.Duration { return 0 }
 
 // SetLeader writes endpoint to <dir>/master.info.
 func (l *LeaderLock) SetLeader(ctx context.Context, endpoint string) error {
-	return writeFileAtomic(filepath.Join(l.dir, LeaderFile), []byte(endpoint+"\n"), FileMode)
+	return atomicfile.Write(filepath.Join(l.dir, LeaderFile), []byte(endpoint+"\n"), FileMode)
 }
 
 // Leader reads <dir>/master.info.
@@ -145,36 +146,6 @@ func ClusterSecret(dir, fresh string) (string, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return "", fmt.Errorf("cluster secret: %s is empty", path)
-}
-
-// writeFileAtomic replaces path with data: temporary file, fsync, rename,
-// fsync of the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 var (

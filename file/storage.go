@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/internal/atomicfile"
 )
 
 // File names of the v1 layout.
@@ -204,17 +205,7 @@ func mkdirAllSynced(dir string) error {
 }
 
 // syncDir fsyncs a directory so that entries created in it survive a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %q: %w", dir, err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // are not browsers, are unaffected.
 func TestCrossSiteWritesAreRefused(t *testing.T) {
 	users := newUsers(t)
-	users.Add("u", "p", "all:write")
+	users.Add(context.Background(), "u", "p", "all:write")
 	v := memVault(t)
 	h := server.New(server.Config{Vault: v, Users: users})
 	defer h.Close()

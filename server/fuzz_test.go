@@ -35,11 +35,11 @@ func FuzzPublish(f *testing.F) {
 	f.Add([]byte{}, true)
 
 	store := mem.New()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(f.TempDir(), "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(f.TempDir(), "auth.json")), nil)
 	if err != nil {
 		f.Fatal(err)
 	}
-	users.Add("u", "p", "all:write")
+	users.Add(context.Background(), "u", "p", "all:write")
 	v := vault.New(store, vault.Config{})
 	h := server.New(server.Config{Vault: v, Users: users, MaxBodyBytes: 1 << 20})
 	f.Cleanup(func() { h.Close(); v.Close() })
@@ -97,11 +97,11 @@ func position(t *testing.T, s *mem.Storage) int64 {
 // always 401 (or 200 for the one right credential, 429 once throttled),
 // never a panic or a 5xx.
 func FuzzAuthorization(f *testing.F) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(f.TempDir(), "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(f.TempDir(), "auth.json")), nil)
 	if err != nil {
 		f.Fatal(err)
 	}
-	users.Add("u", "p", "all:read")
+	users.Add(context.Background(), "u", "p", "all:read")
 	v := vault.New(mem.New(), vault.Config{})
 	h := server.New(server.Config{Vault: v, Users: users})
 	f.Cleanup(func() { h.Close(); v.Close() })

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 // newUsers opens an empty users file in a temporary directory.
 func newUsers(t testing.TB) *auth.Users {
 	t.Helper()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -16,7 +17,7 @@ import (
 // decoding all of them (a 30 MB body of empty messages once took 500 MB).
 func TestJSONPublishStopsAtTheMessageLimit(t *testing.T) {
 	users := newUsers(t)
-	users.Add("u", "p", "all:write")
+	users.Add(context.Background(), "u", "p", "all:write")
 	v := memVault(t)
 	h := server.New(server.Config{Vault: v, Users: users})
 	defer h.Close()

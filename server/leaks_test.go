@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -24,11 +25,11 @@ func TestAnswersLeakNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users.Add("u", "p", "all:read")
+	users.Add(context.Background(), "u", "p", "all:read")
 	v := vault.New(store, vault.Config{})
 	defer v.Close()
 	h := server.New(server.Config{Vault: v, Users: users})

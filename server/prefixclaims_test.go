@@ -15,7 +15,7 @@ import (
 // with orders-, and the listing shows the user those only.
 func TestPrefixClaims(t *testing.T) {
 	users := newUsers(t)
-	if err := users.Add("eu", "pw", "Orders-*:read"); err != nil {
+	if err := users.Add(context.Background(), "eu", "pw", "Orders-*:read"); err != nil {
 		t.Fatal(err)
 	}
 	v := memVault(t)

@@ -58,9 +58,9 @@ func endsWithin(t *testing.T, lines <-chan string, d time.Duration) string {
 // and no event stream outlives MaxTailDuration.
 func TestTailsEndWhenTheUserGoes(t *testing.T) {
 	users := newUsers(t)
-	users.Add("removed", "pw", "tailed:read")
-	users.Add("revoked", "pw", "tailed:read")
-	users.Add("stays", "pw", "tailed:read")
+	users.Add(context.Background(), "removed", "pw", "tailed:read")
+	users.Add(context.Background(), "revoked", "pw", "tailed:read")
+	users.Add(context.Background(), "stays", "pw", "tailed:read")
 	v := memVault(t)
 	if _, err := v.Append(context.Background(), "tailed", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("v"), 0)}); err != nil {
 		t.Fatal(err)
@@ -71,8 +71,8 @@ func TestTailsEndWhenTheUserGoes(t *testing.T) {
 	defer srv.Close()
 	removed, revoked, stays := openTail(t, srv.URL, "removed"), openTail(t, srv.URL, "revoked"), openTail(t, srv.URL, "stays")
 	start := time.Now()
-	users.Remove("removed")
-	users.Revoke("revoked", "tailed:read")
+	users.Remove(context.Background(), "removed")
+	users.Revoke(context.Background(), "revoked", "tailed:read")
 	for _, l := range []<-chan string{removed, revoked} {
 		if got := endsWithin(t, l, 2*time.Second); !strings.Contains(got, "event: error") || !strings.Contains(got, "forbidden") {
 			t.Fatalf("a tail whose user lost the claim ended with %q", got)

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,8 +20,8 @@ import (
 // the failures are counted in messagevault_auth_failures_total.
 func TestWrongPasswordsAreThrottled(t *testing.T) {
 	users := newUsers(t)
-	users.Add("alice", "right", "all:read")
-	users.Add("bob", "right", "all:read")
+	users.Add(context.Background(), "alice", "right", "all:read")
+	users.Add(context.Background(), "bob", "right", "all:read")
 	v := memVault(t)
 	reg := prometheus.NewRegistry()
 	h := server.New(server.Config{Vault: v, Users: users, Registry: reg})

@@ -75,7 +75,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, badRequest("TTL %q: want a duration such as 24h", req.TTL))
 		return
 	}
-	token, info, err := s.cfg.Users.CreateToken(req.User, req.Claims, ttl)
+	token, info, err := s.cfg.Users.CreateToken(r.Context(), req.User, req.Claims, ttl)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -117,7 +117,7 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("revoke token %q: %w", id, auth.ErrTokenNotFound))
 		return
 	}
-	if err := s.cfg.Users.RevokeToken(id); err != nil {
+	if err := s.cfg.Users.RevokeToken(r.Context(), id); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -19,13 +20,13 @@ import (
 // URLs, the server's throughput and errors about no one stream are for
 // users who may read every stream.
 func TestUIStatusShowsOnlyWhatTheUserMayRead(t *testing.T) {
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(t.TempDir(), "auth.json")), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users.Add("ops", "pw", "all:read")
-	users.Add("orders", "pw", "orders:read")
-	users.Add("nobody", "pw")
+	users.Add(context.Background(), "ops", "pw", "all:read")
+	users.Add(context.Background(), "orders", "pw", "orders:read")
+	users.Add(context.Background(), "nobody", "pw")
 	v := vault.New(mem.New(), vault.Config{})
 	defer v.Close()
 	s := New(Config{Vault: v, Users: users, Self: "http://10.0.0.7:8001"})

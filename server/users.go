@@ -85,7 +85,7 @@ func (s *Server) handleAddUser(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Users.Add(req.Name, req.Password, req.Claims...); err != nil {
+	if err := s.cfg.Users.Add(r.Context(), req.Name, req.Password, req.Claims...); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -99,7 +99,7 @@ func (s *Server) handleRemoveUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if err := s.cfg.Users.Remove(name); err != nil {
+	if err := s.cfg.Users.Remove(r.Context(), name); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -117,7 +117,7 @@ func (s *Server) handleSetPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if err := s.cfg.Users.SetPassword(name, req.Password); err != nil {
+	if err := s.cfg.Users.SetPassword(r.Context(), name, req.Password); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -141,13 +141,13 @@ func (s *Server) handleClaims(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Grant) > 0 {
-		if err := s.cfg.Users.Grant(name, req.Grant...); err != nil {
+		if err := s.cfg.Users.Grant(r.Context(), name, req.Grant...); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 	}
 	if len(req.Revoke) > 0 {
-		if err := s.cfg.Users.Revoke(name, req.Revoke...); err != nil {
+		if err := s.cfg.Users.Revoke(r.Context(), name, req.Revoke...); err != nil {
 			s.writeError(w, r, err)
 			return
 		}

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"os"
 	"os/exec"
@@ -164,7 +165,7 @@ func TestSecretsOffTheCommandLine(t *testing.T) {
 			t.Fatalf("users add %s: %v: %s", tc.name, err, out)
 		}
 	}
-	users, err := auth.Open(auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
+	users, err := auth.Open(context.Background(), auth.NewFileSource(filepath.Join(dir, "auth.json")), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -171,10 +171,11 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, b.store.Close()) }()
-	users, err := c.firstAdmin(b, log, stderr)
+	users, err := c.firstAdmin(ctx, b, log, stderr)
 	if err != nil {
 		return err
 	}
+	defer users.Close()
 	secret, roots, err := c.clusterTrust(ctx, b)
 	if err != nil {
 		return err
@@ -244,15 +245,16 @@ func (c *ServeCommand) logger(stderr io.Writer) (*slog.Logger, error) {
 // firstAdmin opens the users and, when there are none, creates admin with
 // the password of $MESSAGEVAULT_ADMIN_PASSWORD or a random one it prints
 // once.
-func (c *ServeCommand) firstAdmin(b *backend, log *slog.Logger, stderr io.Writer) (*auth.Users, error) {
+func (c *ServeCommand) firstAdmin(ctx context.Context, b *backend, log *slog.Logger, stderr io.Writer) (*auth.Users, error) {
 	usersPath := b.users.String()
-	users, err := auth.Open(b.users, log)
+	users, err := auth.Open(ctx, b.users, log)
 	if err != nil {
 		return nil, err
 	}
 	envPassword := os.Getenv(AdminPasswordEnv)
-	password, err := users.EnsureAdmin(envPassword)
+	password, err := users.EnsureAdmin(ctx, envPassword)
 	if err != nil {
+		users.Close()
 		return nil, fmt.Errorf("create the first admin: %w", err)
 	}
 	switch {

@@ -65,10 +65,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 	cmd.AddCommand(
 		&cobra.Command{Use: "list", Short: "List users and their claims", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.store()
+				u, err := c.store(cmd.Context())
 				if err != nil {
 					return err
 				}
+				defer u.close()
 				list, err := u.list(cmd.Context())
 				if err != nil {
 					return err
@@ -80,10 +81,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 			}},
 		withPassword(&cobra.Command{Use: "add NAME [CLAIM...]", Short: "Add a user", Args: cobra.MinimumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.store()
+				u, err := c.store(cmd.Context())
 				if err != nil {
 					return err
 				}
+				defer u.close()
 				pw, err := c.newPassword()
 				if err != nil {
 					return err
@@ -96,10 +98,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 			}}),
 		withPassword(&cobra.Command{Use: "passwd NAME", Short: "Set a user's password", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.store()
+				u, err := c.store(cmd.Context())
 				if err != nil {
 					return err
 				}
+				defer u.close()
 				pw, err := c.newPassword()
 				if err != nil {
 					return err
@@ -112,26 +115,29 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 			}}),
 		&cobra.Command{Use: "remove NAME", Short: "Remove a user", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.store()
+				u, err := c.store(cmd.Context())
 				if err != nil {
 					return err
 				}
+				defer u.close()
 				return u.remove(cmd.Context(), args[0])
 			}},
 		&cobra.Command{Use: "grant NAME CLAIM...", Short: "Give a user claims", Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.store()
+				u, err := c.store(cmd.Context())
 				if err != nil {
 					return err
 				}
+				defer u.close()
 				return u.claims(cmd.Context(), args[0], args[1:], nil)
 			}},
 		&cobra.Command{Use: "revoke NAME CLAIM...", Short: "Take claims from a user", Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				u, err := c.store()
+				u, err := c.store(cmd.Context())
 				if err != nil {
 					return err
 				}
+				defer u.close()
 				return u.claims(cmd.Context(), args[0], nil, args[1:])
 			}},
 	)
@@ -146,10 +152,11 @@ type userStore interface {
 	remove(ctx context.Context, name string) error
 	setPassword(ctx context.Context, name, password string) error
 	claims(ctx context.Context, name string, grant, revoke []string) error
+	close() error
 }
 
 // store returns the server's user routes with --url, else the users file.
-func (c *UsersCommand) store() (userStore, error) {
+func (c *UsersCommand) store(ctx context.Context) (userStore, error) {
 	if c.url != "" {
 		if c.azure != "" {
 			return nil, usageError("--url and --azure: give one")
@@ -160,7 +167,7 @@ func (c *UsersCommand) store() (userStore, error) {
 		}
 		return serverUsers{conn.client()}, nil
 	}
-	u, err := c.open()
+	u, err := c.open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -171,19 +178,20 @@ func (c *UsersCommand) store() (userStore, error) {
 type fileUsers struct{ u *auth.Users }
 
 func (f fileUsers) list(context.Context) ([]auth.Principal, error) { return f.u.List(), nil }
-func (f fileUsers) add(_ context.Context, name, pw string, claims []string) error {
-	return f.u.Add(name, pw, claims...)
+func (f fileUsers) add(ctx context.Context, name, pw string, claims []string) error {
+	return f.u.Add(ctx, name, pw, claims...)
 }
-func (f fileUsers) remove(_ context.Context, name string) error { return f.u.Remove(name) }
-func (f fileUsers) setPassword(_ context.Context, name, pw string) error {
-	return f.u.SetPassword(name, pw)
+func (f fileUsers) remove(ctx context.Context, name string) error { return f.u.Remove(ctx, name) }
+func (f fileUsers) setPassword(ctx context.Context, name, pw string) error {
+	return f.u.SetPassword(ctx, name, pw)
 }
-func (f fileUsers) claims(_ context.Context, name string, grant, revoke []string) error {
+func (f fileUsers) claims(ctx context.Context, name string, grant, revoke []string) error {
 	if len(grant) > 0 {
-		return f.u.Grant(name, grant...)
+		return f.u.Grant(ctx, name, grant...)
 	}
-	return f.u.Revoke(name, revoke...)
+	return f.u.Revoke(ctx, name, revoke...)
 }
+func (f fileUsers) close() error { return f.u.Close() }
 
 // serverUsers manages users through a server.
 type serverUsers struct{ c *client.Client }
@@ -206,14 +214,15 @@ func (s serverUsers) setPassword(ctx context.Context, name, pw string) error {
 func (s serverUsers) claims(ctx context.Context, name string, grant, revoke []string) error {
 	return s.c.ChangeClaims(ctx, name, grant, revoke)
 }
+func (s serverUsers) close() error { return nil }
 
-func (c *UsersCommand) open() (*auth.Users, error) {
+func (c *UsersCommand) open(ctx context.Context) (*auth.Users, error) {
 	if c.azure != "" {
 		s, err := openAzure("--azure", c.azure)
 		if err != nil {
 			return nil, err
 		}
-		return auth.Open(s.Users(), nil)
+		return auth.Open(ctx, s.Users(), nil)
 	}
 	path := c.file
 	if path == "" {
@@ -222,7 +231,7 @@ func (c *UsersCommand) open() (*auth.Users, error) {
 			return nil, fmt.Errorf("data directory %s: %w", c.dataDir, err)
 		}
 	}
-	return auth.Open(auth.NewFileSource(path), nil)
+	return auth.Open(ctx, auth.NewFileSource(path), nil)
 }
 
 func (c *UsersCommand) newPassword() (string, error) {
