@@ -58,6 +58,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		(&BenchCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VersionCommand{stdout: m.Stdout}).Command(),
 	)
+	typeArgErrors(root)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -69,10 +70,46 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	if isUsage(err) {
-		return 2
-	}
 	return 1
+}
+
+// typeArgErrors makes the argument checks of cmd and its subcommands
+// return usage errors (exit 2): cobra returns its own (wrong number of
+// arguments, unknown command) as plain errors, which would otherwise exit
+// 1 like a failed operation. A command with subcommands and no action
+// refuses an unknown one instead of printing its help.
+func typeArgErrors(cmd *cobra.Command) {
+	check := cmd.Args
+	if check == nil && cmd.HasSubCommands() {
+		check = func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			hint := ""
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = "; did you mean " + strings.Join(s, " or ") + "?"
+			}
+			return fmt.Errorf("unknown command %q for %q%s", args[0], c.CommandPath(), hint)
+		}
+	}
+	if check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
+				}
+				return &exitError{code: 2, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+			}
+			return nil
+		}
+	}
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.RunE = func(c *cobra.Command, args []string) error { return c.Help() }
+	}
+	for _, sub := range cmd.Commands() {
+		typeArgErrors(sub)
+	}
 }
 
 // noArgs is cobra.NoArgs that does not echo an argument that holds a
@@ -86,18 +123,6 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return usageError("unexpected argument, which looks like a connection string (not shown): give it as --azure=<connection string> (with '='), or in $%s with --azure alone", AzureConnectionEnv)
 	}
 	return usageError("unexpected argument %q for %q", args[0], cmd.CommandPath())
-}
-
-// isUsage recognises cobra's own usage errors (unknown command, wrong
-// number of arguments), which it returns as plain errors.
-func isUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "received "} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // VersionCommand prints the binary's version.
