@@ -73,6 +73,24 @@ func OpenGrant(ctx context.Context, grantURL string, renew RenewFunc, cfg Config
 	return r, nil
 }
 
+// GrantReader opens read grants (container SAS URLs) for the client
+// package: client.WithGrantReader(azure.GrantReader{}).
+type GrantReader struct {
+	// Config tunes the requests; zero MaxRetries means 2 (a reader falls
+	// back to the server rather than wait long).
+	Config Config
+}
+
+// OpenGrant opens the stream behind grant; renew, if set, returns a new
+// grant when this one expires.
+func (g GrantReader) OpenGrant(ctx context.Context, grant string, renew func(context.Context) (string, error)) (messagevault.PageReader, error) {
+	cfg := g.Config
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = 2
+	}
+	return OpenGrant(ctx, grant, renew, cfg)
+}
+
 // retry runs op, renewing an expired grant once.
 func (r *reader) retry(ctx context.Context, op func(records, position *pageblob.Client) error) error {
 	records, position := r.clients()

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/messagevault/messagevault"
 )
 
 // Defaults of a Client.
@@ -40,6 +42,7 @@ type Client struct {
 	maxDelay  time.Duration
 	compress  bool
 	viaServer bool
+	grants    GrantReader // opens http(s) grants; nil: read those through the server
 	producers *producers
 	retryFor  time.Duration // if > 0, retry for this long instead of retries times
 }
@@ -78,6 +81,22 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 // WithCompression makes Publish compress values with LZ4 when that makes
 // them smaller. Default: off.
 func WithCompression(on bool) Option { return func(c *Client) { c.compress = on } }
+
+// GrantReader opens the storage behind a read grant that names a remote
+// store by an http or https URL: an Azure container SAS. The azure package
+// has one, azure.GrantReader, kept out of this package so that a client
+// that does not read Azure directly does not build the Azure SDK in.
+type GrantReader interface {
+	// OpenGrant opens the stream behind grant; renew, if set, returns a
+	// new grant when this one expires.
+	OpenGrant(ctx context.Context, grant string, renew func(context.Context) (string, error)) (messagevault.PageReader, error)
+}
+
+// WithGrantReader makes readers open http and https grants with g (for
+// Azure: client.WithGrantReader(azure.GrantReader{})). Without one, a
+// reader handed such a grant reads through the server's read route
+// (Reader.ViaServer). file:// grants need nothing.
+func WithGrantReader(g GrantReader) Option { return func(c *Client) { c.grants = g } }
 
 // WithServerReads makes readers read through the server instead of
 // storage, for consumers that cannot reach storage. Default: storage first,

@@ -1,6 +1,6 @@
 // Package client is MessageVault's Go client: publish messages to a server,
 // read and follow streams straight from storage with a read grant, and
-// mirror a stream into a local directory (SPEC sections 7 and 10).
+// mirror a stream into a local directory.
 //
 // Messages here are whole application messages: a value larger than a
 // record's 65,535 bytes is split into records flagged "to be continued"
@@ -15,6 +15,9 @@
 //
 // Reading goes straight to storage through the server's read grant: a
 // file:// URL for the local backend, a container SAS URL for Azure, renewed
-// without the caller noticing when it expires. When storage cannot be
-// reached the reader falls back to the server's read route.
+// without the caller noticing when it expires. Azure grants are opened by a
+// GrantReader given with WithGrantReader (azure.GrantReader), so that this
+// package builds without the Azure SDK. When storage cannot be reached, or
+// there is no GrantReader for the grant, the reader falls back to the
+// server's read route.
 package client

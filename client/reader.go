@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/messagevault/messagevault"
-	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/formats"
 	"github.com/messagevault/messagevault/stream"
@@ -90,7 +89,7 @@ func (c *Client) Reader(ctx context.Context, name string) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	pr, err := OpenGrant(ctx, grant, func(ctx context.Context) (string, error) { return c.Grant(ctx, name) })
+	pr, err := c.openGrant(ctx, grant, func(ctx context.Context) (string, error) { return c.Grant(ctx, name) })
 	if err != nil {
 		r.src, r.ViaServer = &serverSource{c: c, stream: name}, true
 		return r, nil
@@ -99,21 +98,26 @@ func (c *Client) Reader(ctx context.Context, name string) (*Reader, error) {
 	return r, nil
 }
 
-// OpenGrant opens the storage behind a read grant: a file:// URL of a
-// stream folder, or an Azure container SAS URL (renew, if set, is asked for
-// a new grant when it expires).
-func OpenGrant(ctx context.Context, grant string, renew func(context.Context) (string, error)) (messagevault.PageReader, error) {
+// openGrant opens the storage behind a read grant: a file:// URL of a
+// stream folder, or an http(s) URL through the client's GrantReader
+// (renew, if set, is asked for a new grant when it expires). Without a
+// GrantReader such a grant is an error, and the reader falls back to the
+// server.
+func (c *Client) openGrant(ctx context.Context, grant string, renew func(context.Context) (string, error)) (messagevault.PageReader, error) {
 	u, err := url.Parse(grant)
 	if err != nil {
-		return nil, fmt.Errorf("read grant %q: %w", grant, err)
+		return nil, fmt.Errorf("read grant: not a URL: %w", err)
 	}
 	switch u.Scheme {
 	case "file":
 		return file.OpenStreamReader(filepath.FromSlash(u.Path))
 	case "http", "https":
-		return azure.OpenGrant(ctx, grant, azure.RenewFunc(renew), azure.Config{MaxRetries: 2})
+		if c.grants == nil {
+			return nil, fmt.Errorf("read grant on %s: no GrantReader for %s grants (see WithGrantReader)", u.Host, u.Scheme)
+		}
+		return c.grants.OpenGrant(ctx, grant, renew)
 	default:
-		return nil, fmt.Errorf("read grant %q: unknown scheme %q", grant, u.Scheme)
+		return nil, fmt.Errorf("read grant: unknown scheme %q", u.Scheme)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/azurite"
 	"github.com/messagevault/messagevault/internal/history"
@@ -151,7 +152,7 @@ func checkHistory(t *testing.T, s *mvtest.Server, hist *history.History, when st
 	t.Helper()
 	ctx := context.Background()
 	var stored []history.Stored
-	r, err := client.New(s.URL, admin, mvtest.AdminPassword).Reader(ctx, "crashloop")
+	r, err := client.New(s.URL, admin, mvtest.AdminPassword, client.WithGrantReader(azure.GrantReader{})).Reader(ctx, "crashloop")
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Status == http.StatusNotFound {
 		return mustCheck(t, hist, nil, when) // killed before its first batch: no stream yet

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -37,7 +38,7 @@ func remount(t *testing.T, dir, opts string) {
 func checkIntact(t *testing.T, s *mvtest.Server, name string, acked []string) {
 	t.Helper()
 	ctx := context.Background()
-	r, err := client.New(s.URL, admin, mvtest.AdminPassword).Reader(ctx, name)
+	r, err := client.New(s.URL, admin, mvtest.AdminPassword, client.WithGrantReader(azure.GrantReader{})).Reader(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/azurite"
 	"github.com/messagevault/messagevault/internal/mvtest"
@@ -16,7 +17,7 @@ func TestClientRenewsExpiredGrant(t *testing.T) {
 	az := azurite.Start(t)
 	s := startAzure(t, az, "--grant-ttl", "2s")
 	ctx := context.Background()
-	c := client.New(s.URL, admin, mvtest.AdminPassword)
+	c := client.New(s.URL, admin, mvtest.AdminPassword, client.WithGrantReader(azure.GrantReader{}))
 	if _, err := c.Publish(ctx, "renewed", []client.Message{{Value: []byte("one")}}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/bench"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/file"
@@ -76,7 +77,7 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		return usageError("give --data or --azure, not both")
 	}
 	ctx := cmd.Context()
-	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}})}
+	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}), client.WithGrantReader(azure.GrantReader{})}
 	if c.noSequences {
 		copts = append(copts, client.WithoutSequences())
 	}

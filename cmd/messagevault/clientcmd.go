@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/formats"
 )
@@ -79,7 +80,8 @@ func (c *conn) client(opts ...client.Option) *client.Client {
 	if token := os.Getenv(TokenEnv); token != "" && c.password == "" {
 		opts = append(opts, client.WithToken(token))
 	}
-	return client.New(c.url, user, password, append([]client.Option{client.WithRetryFor(c.retryFor)}, opts...)...)
+	base := []client.Option{client.WithRetryFor(c.retryFor), client.WithGrantReader(azure.GrantReader{})}
+	return client.New(c.url, user, password, append(base, opts...)...)
 }
 
 func envOr(key, def string) string {
