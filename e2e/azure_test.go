@@ -36,7 +36,7 @@ func readGrant(t *testing.T, s *mvtest.Server, name string) []formats.Record {
 		t.Fatalf("grant: %d %s", status, body)
 	}
 	var g struct{ Signature string }
-	json.Unmarshal(body, &g)
+	mustDecode(t, body, &g)
 	if !strings.HasPrefix(g.Signature, "http://127.0.0.1:") || !strings.Contains(g.Signature, "/mv-"+name+"?") || !strings.Contains(g.Signature, "sig=") {
 		t.Fatalf("grant %q is not a container SAS URL", g.Signature)
 	}

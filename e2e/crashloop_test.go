@@ -125,7 +125,7 @@ func crashLoop(t *testing.T, kills int, start func() *mvtest.Server) {
 			status, body, _ := do(t, req)
 			if status == 200 {
 				var ans publishAnswer
-				json.Unmarshal(body, &ans)
+				mustDecode(t, body, &ans)
 				values := make([]string, len(p.pending))
 				for i, m := range p.pending {
 					values[i] = string(m.Value)

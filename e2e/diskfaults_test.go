@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -70,7 +69,7 @@ func TestDiskFullAndReadOnly(t *testing.T) {
 			acked = append(acked, v)
 			continue
 		}
-		json.Unmarshal(body, &refusal)
+		mustDecode(t, body, &refusal)
 		if status != 500 || !strings.Contains(refusal.Error, "no space left") {
 			t.Fatalf("publish on a full disk: %d %s", status, body)
 		}

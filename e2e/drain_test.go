@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"syscall"
 	"testing"
@@ -20,7 +19,7 @@ func TestDrainDelay(t *testing.T) {
 		Status   string
 		Writable bool
 	}
-	json.Unmarshal(body, &r)
+	mustDecode(t, body, &r)
 	if status != 200 || !r.Writable {
 		t.Fatalf("readyz before SIGTERM: %d %s", status, body)
 	}

@@ -68,7 +68,7 @@ func TestExactlyOncePublish(t *testing.T) {
 	before := position(t, s, "exact")
 	status, out, _ = publishWith(t, s, "/streams/exact", body, bin, seqHeaders("p-1", 5))
 	var e apiError
-	json.Unmarshal(out, &e)
+	mustDecode(t, out, &e)
 	if status != http.StatusConflict || e.Type != "sequence-too-old" || !strings.Contains(e.Error, "40") {
 		t.Fatalf("forgotten sequence: %d %s", status, out)
 	}
@@ -88,7 +88,7 @@ func TestExactlyOncePublish(t *testing.T) {
 		Error, Type string
 		Position    int64
 	}
-	json.Unmarshal(out, &mismatch)
+	mustDecode(t, out, &mismatch)
 	if status != http.StatusPreconditionFailed || mismatch.Type != "position-mismatch" || mismatch.Position != before {
 		t.Fatalf("stale expected position: %d %s; want 412 with Position %d", status, out, before)
 	}

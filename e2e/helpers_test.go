@@ -164,3 +164,24 @@ func usersWithAdmin(t *testing.T, dir string) *auth.Users {
 	}
 	return users
 }
+
+// decode parses a JSON answer into v. A body that is not the JSON
+// expected is an error of the test (reported with the body), and decode
+// returns false; it is safe in a test's other goroutines.
+func decode(t *testing.T, body []byte, v any) bool {
+	t.Helper()
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Errorf("the answer is not the JSON expected (%T): %v\n%.500s", v, err, body)
+		return false
+	}
+	return true
+}
+
+// mustDecode is decode that stops the test; call it from the test's own
+// goroutine.
+func mustDecode(t *testing.T, body []byte, v any) {
+	t.Helper()
+	if !decode(t, body, v) {
+		t.FailNow()
+	}
+}

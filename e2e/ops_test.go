@@ -172,7 +172,7 @@ func TestReadClaims(t *testing.T) {
 	// A plain-text password left by an old file works, with a warning.
 	raw, _ := os.ReadFile(filepath.Join(dir, "auth.json"))
 	var f auth.File
-	json.Unmarshal(raw, &f)
+	mustDecode(t, raw, &f)
 	f.Users["legacy"] = &auth.User{Password: "plain", Claims: []string{"all:read"}}
 	raw, _ = json.Marshal(f)
 	os.WriteFile(filepath.Join(dir, "auth.json"), raw, 0o600)

@@ -39,7 +39,7 @@ func TestPublishAndReadBack(t *testing.T) {
 		t.Fatalf("JSON publish: %d %s", status, body)
 	}
 	var jans publishAnswer
-	json.Unmarshal(body, &jans)
+	mustDecode(t, body, &jans)
 	if jans.Offsets[0] != want || jans.Position != want+recordSize("j1", "text ✓")+recordSize("j2", "\x00\x01\x02\xff") {
 		t.Fatalf("JSON publish answer %s; want offsets from %d", body, want)
 	}
@@ -48,7 +48,7 @@ func TestPublishAndReadBack(t *testing.T) {
 		t.Fatalf("JSON publish of one object: %d %s", status, body)
 	}
 	var one publishAnswer
-	json.Unmarshal(body, &one)
+	mustDecode(t, body, &one)
 	if one.Offsets[0] != jans.Position {
 		t.Fatalf("third publish starts at %d, want %d", one.Offsets[0], jans.Position)
 	}
@@ -83,7 +83,7 @@ func TestPublishAndReadBack(t *testing.T) {
 				Attributes   byte
 			}
 		}
-		json.Unmarshal(body, &page)
+		mustDecode(t, body, &page)
 		if len(page.Messages) == 0 {
 			if page.Next != page.Position || from != one.Position {
 				t.Fatalf("empty page at %d: %s", from, body)
@@ -152,7 +152,9 @@ func TestConcurrentPublishers(t *testing.T) {
 					return
 				}
 				var a publishAnswer
-				json.Unmarshal(body, &a)
+				if !decode(t, body, &a) {
+					return
+				}
 				if name == "shared" {
 					results <- res{p, a}
 				}

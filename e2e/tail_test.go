@@ -51,7 +51,7 @@ func TestLongPollIsWokenByTheAppend(t *testing.T) {
 		Messages       []any
 	}
 	status, body, _ := do(t, s.Request("GET", "/streams/events/messages?wait=0.2&from="+strconv.FormatInt(pos+recordSize("k", "second"), 10), admin, adminPass, nil, ""))
-	json.Unmarshal(body, &page)
+	mustDecode(t, body, &page)
 	if status != http.StatusOK || len(page.Messages) != 0 || page.Next != page.Position {
 		t.Fatalf("long poll with nothing new: %d %s", status, body)
 	}

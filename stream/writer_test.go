@@ -214,13 +214,11 @@ func TestGroupCommit(t *testing.T) {
 	defer w.Close()
 	const producers = 50
 	var wg sync.WaitGroup
-	var started atomic.Int32
 	results := make([]stream.AppendResult, producers)
-	for i := 0; i < producers; i++ {
+	produce := func(i int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			started.Add(1)
 			res, err := w.Append(ctx, batch(1000*i, 3)) // seq numbers are checked per batch below
 			if err != nil {
 				t.Error(err)
@@ -228,12 +226,14 @@ func TestGroupCommit(t *testing.T) {
 			results[i] = res
 		}()
 	}
-	// Let every producer queue behind the first group (held at its
-	// flush): all have started, and the queue no longer grows.
-	waitFor(t, func() bool { return started.Load() == producers })
-	for prev := -1; w.Queued() != prev; time.Sleep(50 * time.Millisecond) {
-		prev = w.Queued()
+	// The first append's group is held at its flush; every other
+	// producer then queues behind it.
+	produce(0)
+	waitFor(t, gate.entered.Load)
+	for i := 1; i < producers; i++ {
+		produce(i)
 	}
+	waitFor(t, func() bool { return w.Queued() == producers-1 })
 	close(gate.delay)
 	wg.Wait()
 	_, flushes, commits := s.Counts()

@@ -99,15 +99,31 @@ func TestWaitIsWokenByCommit(t *testing.T) {
 	ctx := context.Background()
 	v := vault.New(mem.New(), vault.Config{})
 	defer v.Close()
-	res, _ := v.Append(ctx, "wake", msgs(1))
-	woke := make(chan time.Duration)
+	res, err := v.Append(ctx, "wake", msgs(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait blocks at res.Position until the next commit, which closes
+	// the channel Committed returned before it: wait on that channel
+	// too, so the append below happens while Wait holds the same one.
+	_, changed, ok := v.Committed("wake")
+	if !ok {
+		t.Fatal("the vault's own stream has no committed position")
+	}
+	woke := make(chan struct{})
 	go func() {
-		start := time.Now()
 		v.Wait(ctx, "wake", res.Position, time.Hour)
-		woke <- time.Since(start)
+		close(woke)
 	}()
-	time.Sleep(50 * time.Millisecond)
-	v.Append(ctx, "wake", msgs(1))
+	select {
+	case <-woke:
+		t.Fatal("Wait returned before any commit")
+	default:
+	}
+	if _, err := v.Append(ctx, "wake", msgs(1)); err != nil {
+		t.Fatal(err)
+	}
+	<-changed
 	select {
 	case <-woke:
 	case <-time.After(30 * time.Second):
