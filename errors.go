@@ -6,7 +6,7 @@ import "errors"
 // (fmt.Errorf("append %q: %w", stream, err)) and test with errors.Is; the
 // HTTP layer maps them to status codes in one place.
 var (
-	// ErrInvalidStreamName reports a stream name outside the SPEC rules.
+	// ErrInvalidStreamName reports a stream name outside the rules of NormalizeStreamName.
 	ErrInvalidStreamName = errors.New("invalid stream name")
 	// ErrInvalidMessage reports a message that does not fit the v1 format
 	// (key or value too long, wrong checksum).

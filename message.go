@@ -5,7 +5,7 @@ import (
 	"hash/crc32"
 )
 
-// Limits of the v1 formats (SPEC section 3).
+// Limits of the v1 formats (formats/doc.go).
 const (
 	// MaxKeySize is the largest key a record can hold.
 	MaxKeySize = 255
@@ -19,7 +19,7 @@ const (
 	PageSize = 512
 )
 
-// Record attribute bits (SPEC section 3).
+// Record attribute bits (formats/doc.go).
 const (
 	// AttrLZ4 marks a value compressed with LZ4.
 	AttrLZ4 byte = 1 << 0

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Stream-name limits (SPEC section 2): names become Azure container names
+// Stream-name limits: names become Azure container names
 // after the "mv-" prefix, which caps them at 60 characters.
 const (
 	// MinStreamNameLen is the shortest stream name.
@@ -22,7 +22,7 @@ const ReservedStreamName = "sys"
 // stream ("all:read"), so no claim could name a stream called "all" alone.
 const AllStreamsName = "all"
 
-// NormalizeStreamName folds name to lower case and checks the SPEC rules:
+// NormalizeStreamName folds name to lower case and checks these rules:
 // 3 to 60 characters of a-z, 0-9 and '-', starting and ending with a letter
 // or digit, with no "--". The error wraps ErrInvalidStreamName and says
 // which rule the name breaks.

@@ -8,7 +8,7 @@ import (
 
 // Storage holds streams: a local directory, an in-memory fake, an Azure
 // storage account. Each stream is a records blob (pages of PageSize bytes)
-// and a committed position (SPEC section 2).
+// and a committed position.
 //
 // Implementations must be safe for concurrent use.
 type Storage interface {

@@ -1,4 +1,4 @@
-// Package auth owns users, passwords and claims (SPEC section 8): the
+// Package auth owns users, passwords and claims: the
 // users file in the shape of the original auth.json, bcrypt password
 // hashes, Basic-auth checks and claim rules.
 //

@@ -1,5 +1,5 @@
 // Package azure is the production backend: streams in Azure Blob Storage
-// page blobs, in the v1 layout of SPEC section 2. It is the only package
+// page blobs, in the v1 layout. It is the only package
 // that imports the Azure SDK.
 //
 //	container mv-<stream>

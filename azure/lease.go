@@ -21,7 +21,7 @@ import (
 	"github.com/messagevault/messagevault/cluster"
 )
 
-// Leader election blobs in SysContainer (SPEC section 9).
+// Leader election blobs in SysContainer.
 const (
 	// LockBlob is the page blob whose lease the leader holds.
 	LockBlob = "master.lock"

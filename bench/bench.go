@@ -1,5 +1,5 @@
-// Package bench is MessageVault's stress tester (SPEC section 11), the
-// seed article's tester done well: T producer threads publish S steps (or
+// Package bench is MessageVault's stress tester, after the original
+// MessageVault's: T producer threads publish S steps (or
 // for a duration) of batches of B messages whose values are 117..1137
 // bytes by default, against a running server or an in-process one; it
 // measures throughput and latency, then reads every stream back straight

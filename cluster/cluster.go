@@ -1,4 +1,4 @@
-// Package cluster owns leader election (SPEC section 9): nodes that share
+// Package cluster owns leader election: nodes that share
 // one storage compete for its leader lock (a 15 s blob lease on Azure, the
 // data directory's flock locally); the leader publishes its endpoint and
 // writes, the others follow it. A leader that cannot renew its lock stops

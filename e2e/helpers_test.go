@@ -137,7 +137,7 @@ func readDirect(t *testing.T, s *mvtest.Server, name string) []formats.Record {
 	return out
 }
 
-// recordSize is the SPEC size of a record: 25 bytes plus key and value.
+// recordSize is the stored size of a record: 25 bytes plus key and value.
 func recordSize(key, value string) int64 { return int64(25 + len(key) + len(value)) }
 
 func values(recs []formats.Record) []string {

@@ -18,7 +18,7 @@ import (
 func TestPublishAndReadBack(t *testing.T) {
 	s := mvtest.Start(t, t.TempDir(), nil)
 
-	// Binary route: offsets and position follow the SPEC record sizes.
+	// Binary route: offsets and position follow the stored record sizes.
 	batch := []messagevault.Message{msg("contract-a", "hello"), msg("", ""), msg("k", strings.Repeat("v", 1000))}
 	ans := publish(t, s, "Orders", batch) // upper case folds to "orders"
 	want := int64(0)

@@ -1,5 +1,5 @@
 // Package file is the embedded default backend: streams in a local
-// directory, in the v1 layout of SPEC section 2.
+// directory, in the v1 layout (docs/DESIGN.md, "Local directory").
 //
 //	<dir>/<stream>/000000000000.b7   records, grown in large sparse steps
 //	<dir>/<stream>/position.c7       8 bytes: little-endian int64 committed length

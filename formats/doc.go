@@ -5,7 +5,7 @@
 // Encoders append to a caller's slice; decoders return views into the input
 // (no allocation per record) and never panic on any input.
 //
-// # Record (SPEC section 3)
+// # Record
 //
 // Records are packed back to back from stream position 0. Integers are
 // little-endian, except the id.
@@ -35,7 +35,7 @@
 // 32 hex digits with dashes after the 12th and 24th:
 // "0123456789ab-0000000001f4-00000007".
 //
-// # Transfer (SPEC section 4)
+// # Transfer
 //
 // The body of POST /streams/{stream}:
 //

@@ -14,7 +14,7 @@ import (
 // Random bytes almost never carry a valid crc or MD5, so each fuzz target
 // also decodes a "sealed" copy of its input, with the crcs and the MD5
 // rewritten to match, which lets the fuzzer reach the success paths of the
-// decoders. The sealers walk the input by the SPEC tables, independently of
+// decoders. The sealers walk the input by the tables of doc.go, independently of
 // the decoders.
 
 // sealRecord returns a copy of b with the crc of its first record rewritten

@@ -1,7 +1,7 @@
 package formats_test
 
 // The golden files in testdata/*.hex are derived by hand from the tables of
-// SPEC.md sections 3 and 4 (and doc.go), one field per line with a comment
+// doc.go's record and transfer sections, one field per line with a comment
 // naming it, so that a reader can check them against the specification line
 // by line. Their crc32 and MD5 values were computed independently of this
 // package, with python3's zlib.crc32 and hashlib.md5, and written into the

@@ -1,4 +1,4 @@
-// Package server is MessageVault's HTTP API (SPEC section 5): the routes
+// Package server is MessageVault's HTTP API (docs/API.md): the routes
 // compatible with the original (publish in the transfer format, read
 // grants), JSON publish, reads and tails through the server, the streams
 // listing, health and readiness, and Prometheus metrics. It authenticates

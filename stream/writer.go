@@ -88,7 +88,7 @@ type AppendResult struct {
 }
 
 // idCounter is the process-local counter of message ids, seeded at random
-// and incremented per id (SPEC section 3).
+// and incremented per id (formats/doc.go).
 var idCounter = newIDCounter()
 
 func newIDCounter() *atomic.Uint32 {
