@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/server"
@@ -73,4 +74,19 @@ func ExampleReader_Messages() {
 	// Output:
 	// 0 order-placed first (continue from 42)
 	// 42 order-placed second (continue from 85)
+}
+
+// A consumer of a server on Azure reads the storage itself: it gives the
+// client a GrantReader for Azure's grants (the client package does not
+// build the Azure SDK in by itself).
+func ExampleWithGrantReader() {
+	c := client.New("https://messagevault.example.com", "reader", os.Getenv("MESSAGEVAULT_PASSWORD"),
+		client.WithGrantReader(azure.GrantReader{}))
+	r, err := c.Reader(context.Background(), "orders")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+	fmt.Println("reading from storage:", !r.ViaServer)
 }
