@@ -24,6 +24,12 @@ var (
 	errBadRequest    = errors.New("bad request")
 	errNoGrants      = errors.New("this storage cannot hand out read grants")
 	errNoLeader      = errors.New("no leader is known: retry shortly")
+	// errLeaderSilent: the leader is known but did not answer a forwarded
+	// write (the details go to the log, not to the client).
+	errLeaderSilent = errors.New("the leader did not answer the forwarded write: retry shortly")
+	// errNoForwarding: a follower without the cluster secret cannot
+	// forward writes; that lasts until its configuration changes.
+	errNoForwarding = errors.New("this node does not forward writes (it has no cluster secret)")
 	errMediaType     = errors.New("unsupported content type")
 	errCrossSite     = errors.New("cross-site request refused")
 	// errNotLeaderHere refuses a write forwarded to a node that does not
@@ -101,7 +107,7 @@ func classify(err error) (int, string) {
 	case errors.Is(err, errNotLeaderHere):
 		return http.StatusServiceUnavailable, typeNotLeader
 	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced),
-		errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, errNoLeader):
+		errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, errNoLeader), errors.Is(err, errLeaderSilent), errors.Is(err, errNoForwarding):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, errNoGrants), errors.Is(err, messagevault.ErrNotRevocable):
 		return http.StatusNotImplemented, "not-implemented"

@@ -1055,8 +1055,9 @@ func checkRelayed(t *testing.T, rec *httptest.ResponseRecorder, status int, body
 // cannot be applied through it. A leader that no longer leads, with no
 // other one published within server.LeaderWait: its 503 "not-leader" is
 // relayed. An unreachable leader, with no other one: 503 "unavailable"
-// saying the leader did not answer. No leader known, or no cluster secret:
-// 503 "unavailable", no leader known. A leader answering 503 for another
+// saying the leader did not answer (not that none is known, and not the
+// dial error). No leader known: 503 "unavailable", no leader known. No
+// cluster secret: 503 "unavailable" saying so, and where the leader is. A leader answering 503 for another
 // reason (the write may have been applied): relayed at once, without
 // looking for another leader. A write already forwarded once: 503
 // "not-leader", not forwarded again.
@@ -1084,7 +1085,12 @@ func TestFollowerWithoutALeader(t *testing.T) {
 		node := &fakeNode{leader: dead, next: dead}
 		h := newFollower(t, users, node, clusterSecret)
 		rec := serve(t, h, publish)
-		wantError(t, rec, http.StatusServiceUnavailable, "unavailable", "the leader "+dead+" did not answer")
+		e := wantError(t, rec, http.StatusServiceUnavailable, "unavailable", "the leader did not answer the forwarded write: retry shortly")
+		// The leader is known: the answer does not say otherwise, nor
+		// show the dial error.
+		if strings.Contains(e.Error, "no leader is known") || strings.Contains(e.Error, "dial") || strings.Contains(e.Error, "refused") {
+			t.Errorf("the answer %q says no leader is known, or shows the dial error", e.Error)
+		}
 		if n := node.refreshed(); n < 2 {
 			t.Errorf("the follower re-read the leader %d times, want it to keep looking", n)
 		}
@@ -1106,7 +1112,9 @@ func TestFollowerWithoutALeader(t *testing.T) {
 		leader := newFakeLeader(t, answerWith(http.StatusOK, `{"Position":4096,"Offsets":[0]}`, nil))
 		node := &fakeNode{leader: leader.URL, next: leader.URL}
 		h := newFollower(t, users, node, "")
-		wantError(t, serve(t, h, publish), http.StatusServiceUnavailable, "unavailable", "no leader is known")
+		// Not a passing state to retry: a node set up without the cluster
+		// secret; the answer says so and where the leader is.
+		wantError(t, serve(t, h, publish), http.StatusServiceUnavailable, "unavailable", "this node does not forward writes (it has no cluster secret): send them to the leader at "+leader.URL)
 		if got := leader.received(); len(got) != 0 {
 			t.Fatalf("a follower without the cluster secret forwarded: %+v", got)
 		}

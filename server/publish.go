@@ -388,8 +388,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	if leader == "" {
 		leader = s.newLeader(r.Context(), "")
 	}
-	if leader == "" || s.cfg.ClusterSecret == "" {
+	if leader == "" {
 		s.writeError(w, r, errNoLeader)
+		return
+	}
+	if s.cfg.ClusterSecret == "" {
+		s.writeError(w, r, fmt.Errorf("%w: send them to the leader at %s", errNoForwarding, leader))
 		return
 	}
 	resp, err := s.forwardTo(r, leader, body)
@@ -404,12 +408,17 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 		}
 	}
 	if err != nil {
+		// The client learns that the leader did not answer; the log
+		// says which leader, and why.
 		var unknown x509.UnknownAuthorityError
 		if errors.As(err, &unknown) {
-			s.writeError(w, r, fmt.Errorf("%w: this node does not trust the leader %s's TLS certificate (give every node --cluster-ca with the CA that signed it): %w", errNoLeader, leader, err))
+			const why = "this node does not trust the leader's TLS certificate: give every node --cluster-ca with the CA that signed it"
+			s.log.Error("forwarding a write: "+why, "id", requestID(r.Context()), "leader", leader, "err", err)
+			s.writeError(w, r, fmt.Errorf("%w (%s)", errLeaderSilent, why))
 			return
 		}
-		s.writeError(w, r, fmt.Errorf("%w: the leader %s did not answer: %w", errNoLeader, leader, err))
+		s.log.Warn("forwarding a write: the leader did not answer", "id", requestID(r.Context()), "leader", leader, "err", err)
+		s.writeError(w, r, errLeaderSilent)
 		return
 	}
 	defer resp.Body.Close()
