@@ -30,8 +30,8 @@ var (
 	// errNoForwarding: a follower without the cluster secret cannot
 	// forward writes; that lasts until its configuration changes.
 	errNoForwarding = errors.New("this node does not forward writes (it has no cluster secret)")
-	errMediaType     = errors.New("unsupported content type")
-	errCrossSite     = errors.New("cross-site request refused")
+	errMediaType    = errors.New("unsupported content type")
+	errCrossSite    = errors.New("cross-site request refused")
 	// errNotLeaderHere refuses a write forwarded to a node that does not
 	// lead: it touched nothing, so the follower may send it elsewhere.
 	errNotLeaderHere = errors.New("this node does not lead (the write was not applied): retry shortly")
