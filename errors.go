@@ -16,6 +16,11 @@ var (
 	// ErrCorrupt reports stored bytes that are not a valid record inside the
 	// committed range of a stream.
 	ErrCorrupt = errors.New("corrupt stream")
+	// ErrNotRecordStart reports a read asked to start at a position where
+	// no record starts (inside one): the caller's mistake, not damage.
+	// Reads start at 0 or at a position a reader was given (a record's
+	// offset, or the position after one).
+	ErrNotRecordStart = errors.New("no record starts at this position")
 	// ErrStreamNotFound reports a stream that has never been written.
 	ErrStreamNotFound = errors.New("stream not found")
 	// ErrLocked reports storage that another process or writer owns.

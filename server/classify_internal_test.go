@@ -41,6 +41,7 @@ func TestClassify(t *testing.T) {
 		{"too large", &http.MaxBytesError{Limit: 10}, 413, "too-large"},
 		{"budget busy", errBusy, 429, "busy"},
 		{"invalid stream name", messagevault.ErrInvalidStreamName, 400, "bad-request"},
+		{"a read from inside a record", messagevault.ErrNotRecordStart, 400, "bad-request"},
 		{"invalid message", messagevault.ErrInvalidMessage, 400, "bad-request"},
 		{"empty batch", messagevault.ErrEmptyBatch, 400, "bad-request"},
 		{"truncated", formats.ErrTruncated, 400, "bad-request"},

@@ -90,6 +90,7 @@ func classify(err error) (int, string) {
 		errors.Is(err, formats.ErrMD5),
 		errors.Is(err, formats.ErrCount),
 		errors.Is(err, formats.ErrTooLarge),
+		errors.Is(err, messagevault.ErrNotRecordStart),
 		errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad-request"
 	case errors.Is(err, messagevault.ErrSequenceTooOld):

@@ -1214,3 +1214,31 @@ func TestForwardingBetweenRealServers(t *testing.T) {
 		t.Fatalf("the cluster user with a wrong secret: %d %s", resp2.StatusCode, b)
 	}
 }
+
+// TestReadFromInsideARecord: a read or an event stream asked to start at
+// a position inside a record is a 400 naming the position, not a 500
+// "corrupt" (which would be logged, counted and shown as a damaged
+// stream).
+func TestReadFromInsideARecord(t *testing.T) {
+	users := usersWith(t, map[string][]string{"ann": {"orders:read", "orders:write"}})
+	v := memVault(t)
+	h := startServer(t, server.Config{Vault: v, Users: users})
+	res, err := v.Append(context.Background(), "orders", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("one"), 0), messagevault.NewMessage([]byte("k"), []byte("two"), 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := strconv.FormatInt(res.Offsets[1]+3, 10)
+	for _, c := range []call{
+		{method: "GET", path: "/streams/orders/messages?from=" + inside, user: "ann"},
+		{method: "GET", path: "/streams/orders/messages?format=raw&from=" + inside, user: "ann"},
+		{method: "GET", path: "/streams/orders/events", user: "ann", header: map[string]string{"Last-Event-ID": inside}},
+		{method: "GET", path: "/streams/orders/events?from=" + inside, user: "ann"},
+	} {
+		wantError(t, serve(t, h, c), http.StatusBadRequest, "bad-request", "no record starts at "+inside)
+	}
+	// From a record's start, the read works.
+	rec := serve(t, h, call{method: "GET", path: "/streams/orders/messages?from=" + strconv.FormatInt(res.Offsets[1], 10), user: "ann"})
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"Value":"two"`) {
+		t.Fatalf("read from a record start: %d %s", rec.Code, rec.Body)
+	}
+}

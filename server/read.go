@@ -233,6 +233,15 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 	if rr.pos, err = reader.Position(ctx); err == nil && p.from > rr.pos {
 		err = badRequest("from=%d is past the stream's position %d", p.from, rr.pos)
 	}
+	if err == nil && events && p.from < rr.pos {
+		// An event stream answers 200 before its first event: check
+		// that from is a record's start while an error can still be
+		// the answer.
+		for _, ferr := range reader.Records(ctx, p.from, rr.pos) {
+			err = ferr
+			break
+		}
+	}
 	if err != nil {
 		rr.close()
 		s.writeError(w, r, err)
@@ -411,6 +420,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		if failed == nil {
 			failed = ctx.Err()
+		}
+		if errors.Is(failed, messagevault.ErrNotRecordStart) && pos != rr.p.from {
+			// A position this loop reached by itself: damage, not a
+			// client's mistake.
+			failed = fmt.Errorf("%w: %w", messagevault.ErrCorrupt, failed)
 		}
 		switch {
 		case failed == nil:

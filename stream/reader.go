@@ -76,7 +76,8 @@ func (r *Reader) Position(ctx context.Context) (int64, error) {
 // valid only until the next iteration step. Every record's version, crc and
 // id position are checked; the first error is yielded (with a zero record)
 // and ends the iteration. Errors about stored bytes wrap
-// messagevault.ErrCorrupt and say at which position.
+// messagevault.ErrCorrupt and say at which position; a from inside a
+// record (no record starts there) is messagevault.ErrNotRecordStart.
 func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {
 	return func(yield func(formats.Record, error) bool) {
 		pos, err := r.Position(ctx)
@@ -92,14 +93,19 @@ func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.
 			return
 		}
 		buf := make([]byte, min(int64(r.cfg.ChunkSize), max(to-from, 0)))
-		r.scan(ctx, buf, from, to, yield)
+		r.scan(ctx, buf, from, to, true, yield)
 	}
 }
 
 // scan decodes the records in [from, to) using buf as its window. It
 // returns the position after the last record yielded, and false if the
 // iteration must end (the consumer stopped, or an error was yielded).
-func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield func(formats.Record, error) bool) (next int64, ok bool) {
+//
+// asked says that from is the caller's position rather than one the
+// reader reached by itself: a first record that fails there, and does not
+// even carry its own position in its id, means from is inside a record
+// (ErrNotRecordStart) rather than a damaged record.
+func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, asked bool, yield func(formats.Record, error) bool) (next int64, ok bool) {
 	off := from // stream position of buf[0]
 	n, p := 0, 0
 	var short error // a read that came back short: the records after what it got cannot be read
@@ -108,7 +114,7 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield fun
 		if err == formats.ErrTruncated {
 			at := off + int64(p)
 			if off+int64(n) >= to {
-				yield(formats.Record{}, r.corrupt(at, fmt.Errorf("record runs past the committed position %d: %w", to, formats.ErrTruncated)))
+				yield(formats.Record{}, r.bad(at, asked && at == from, buf[p:n], fmt.Errorf("record runs past the committed position %d: %w", to, formats.ErrTruncated)))
 				return at, false
 			}
 			if short != nil {
@@ -141,11 +147,11 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield fun
 		}
 		at := off + int64(p)
 		if err != nil {
-			yield(formats.Record{}, r.corrupt(at, err))
+			yield(formats.Record{}, r.bad(at, asked && at == from, buf[p:n], err))
 			return at, false
 		}
 		if got := rec.ID.Offset(); got != at {
-			yield(formats.Record{}, r.corrupt(at, fmt.Errorf("record id carries position %d: not a record boundary", got)))
+			yield(formats.Record{}, r.bad(at, asked && at == from, buf[p:n], fmt.Errorf("record id carries position %d: not a record boundary", got)))
 			return at, false
 		}
 		rec.Offset = at
@@ -155,6 +161,35 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, yield fun
 		}
 	}
 	return off + int64(p), true
+}
+
+// bad reports the record at at that failed with err: ErrCorrupt, unless
+// at is the caller's starting position (first) and b, the bytes there, do
+// not begin with a record header naming at (version 1, then an id carrying
+// the position), which a record written there always does: then the
+// caller asked to start inside a record.
+func (r *Reader) bad(at int64, first bool, b []byte, err error) error {
+	if first && at != 0 && !startsRecordAt(b, at) {
+		return fmt.Errorf("stream %q: no record starts at %d: read from 0, or from a position a read returned (a record's offset, or the position after one): %w", r.name, at, messagevault.ErrNotRecordStart)
+	}
+	return r.corrupt(at, err)
+}
+
+// startsRecordAt reports whether b may begin with the header of a record
+// written at position at; false only when it certainly does not.
+func startsRecordAt(b []byte, at int64) bool {
+	if len(b) == 0 {
+		return true
+	}
+	if b[0] != formats.Version {
+		return false
+	}
+	if len(b) < 18 {
+		return true
+	}
+	var id formats.ID
+	copy(id[:], b[2:18])
+	return id.Offset() == at
 }
 
 func (r *Reader) corrupt(at int64, err error) error {
@@ -183,7 +218,7 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[formats.Recor
 				if buf == nil {
 					buf = make([]byte, r.cfg.ChunkSize)
 				}
-				next, ok := r.scan(ctx, buf, pos, end, yield)
+				next, ok := r.scan(ctx, buf, pos, end, pos == from, yield)
 				if !ok {
 					return
 				}

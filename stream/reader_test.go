@@ -209,3 +209,50 @@ func TestFollowTail(t *testing.T) {
 		})
 	}
 }
+
+// TestStartInsideARecord: a range that starts inside a record (a position
+// no reader was given) is the caller's mistake, ErrNotRecordStart, not a
+// corrupt stream; a damaged record at a true record start, asked for
+// directly, is still ErrCorrupt.
+func TestStartInsideARecord(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	w := openMem(t, s, stream.WriterConfig{})
+	res, err := w.Append(ctx, batch(0, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := stream.NewReader("test", memReader(t, s), stream.ReaderConfig{})
+	first := func(from int64) error {
+		for _, err := range r.Records(ctx, from, -1) {
+			return err
+		}
+		return nil
+	}
+	for _, from := range []int64{1, 2, 17, res.Offsets[1] - 1, res.Offsets[1] + 5, res.Offsets[2] + 20} {
+		err := first(from)
+		if !errors.Is(err, messagevault.ErrNotRecordStart) || errors.Is(err, messagevault.ErrCorrupt) {
+			t.Errorf("from %d: %v; want ErrNotRecordStart, not ErrCorrupt", from, err)
+		}
+	}
+	for _, from := range res.Offsets {
+		if err := first(from); err != nil {
+			t.Errorf("from the record start %d: %v", from, err)
+		}
+	}
+	// Following from inside a record is the same mistake.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, err := range r.Follow(fctx, res.Offsets[1]+3) {
+		if !errors.Is(err, messagevault.ErrNotRecordStart) {
+			t.Errorf("follow from inside a record: %v", err)
+		}
+		break
+	}
+	// The value of the second record damaged: read from its start, it is
+	// a corrupt record, not a wrong position.
+	s.Corrupt("test", res.Offsets[1]+30, 0x40)
+	if err := first(res.Offsets[1]); !errors.Is(err, messagevault.ErrCorrupt) || errors.Is(err, messagevault.ErrNotRecordStart) {
+		t.Errorf("a damaged record read from its start: %v; want ErrCorrupt", err)
+	}
+}
