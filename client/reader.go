@@ -355,7 +355,7 @@ func transientRead(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, messagevault.ErrCorrupt),
 		errors.Is(err, messagevault.ErrOutOfRange), errors.Is(err, messagevault.ErrStreamNotFound),
-		errors.As(err, &bad):
+		errors.Is(err, messagevault.ErrNotRecordStart), errors.As(err, &bad):
 		return false
 	case errors.As(err, &e):
 		return e.Retryable()
