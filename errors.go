@@ -46,4 +46,10 @@ var (
 	// ErrPositionMismatch reports a conditional append whose expected
 	// position is not the stream's position when the batch is appended.
 	ErrPositionMismatch = errors.New("position mismatch")
+	// ErrStreamBeingDeleted reports a write to a stream deleted moments
+	// ago whose storage is still being removed (Azure refuses to create a
+	// container under a name deleted within about the last 30 seconds).
+	ErrStreamBeingDeleted = errors.New("the stream was deleted moments ago and its storage is still being removed")
+	// ErrNotDeletable reports a storage whose streams cannot be deleted.
+	ErrNotDeletable = errors.New("this storage cannot delete streams")
 )

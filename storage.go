@@ -120,6 +120,18 @@ type Revoker interface {
 	RevokeGrants(ctx context.Context, stream string) error
 }
 
+// Deleter is implemented by storages whose streams can be deleted.
+type Deleter interface {
+	// DeleteStream removes stream and all its data. The stream leaves
+	// Streams and OpenReader at once (readers already open may fail);
+	// its space is freed within seconds. It fails with ErrLocked while a
+	// writer of the stream is open, and with ErrStreamNotFound if there
+	// is no such stream. A stream written after it is deleted starts
+	// anew at position 0 (on Azure, once the deleted container is gone:
+	// until then OpenWriter fails with ErrStreamBeingDeleted).
+	DeleteStream(ctx context.Context, stream string) error
+}
+
 // CheckPages reports an error wrapping ErrOutOfRange unless a write of n
 // bytes at off fits a blob of size bytes and both are multiples of
 // PageSize: the WritePages contract, checked the same way by every backend.

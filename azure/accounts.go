@@ -70,6 +70,11 @@ func (a *Accounts) ReadGrant(ctx context.Context, stream string, ttl time.Durati
 	return a.of(stream).ReadGrant(ctx, stream, ttl)
 }
 
+// DeleteStream deletes stream in its account.
+func (a *Accounts) DeleteStream(ctx context.Context, stream string) error {
+	return a.of(stream).DeleteStream(ctx, stream)
+}
+
 // RevokeGrants revokes stream's grants in its account.
 func (a *Accounts) RevokeGrants(ctx context.Context, stream string) error {
 	return a.of(stream).RevokeGrants(ctx, stream)

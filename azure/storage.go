@@ -96,6 +96,7 @@ func (c Config) clientOptions() policy.ClientOptions {
 var (
 	_ messagevault.Storage = (*Storage)(nil)
 	_ messagevault.Granter = (*Storage)(nil)
+	_ messagevault.Deleter = (*Storage)(nil)
 )
 
 // Storage is one Azure storage account.
@@ -223,6 +224,32 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// DeleteStream deletes the stream's container mv-<stream>, with its blobs
+// and grant policy: Azure removes it from listings and refuses requests to
+// it at once, and frees it in the background. A new container under the
+// same name is refused meanwhile (see messagevault.ErrStreamBeingDeleted).
+func (s *Storage) DeleteStream(ctx context.Context, stream string) error {
+	if err := messagevault.CheckStreamName(stream); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	s.mu.Lock()
+	closed, writing := s.closed, s.writers[stream]
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("delete %q: %w", stream, messagevault.ErrClosed)
+	case writing:
+		return fmt.Errorf("delete %q: its writer is open: %w", stream, messagevault.ErrLocked)
+	}
+	if _, err := s.container(stream).Delete(ctx, nil); err != nil {
+		if bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted) {
+			return fmt.Errorf("delete %q: %w", stream, messagevault.ErrStreamNotFound)
+		}
+		return fmt.Errorf("delete %q on %s: %w", stream, s, err)
+	}
+	return nil
 }
 
 // Close marks the storage closed. Writers must be closed first.

@@ -44,6 +44,9 @@ type writer struct {
 
 func openWriter(ctx context.Context, cc *container.Client) (*writer, error) {
 	if _, err := cc.Create(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		if bloberror.HasCode(err, bloberror.ContainerBeingDeleted) {
+			return nil, fmt.Errorf("create container: Azure is still removing the container of the stream deleted moments ago, and refuses a new one under its name until it is gone (often 30 s or more): %w", messagevault.ErrStreamBeingDeleted)
+		}
 		return nil, fmt.Errorf("create container: %w", mapError(err))
 	}
 	w := &writer{reader: newReader(cc, nil), id: writerID()}

@@ -312,6 +312,15 @@ func (c *Client) RevokeGrants(ctx context.Context, stream string) error {
 	return nil
 }
 
+// DeleteStream removes stream and all its data (the user needs
+// all:write). It is an Error with status 404 if there is no such stream.
+func (c *Client) DeleteStream(ctx context.Context, stream string) error {
+	if _, err := c.do(ctx, http.MethodDelete, "/streams/"+url.PathEscape(stream), nil, "", nil); err != nil {
+		return fmt.Errorf("delete %q: %w", stream, err)
+	}
+	return nil
+}
+
 // rawRecords reads up to limit records from position from through the
 // server, with an optional long-poll wait; it returns their bytes, the
 // position after them and the stream's position.

@@ -85,6 +85,10 @@ func Open(dir string) (*Storage, error) {
 	if err := lock.Truncate(0); err == nil {
 		_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
+	if err := removeBuried(abs); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("open data directory %q: %w", abs, err)
+	}
 	return &Storage{dir: abs, lock: lock, writers: map[string]bool{}}, nil
 }
 

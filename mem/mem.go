@@ -22,7 +22,10 @@ import (
 // ErrInjected is the error returned by an injected fault.
 var ErrInjected = errors.New("mem: injected fault")
 
-var _ messagevault.Storage = (*Storage)(nil)
+var (
+	_ messagevault.Storage = (*Storage)(nil)
+	_ messagevault.Deleter = (*Storage)(nil)
+)
 
 // Storage is an in-memory Storage. The zero value is not usable; call New.
 type Storage struct {
@@ -206,6 +209,23 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// DeleteStream removes stream and its data (see messagevault.Deleter).
+func (s *Storage) DeleteStream(ctx context.Context, stream string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.streams[stream]
+	switch {
+	case s.closed:
+		return fmt.Errorf("delete %q: %w", stream, messagevault.ErrClosed)
+	case b == nil:
+		return fmt.Errorf("delete %q: %w", stream, messagevault.ErrStreamNotFound)
+	case b.writer != nil:
+		return fmt.Errorf("delete %q: its writer is open: %w", stream, messagevault.ErrLocked)
+	}
+	delete(s.streams, stream)
+	return nil
 }
 
 // Close marks the storage closed; its data stays readable.

@@ -143,6 +143,18 @@ func (s *grantingStorage) ReadGrant(ctx context.Context, stream string, ttl time
 	return u, err
 }
 
+// DeleteStream deletes through the storage, if it can.
+func (s *storage) DeleteStream(ctx context.Context, stream string) error {
+	d, ok := s.s.(messagevault.Deleter)
+	if !ok {
+		return fmt.Errorf("delete %q: %w", stream, messagevault.ErrNotDeletable)
+	}
+	start := time.Now()
+	err := d.DeleteStream(ctx, stream)
+	s.m.observe("delete_stream", start, err)
+	return err
+}
+
 func (s *storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
 	start := time.Now()
 	w, err := s.s.OpenWriter(ctx, stream)

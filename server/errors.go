@@ -37,6 +37,10 @@ var (
 	errNotLeaderHere = errors.New("this node does not lead (the write was not applied): retry shortly")
 )
 
+// typeBeingDeleted is the error type of a write to a stream deleted
+// moments ago whose storage is still being removed (Azure).
+const typeBeingDeleted = "being-deleted"
+
 // typeNotLeader is the error type of a write refused, untouched, by a node
 // that does not lead.
 const typeNotLeader = "not-leader"
@@ -110,7 +114,9 @@ func classify(err error) (int, string) {
 	case errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrLocked), errors.Is(err, messagevault.ErrFenced),
 		errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, errNoLeader), errors.Is(err, errLeaderSilent), errors.Is(err, errNoForwarding):
 		return http.StatusServiceUnavailable, "unavailable"
-	case errors.Is(err, errNoGrants), errors.Is(err, messagevault.ErrNotRevocable):
+	case errors.Is(err, messagevault.ErrStreamBeingDeleted):
+		return http.StatusConflict, typeBeingDeleted
+	case errors.Is(err, errNoGrants), errors.Is(err, messagevault.ErrNotRevocable), errors.Is(err, messagevault.ErrNotDeletable):
 		return http.StatusNotImplemented, "not-implemented"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "timeout"
@@ -126,6 +132,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Basic realm="MessageVault", charset="UTF-8"`)
+	case http.StatusConflict:
+		if typ == typeBeingDeleted {
+			w.Header().Set("Retry-After", "10")
+		}
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 		var te *throttledError

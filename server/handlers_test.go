@@ -1242,3 +1242,39 @@ func TestReadFromInsideARecord(t *testing.T) {
 		t.Fatalf("read from a record start: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestDeleteStreamRoute: DELETE /streams/{s} on the leader removes the
+// stream (gone from reads and listing; 404 after), for all:write only; a
+// bad name is a 400; a follower forwards it to the leader as a write.
+func TestDeleteStreamRoute(t *testing.T) {
+	users := usersWith(t, map[string][]string{"alice": {"all:write"}, "bob": {"orders:write", "orders:read"}})
+	v := memVault(t)
+	h := startServer(t, server.Config{Vault: v, Users: users})
+	if _, err := v.Append(context.Background(), "orders", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("v"), 0)}); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, serve(t, h, call{method: "DELETE", path: "/streams/orders", user: "bob"}), http.StatusForbidden, "forbidden", "all:write")
+	wantError(t, serve(t, h, call{method: "DELETE", path: "/streams/bad..name", user: "alice"}), http.StatusBadRequest, "bad-request", "bad..name")
+	rec := serve(t, h, call{method: "DELETE", path: "/streams/orders", user: "alice"})
+	if rec.Code != http.StatusOK || rec.Body.String() != `{"Deleted":true,"Stream":"orders"}`+"\n" {
+		t.Fatalf("delete: %d %s", rec.Code, rec.Body)
+	}
+	wantError(t, serve(t, h, call{method: "GET", path: "/streams/orders/messages", user: "bob"}), http.StatusNotFound, "not-found", "orders")
+	wantError(t, serve(t, h, call{method: "DELETE", path: "/streams/orders", user: "alice"}), http.StatusNotFound, "not-found", "orders")
+	if list := serve(t, h, call{method: "GET", path: "/streams", user: "alice"}); strings.Contains(list.Body.String(), `"orders"`) {
+		t.Fatalf("the deleted stream is still listed: %s", list.Body)
+	}
+	// Written again: a new stream from 0.
+	res, err := v.Append(context.Background(), "orders", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("new"), 0)})
+	if err != nil || res.Offsets[0] != 0 {
+		t.Fatalf("append after the delete: %v at %v, want offset 0", err, res.Offsets)
+	}
+
+	leader := newFakeLeader(t, answerWith(http.StatusOK, `{"Deleted":true,"Stream":"orders"}`, nil))
+	f := newFollower(t, users, &fakeNode{leader: leader.URL, next: leader.URL}, clusterSecret)
+	checkRelayed200 := serve(t, f, call{method: "DELETE", path: "/streams/orders", user: "alice"})
+	if checkRelayed200.Code != http.StatusOK || checkRelayed200.Body.String() != `{"Deleted":true,"Stream":"orders"}` {
+		t.Fatalf("the follower answered %d %s", checkRelayed200.Code, checkRelayed200.Body)
+	}
+	checkForwarded(t, leader.received(), "DELETE", "/streams/orders", "")
+}

@@ -282,6 +282,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /streams/{stream}/messages", s.handlePublishJSON)
 	s.mux.HandleFunc("GET /streams/{stream}", s.handleGrant)
 	s.mux.HandleFunc("DELETE /streams/{stream}/grants", s.handleRevokeGrants)
+	s.mux.HandleFunc("DELETE /streams/{stream}", s.handleDeleteStream)
 	s.mux.HandleFunc("GET /streams/{stream}/messages", s.handleRead)
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
 	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
@@ -674,21 +675,32 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"Signature": url})
 }
 
-// handleRevokeGrants serves DELETE /streams/{stream}/grants: every read
-// grant of the stream handed out so far stops working at once (Azure);
-// for users who manage users (all:write).
-func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
+// adminStream is the prologue of the stream routes for administrators: the
+// user, authenticated and holding all:write, and the stream's name. When
+// it returns false the answer is written.
+func (s *Server) adminStream(w http.ResponseWriter, r *http.Request) (auth.Principal, string, bool) {
 	p, ok := s.authenticate(w, r)
 	if !ok {
-		return
+		return p, "", false
 	}
 	name, err := messagevault.NormalizeStreamName(r.PathValue("stream"))
 	if err != nil {
 		s.writeError(w, r, err)
-		return
+		return p, "", false
 	}
 	if !p.CanAdmin() {
 		s.writeError(w, r, forbidden(p.Name, "all:write"))
+		return p, "", false
+	}
+	return p, name, true
+}
+
+// handleRevokeGrants serves DELETE /streams/{stream}/grants: every read
+// grant of the stream handed out so far stops working at once (Azure);
+// for users who manage users (all:write).
+func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
+	p, name, ok := s.adminStream(w, r)
+	if !ok {
 		return
 	}
 	rv, ok := s.cfg.Storage.(messagevault.Revoker)
@@ -702,6 +714,28 @@ func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("revoked every read grant of a stream", "stream", name, "by", p.Name)
 	writeJSON(w, http.StatusOK, map[string]any{"Stream": name, "Revoked": true})
+}
+
+// handleDeleteStream serves DELETE /streams/{stream}: the stream and its
+// data are removed (it leaves listings and reads at once); for users who
+// manage users (all:write). A follower forwards it to the leader, which
+// writes.
+func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
+	p, name, ok := s.adminStream(w, r)
+	if !ok {
+		return
+	}
+	v := s.vault.Load()
+	if v == nil {
+		s.forward(w, r, nil)
+		return
+	}
+	if err := v.DeleteStream(r.Context(), name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("deleted a stream", "stream", name, "by", p.Name)
+	writeJSON(w, http.StatusOK, map[string]any{"Stream": name, "Deleted": true})
 }
 
 // streamsAnswer is the body of GET /streams.

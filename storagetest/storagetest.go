@@ -43,6 +43,7 @@ func Run(t *testing.T, newStorage NewStorage) {
 		{"ConcurrentReaders", testConcurrentReaders},
 		{"StateSlots", testStateSlots},
 		{"Refence", testRefence},
+		{"DeleteStream", testDeleteStream},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -469,5 +470,77 @@ func testRefence(t *testing.T, s messagevault.Storage) {
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testDeleteStream: a deleted stream leaves the listing and the readers at
+// once, another stream is untouched, and writing the name again starts a
+// new stream at 0. Deleting needs the writer closed, and a stream that
+// exists. (Skipped for storages that cannot delete.)
+func testDeleteStream(t *testing.T, s messagevault.Storage) {
+	d, ok := s.(messagevault.Deleter)
+	if !ok {
+		t.Skip("this storage does not delete streams")
+	}
+	ctx := context.Background()
+	keep := mustWriter(t, s, "kept")
+	if err := keep.Grow(ctx, page); err != nil {
+		t.Fatal(err)
+	}
+	if err := keep.CommitPosition(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.OpenWriter(ctx, "doomed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Grow(ctx, 2*page); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WritePages(ctx, 0, pages(2, 9)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CommitPosition(ctx, 700); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteStream(ctx, "doomed"); !errors.Is(err, messagevault.ErrLocked) {
+		t.Fatalf("delete with its writer open: %v; want ErrLocked", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.DeleteStream(ctx, "doomed"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if names, err := s.Streams(ctx); err != nil || fmt.Sprint(names) != "[kept]" {
+		t.Fatalf("Streams after the delete = %v, %v; want [kept]", names, err)
+	}
+	if _, err := s.OpenReader(ctx, "doomed"); !errors.Is(err, messagevault.ErrStreamNotFound) {
+		t.Fatalf("OpenReader of the deleted stream: %v; want ErrStreamNotFound", err)
+	}
+	if err := d.DeleteStream(ctx, "doomed"); !errors.Is(err, messagevault.ErrStreamNotFound) {
+		t.Fatalf("delete again: %v; want ErrStreamNotFound", err)
+	}
+	if err := d.DeleteStream(ctx, "never-written"); !errors.Is(err, messagevault.ErrStreamNotFound) {
+		t.Fatalf("delete of no stream: %v; want ErrStreamNotFound", err)
+	}
+	if pos, err := keep.Position(ctx); err != nil || pos != 100 {
+		t.Fatalf("the other stream's position = %d, %v; want 100", pos, err)
+	}
+	// Written again (where the storage lets the name be used at once;
+	// Azure refuses it for a while), the stream starts anew.
+	again, err := s.OpenWriter(ctx, "doomed")
+	if errors.Is(err, messagevault.ErrStreamBeingDeleted) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if pos, err := again.Position(ctx); err != nil || pos != 0 {
+		t.Fatalf("position of the stream written again = %d, %v; want 0", pos, err)
 	}
 }

@@ -212,6 +212,69 @@ func (v *Vault) open(ctx context.Context, name string) (*stream.Writer, error) {
 	return w, nil
 }
 
+// DeleteStream deletes stream name (normalized first) and its data. Its
+// writer is closed first: appends it had already taken are written (and
+// deleted with the stream). Appends that arrive meanwhile wait, and then
+// start the stream anew at position 0. It fails with ErrNotDeletable on a
+// storage that cannot delete, and ErrStreamNotFound for no such stream.
+func (v *Vault) DeleteStream(ctx context.Context, name string) error {
+	name, err := messagevault.NormalizeStreamName(name)
+	if err != nil {
+		return err
+	}
+	d, ok := v.storage.(messagevault.Deleter)
+	if !ok {
+		return fmt.Errorf("delete %q: %w", name, messagevault.ErrNotDeletable)
+	}
+	// hold stands in the writers' map while the stream is deleted: an
+	// entry being closed, which appends wait for.
+	hold := &entry{ready: make(chan struct{}), closing: make(chan struct{})}
+	close(hold.ready)
+	for {
+		v.mu.Lock()
+		if v.closed {
+			v.mu.Unlock()
+			return fmt.Errorf("delete %q: %w", name, messagevault.ErrClosed)
+		}
+		e := v.writers[name]
+		if e == nil {
+			v.writers[name] = hold
+			v.mu.Unlock()
+			break
+		}
+		closing := e.closing
+		v.mu.Unlock()
+		if closing == nil {
+			// An open (or opening) writer: close it, then look again.
+			select {
+			case <-e.ready:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if e.err == nil {
+				v.retire(name, e, false)
+			} else {
+				time.Sleep(time.Millisecond) // its opener is removing it
+			}
+			continue
+		}
+		select {
+		case <-closing:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer func() {
+		v.mu.Lock()
+		if v.writers[name] == hold {
+			delete(v.writers, name)
+		}
+		close(hold.closing)
+		v.mu.Unlock()
+	}()
+	return d.DeleteStream(ctx, name)
+}
+
 // Append appends msgs to stream name (normalized first), creating the
 // stream on first use, and returns once they are durable.
 func (v *Vault) Append(ctx context.Context, name string, msgs []messagevault.Message) (stream.AppendResult, error) {

@@ -652,6 +652,7 @@ type StreamsCommand struct {
 	conn
 	stdout io.Writer
 	asJSON bool
+	yes    bool
 }
 
 // Command returns the cobra command.
@@ -679,6 +680,29 @@ func (c *StreamsCommand) Command() *cobra.Command {
 	}
 	c.flags(cmd)
 	cmd.Flags().BoolVar(&c.asJSON, "json", false, "print JSON")
+	del := &cobra.Command{
+		Use:   "delete STREAM --yes",
+		Short: "Delete a stream and all its data (needs all:write)",
+		Long: `Delete a stream and all its data, at once: it leaves the listing and the reads,
+and its files (or its Azure container) are removed. It cannot be undone, so
+--yes is required. Writing to the name again starts a new, empty stream (on
+Azure, once Azure has finished removing the old container).`,
+		Example: "  messagevault streams delete scratch --yes",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !c.yes {
+				return usageError("deleting %s removes all its data and cannot be undone: add --yes", args[0])
+			}
+			if err := c.client().DeleteStream(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "deleted %s\n", args[0])
+			return nil
+		},
+	}
+	c.flags(del)
+	del.Flags().BoolVar(&c.yes, "yes", false, "really delete")
+	cmd.AddCommand(del)
 	return cmd
 }
 

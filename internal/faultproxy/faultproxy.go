@@ -7,6 +7,7 @@ package faultproxy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -43,6 +44,14 @@ type Proxy struct {
 
 	target *url.URL
 	late   *late
+	answer *answer
+}
+
+// answer is an armed Answer fault.
+type answer struct {
+	match  func(*http.Request) bool
+	status int
+	code   string
 }
 
 // late is an armed late-request fault.
@@ -71,6 +80,9 @@ func Start(target string) (*Proxy, error) {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p.lateRequest(w, r) {
+			return
+		}
+		if p.answered(w, r) {
 			return
 		}
 		switch Mode(p.mode.Load()) {
@@ -131,6 +143,34 @@ func (p *Proxy) Faults() int64 { return p.faults.Load() }
 func (p *Proxy) Close() {
 	p.Set(Pass, 0, 0)
 	p.srv.Close()
+}
+
+// Answer makes the requests match accepts answer status with the Azure
+// error code code (header x-ms-error-code, and the XML error body), as
+// storage would, without forwarding them; Answer(nil, 0, "") disarms it.
+func (p *Proxy) Answer(match func(*http.Request) bool, status int, code string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if match == nil {
+		p.answer = nil
+		return
+	}
+	p.answer = &answer{match: match, status: status, code: code}
+}
+
+func (p *Proxy) answered(w http.ResponseWriter, r *http.Request) bool {
+	p.mu.Lock()
+	a := p.answer
+	p.mu.Unlock()
+	if a == nil || !a.match(r) {
+		return false
+	}
+	p.faults.Add(1)
+	w.Header().Set("x-ms-error-code", a.code)
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(a.status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="utf-8"?><Error><Code>%s</Code><Message>injected by the fault proxy</Message></Error>`, a.code)
+	return true
 }
 
 // Late arms the late-request fault: the next request for which hold is
