@@ -57,9 +57,11 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 	if local > 0 {
 		mark, ok := readMark(dir, r.stream)
 		if !ok || mark >= local {
-			if mark, err = lastRecordStart(ctx, pw, local); err != nil {
-				return local, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+			last, _, err := stream.LastRecord(ctx, pw, local)
+			if err != nil {
+				return local, fmt.Errorf("mirror of %q in %s: it is not a mirror: %w", r.stream, dir, err)
 			}
+			mark = last.Offset
 		}
 		if err := r.sameAsSource(ctx, pw, mark, local); err != nil {
 			return local, err
@@ -135,24 +137,6 @@ func writeMark(dir, name string, at int64) error {
 		return fmt.Errorf("write the mirror's mark: %w", err)
 	}
 	return nil
-}
-
-// lastRecordStart finds the record of the mirror that ends at local: a
-// record that decodes, whose id names its own position, and that ends
-// exactly there.
-func lastRecordStart(ctx context.Context, pw messagevault.PageReader, local int64) (int64, error) {
-	from := max(0, local-int64(formats.MaxRecordSize))
-	b := make([]byte, local-from)
-	if _, err := pw.ReadAt(ctx, b, from); err != nil {
-		return 0, fmt.Errorf("read the mirror's tail: %w", err)
-	}
-	for o := len(b) - formats.RecordOverhead; o >= 0; o-- {
-		rec, n, err := formats.DecodeRecord(b[o:])
-		if err == nil && n == len(b)-o && rec.ID.Offset() == from+int64(o) {
-			return from + int64(o), nil
-		}
-	}
-	return 0, fmt.Errorf("no record ends at its position %d: it is not a mirror", local)
 }
 
 // sameAsSource checks that the mirror's bytes from mark to local are the

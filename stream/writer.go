@@ -204,6 +204,13 @@ func (w *Writer) load(ctx context.Context) error {
 	if err := w.loadProducers(ctx, w.tail.Position(), w.tail.Size()); err != nil {
 		return err
 	}
+	// Ids never go back in time along the stream, even when this
+	// writer's clock is behind the last one's (another node, a clock
+	// step): reads "since a time" bisect on them. A last record that
+	// cannot be read leaves that to the clock.
+	if last, ok, err := LastRecord(ctx, w.pages, w.tail.Position()); err == nil && ok {
+		w.lastMs = max(w.lastMs, int64(last.ID.Millis()))
+	}
 	w.recover = false
 	return nil
 }

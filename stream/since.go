@@ -1,0 +1,127 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats"
+)
+
+// Finding records by position alone. A record written at position p
+// starts with the version byte and an id that carries p (bytes 8..13 of
+// the record): a reader that lands anywhere can find the next record by
+// looking for that header, and confirms it by the record's checksum.
+
+// probeWindow is what a probe reads: enough for a largest record that
+// starts anywhere in its first half.
+const probeWindow = 2 * formats.MaxRecordSize
+
+// FindTime returns the position of the first record whose id time is at
+// or after t, or the committed position if there is none: where a read
+// "since t" starts. Ids carry milliseconds and never go back in time
+// along a stream (see Writer), so it bisects the stream by position,
+// reading one window per probe: about log2(position/128 KiB) windows,
+// then at most one window record by record.
+func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
+	pos, err := r.Position(ctx)
+	if err != nil {
+		return 0, err
+	}
+	want := formats.MillisSinceEpoch(t)
+	// lo is a record start (or pos) before which every record is older
+	// than t; ans is the earliest record start known to be at or after
+	// t (or pos); no record start in [hi, ans) is older than t.
+	lo, hi, ans := int64(0), pos, pos
+	buf := make([]byte, probeWindow)
+	for hi-lo > probeWindow {
+		mid := lo + (hi-lo)/2
+		rec, at, found, err := r.recordFrom(ctx, buf, mid, hi, pos)
+		switch {
+		case err != nil:
+			return 0, err
+		case !found:
+			hi = mid
+		case int64(rec.ID.Millis()) >= want:
+			ans, hi = at, at
+		default:
+			lo = at + int64(rec.Size())
+		}
+	}
+	for rec, err := range r.Records(ctx, lo, ans) {
+		if err != nil {
+			return 0, err
+		}
+		if int64(rec.ID.Millis()) >= want {
+			return rec.Offset, nil
+		}
+	}
+	return ans, nil
+}
+
+// recordFrom finds the first record that starts in [q, limit) (limit ≤
+// pos, the committed position) and returns it with its position; found
+// is false if none starts there.
+func (r *Reader) recordFrom(ctx context.Context, buf []byte, q, limit, pos int64) (rec formats.Record, at int64, found bool, err error) {
+	n := int(min(int64(len(buf)), pos-q))
+	got, err := r.pages.ReadAt(ctx, buf[:n], q)
+	if got < n {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return rec, 0, false, fmt.Errorf("stream %q: read at %d: %w", r.name, q, err)
+	}
+	b := buf[:n]
+	span := int(min(limit-q, formats.MaxRecordSize))
+	for k := 0; k < span && k < n; k++ {
+		if b[k] != formats.Version || k+18 > n {
+			continue
+		}
+		var id formats.ID
+		copy(id[:], b[k+2:k+18])
+		if id.Offset() != q+int64(k) {
+			continue
+		}
+		rec, size, err := formats.DecodeRecord(b[k:])
+		if err != nil || q+int64(k+size) > pos {
+			continue
+		}
+		rec.Offset = q + int64(k)
+		return rec, rec.Offset, true, nil
+	}
+	if limit-q > formats.MaxRecordSize {
+		// Every position before the last record is at most one record
+		// away from the next record's start.
+		return rec, 0, false, r.corrupt(q, fmt.Errorf("no record starts in the %d bytes from here", span))
+	}
+	return rec, 0, false, nil
+}
+
+// LastRecord returns the record that ends at pos, the committed position
+// of pages, and where it starts: the record whose header names its own
+// position and that decodes to end exactly there. pos 0 has none
+// (found false).
+func LastRecord(ctx context.Context, pages messagevault.PageReader, pos int64) (rec formats.Record, found bool, err error) {
+	if pos == 0 {
+		return rec, false, nil
+	}
+	from := max(0, pos-int64(formats.MaxRecordSize))
+	b := make([]byte, pos-from)
+	if n, err := pages.ReadAt(ctx, b, from); n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return rec, false, fmt.Errorf("read the last record: %w", err)
+	}
+	for k := len(b) - formats.RecordOverhead; k >= 0; k-- {
+		rec, n, err := formats.DecodeRecord(b[k:])
+		if err == nil && n == len(b)-k && rec.ID.Offset() == from+int64(k) {
+			rec.Offset = from + int64(k)
+			return rec, true, nil
+		}
+	}
+	return rec, false, fmt.Errorf("no record ends at the committed position %d: %w", pos, messagevault.ErrCorrupt)
+}
