@@ -15,9 +15,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1277,4 +1279,91 @@ func TestDeleteStreamRoute(t *testing.T) {
 		t.Fatalf("the follower answered %d %s", checkRelayed200.Code, checkRelayed200.Body)
 	}
 	checkForwarded(t, leader.received(), "DELETE", "/streams/orders", "")
+}
+
+// TestReadSince: ?since=<RFC 3339> starts a read or an event stream at the
+// first message written at or after that time; a time after the last
+// message gives no messages and Next at the position; a bad time, or since
+// with from, is a 400.
+func TestReadSince(t *testing.T) {
+	users := usersWith(t, map[string][]string{"ann": {"orders:read"}})
+	t0 := time.Date(2026, 12, 4, 5, 0, 0, 0, time.UTC)
+	var clock atomic.Int64
+	v := vault.New(mem.New(), vault.Config{Writer: stream.WriterConfig{Now: func() time.Time { return t0.Add(time.Duration(clock.Load())) }}})
+	t.Cleanup(func() { v.Close() })
+	h := startServer(t, server.Config{Vault: v, Users: users})
+	var offsets []int64
+	for i, value := range []string{"first", "second", "third"} {
+		clock.Store(int64(i) * int64(time.Second))
+		res, err := v.Append(context.Background(), "orders", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte(value), 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		offsets = append(offsets, res.Offsets[0])
+	}
+	pos := v.Positions()["orders"]
+	read := func(since string) (int, []string, int64) {
+		t.Helper()
+		rec := serve(t, h, call{method: "GET", path: "/streams/orders/messages?since=" + url.QueryEscape(since), user: "ann"})
+		if rec.Code != http.StatusOK {
+			t.Fatalf("since=%s: %d %s", since, rec.Code, rec.Body)
+		}
+		var ans struct {
+			Messages []struct {
+				Offset int64
+				Value  string
+			}
+			Next int64
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &ans); err != nil {
+			t.Fatal(err)
+		}
+		var values []string
+		for _, m := range ans.Messages {
+			values = append(values, m.Value)
+		}
+		first := int64(-1)
+		if len(ans.Messages) > 0 {
+			first = ans.Messages[0].Offset
+		}
+		return int(first), values, ans.Next
+	}
+	for _, tc := range []struct {
+		since string
+		want  string
+		first int64
+	}{
+		{"2026-12-04T04:59:00Z", "first second third", offsets[0]},
+		{"2026-12-04T05:00:00Z", "first second third", offsets[0]},
+		{"2026-12-04T05:00:00.001Z", "second third", offsets[1]},
+		{"2026-12-04T05:00:01Z", "second third", offsets[1]},
+		{"2026-12-04T06:00:01.5+01:00", "third", offsets[2]},
+	} {
+		first, values, _ := read(tc.since)
+		if strings.Join(values, " ") != tc.want || int64(first) != tc.first {
+			t.Errorf("since=%s: %v from %d, want %s from %d", tc.since, values, first, tc.want, tc.first)
+		}
+	}
+	if first, values, next := read("2026-12-04T05:00:03Z"); first != -1 || len(values) != 0 || next != pos {
+		t.Errorf("since after the last message: %v from %d, Next %d; want none, Next %d", values, first, next, pos)
+	}
+	// The event stream starts there too.
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, err := http.NewRequest("GET", srv.URL+"/streams/orders/events?since=2026-12-04T05:00:02Z", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("ann", testPassword)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	resp.Body.Close()
+	if err != nil || line != "id: "+strconv.FormatInt(pos, 10)+"\n" {
+		t.Errorf("event stream since the third message: first line %q (%v), want its id %d", line, err, pos)
+	}
+	wantError(t, serve(t, h, call{method: "GET", path: "/streams/orders/messages?since=yesterday", user: "ann"}), http.StatusBadRequest, "bad-request", `since="yesterday"`)
+	wantError(t, serve(t, h, call{method: "GET", path: "/streams/orders/messages?since=2026-12-04T05:00:00Z&from=0", user: "ann"}), http.StatusBadRequest, "bad-request", "from and since")
 }

@@ -67,6 +67,10 @@ type readParams struct {
 	limit int
 	wait  time.Duration
 	raw   bool
+	// since, if set, starts the read at the first record at or after
+	// this time instead of from.
+	since    time.Time
+	hasSince bool
 }
 
 func parseReadParams(r *http.Request) (readParams, error) {
@@ -92,6 +96,16 @@ func parseReadParams(r *http.Request) (readParams, error) {
 			return p, badRequest("wait=%q: want seconds from 0 to %d", v, int(MaxWait.Seconds()))
 		}
 		p.wait = time.Duration(f * float64(time.Second))
+	}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return p, badRequest("since=%q: want a time in RFC 3339, such as 2026-12-04T05:00:00Z or 2026-12-04T06:00:00.250+01:00", v)
+		}
+		if q.Get("from") != "" {
+			return p, badRequest("from and since: give one")
+		}
+		p.since, p.hasSince = t, true
 	}
 	switch f := q.Get("format"); f {
 	case "", "json":
@@ -213,7 +227,7 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 			s.writeError(w, r, badRequest("Last-Event-ID %q: want a position", id))
 			return nil, false
 		}
-		p.from = n
+		p.from, p.hasSince = n, false // a reconnect resumes where it stopped
 	}
 	slots, limit, what := &s.reads, s.cfg.MaxReads, "reads"
 	if events || p.wait > 0 {
@@ -230,6 +244,15 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 		return nil, false
 	}
 	rr := &readRequest{name: name, p: p, reader: reader, close: func() { closeReader(); slots.Add(-1) }}
+	if p.hasSince {
+		rr.p.from, err = reader.FindTime(ctx, p.since)
+		p.from = rr.p.from
+	}
+	if err != nil {
+		rr.close()
+		s.writeError(w, r, err)
+		return nil, false
+	}
 	if rr.pos, err = reader.Position(ctx); err == nil && p.from > rr.pos {
 		err = badRequest("from=%d is past the stream's position %d", p.from, rr.pos)
 	}
