@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/messagevault/messagevault"
@@ -32,6 +34,7 @@ type ReadMessage struct {
 type source interface {
 	Position(ctx context.Context) (int64, error)
 	Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error]
+	FindTime(ctx context.Context, t time.Time) (int64, error)
 }
 
 // Reader reads one stream.
@@ -141,6 +144,31 @@ func (r *Reader) Close() error {
 
 // Position returns the stream's committed position.
 func (r *Reader) Position(ctx context.Context) (int64, error) { return r.src.Position(ctx) }
+
+// Since returns the position of the first message written at or after t
+// (by its id's time, in milliseconds), or the committed position if none
+// was: where to read from to get what was published since t. It bisects
+// the stream, so it is quick on a large one.
+func (r *Reader) Since(ctx context.Context, t time.Time) (int64, error) {
+	return r.src.FindTime(ctx, t)
+}
+
+// ReadSince iterates the messages written at or after t, up to the
+// committed position: Messages from Since(t).
+func (r *Reader) ReadSince(ctx context.Context, t time.Time) iter.Seq2[ReadMessage, error] {
+	return func(yield func(ReadMessage, error) bool) {
+		from, err := r.Since(ctx, t)
+		if err != nil {
+			yield(ReadMessage{}, err)
+			return
+		}
+		for m, err := range r.Messages(ctx, from, -1) {
+			if !yield(m, err) {
+				return
+			}
+		}
+	}
+}
 
 // Records iterates the raw records from position from to position to (a
 // negative to: the committed position). Each record's slices are valid
@@ -426,6 +454,21 @@ type serverSource struct {
 func (s *serverSource) Position(ctx context.Context) (int64, error) {
 	_, _, pos, err := s.c.rawRecords(ctx, s.stream, 0, 1, 0)
 	return pos, err
+}
+
+// FindTime asks the server for the first record at or after t.
+func (s *serverSource) FindTime(ctx context.Context, t time.Time) (int64, error) {
+	path := fmt.Sprintf("/streams/%s/messages?format=raw&limit=1&since=%s", url.PathEscape(s.stream), url.QueryEscape(t.UTC().Format(time.RFC3339Nano)))
+	var data []byte
+	h, err := s.c.do(ctx, http.MethodGet, path, nil, "", &data)
+	if err != nil {
+		return 0, fmt.Errorf("find %v in %q: %w", t, s.stream, err)
+	}
+	next, err := strconv.ParseInt(h.Get("X-Messagevault-Next"), 10, 64)
+	if err != nil || next < int64(len(data)) {
+		return 0, fmt.Errorf("find %v in %q through the server: the answer has no valid X-Messagevault-Next header (%q)", t, s.stream, h.Get("X-Messagevault-Next"))
+	}
+	return next - int64(len(data)), nil
 }
 
 func (s *serverSource) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {

@@ -62,6 +62,28 @@ func cliSuite(t *testing.T, s *mvtest.Server, usersFlag []string) {
 	if len(raw) != 2*(25+1+3) {
 		t.Fatalf("raw read of 2 records: %d bytes", len(raw))
 	}
+	// --since: what was published from a time on, from storage and
+	// through the server; a duration means "ago".
+	mustCLI(t, s, "", "publish", "since", "before", "--key", "b")
+	time.Sleep(20 * time.Millisecond) // ids carry milliseconds: "before" is older than mark
+	mark := time.Now().UTC()
+	time.Sleep(20 * time.Millisecond)
+	mustCLI(t, s, "", "publish", "since", "later-1", "later-2", "--key", "s")
+	for _, via := range [][]string{nil, {"--via-server"}} {
+		got := mustCLI(t, s, "", append([]string{"read", "since", "--since", mark.Format(time.RFC3339Nano)}, via...)...)
+		if lines := strings.Split(strings.TrimSpace(got), "\n"); len(lines) != 2 || !strings.HasSuffix(lines[0], "\ts\tlater-1") {
+			t.Fatalf("read --since %v %v:\n%s", mark, via, got)
+		}
+	}
+	if got := mustCLI(t, s, "", "read", "since", "--since", "1h"); strings.Count(got, "\n") != 3 {
+		t.Fatalf("read --since 1h:\n%s", got)
+	}
+	if got := mustCLI(t, s, "", "read", "since", "--since", time.Now().Add(time.Hour).Format(time.RFC3339)); got != "" {
+		t.Fatalf("read --since an hour ahead:\n%s", got)
+	}
+	if out, errs, code := cli(t, s, "", "read", "cli", "--since", "last tuesday"); code != 2 || !strings.Contains(errs, "RFC 3339") {
+		t.Fatalf("read --since with a bad time: exit %d\n%s%s", code, out, errs)
+	}
 	tail := mustCLI(t, s, "", "tail", "cli", "--from", "0", "--count", "3")
 	if strings.Count(tail, "\n") != 3 {
 		t.Fatalf("tail --count 3:\n%s", tail)

@@ -337,6 +337,7 @@ type ReadCommand struct {
 	stdout, stderr io.Writer
 	tail           bool
 	from           int64
+	since          string
 	limit          int
 	format         string
 	viaServer      bool
@@ -345,11 +346,14 @@ type ReadCommand struct {
 // Command returns the cobra command ("read", or "tail" to follow).
 func (c *ReadCommand) Command() *cobra.Command {
 	use, short, example := "read STREAM", "Read messages of a stream", `  messagevault read orders --from 0 --limit 10
+  messagevault read orders --since 2026-12-04T05:00:00Z
+  messagevault read orders --since 15m                 # what was published in the last 15 minutes
   messagevault read orders --format json | jq .
   messagevault read orders --format raw > orders.records`
 	if c.tail {
 		use, short, example = "tail STREAM", "Follow a stream: print messages as they are committed", `  messagevault tail orders              # from now on
-  messagevault tail orders --from 0     # everything, then follow`
+  messagevault tail orders --from 0     # everything, then follow
+  messagevault tail orders --since 1h   # the last hour, then follow`
 	}
 	cmd := &cobra.Command{
 		Use:     use,
@@ -362,6 +366,14 @@ func (c *ReadCommand) Command() *cobra.Command {
 			case "text", "json", "raw":
 			default:
 				return usageError("--format %q: want text, json or raw", c.format)
+			}
+			if c.since != "" && cmd.Flags().Changed("from") {
+				return usageError("--from and --since: give one")
+			}
+			if c.since != "" {
+				if _, err := parseSince(c.since, time.Now()); err != nil {
+					return err
+				}
 			}
 			return c.Run(cmd.Context(), args[0])
 		},
@@ -378,9 +390,21 @@ func (c *ReadCommand) Command() *cobra.Command {
 	} else {
 		f.IntVar(&c.limit, "count", 0, "stop after this many messages (0: follow until interrupted)")
 	}
+	f.StringVar(&c.since, "since", "", "start at the first message published at or after this time: RFC 3339 (2026-12-04T05:00:00Z), or a duration ago (15m, 2h)")
 	f.StringVar(&c.format, "format", "text", "output: text, json or raw")
 	f.BoolVar(&c.viaServer, "via-server", false, "read through the server instead of storage")
 	return cmd
+}
+
+// parseSince reads --since: an RFC 3339 time, or a duration before now.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, usageError("--since %q: want a time in RFC 3339 (2026-12-04T05:00:00Z) or a duration ago (15m, 2h)", v)
 }
 
 // Run reads.
@@ -395,6 +419,15 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	}
 	defer r.Close()
 	from := c.from
+	if c.since != "" {
+		t, err := parseSince(c.since, time.Now())
+		if err != nil {
+			return err
+		}
+		if from, err = r.Since(ctx, t); err != nil {
+			return err
+		}
+	}
 	if from < 0 {
 		if from, err = r.Position(ctx); err != nil {
 			return err
