@@ -249,11 +249,20 @@ func (u *Users) Close() error {
 
 // read loads and decodes the file (none: no users).
 func (u *Users) read(ctx context.Context) (File, error) {
-	data, err := u.src.Load(ctx)
-	if err != nil && !isNotExist(err) {
-		return File{}, fmt.Errorf("load users from %s: %w", u.src, err)
+	data, err := u.load(ctx)
+	if err != nil {
+		return File{}, err
 	}
 	return u.decode(data)
+}
+
+// load returns the file's bytes (nil: there is none).
+func (u *Users) load(ctx context.Context) ([]byte, error) {
+	data, err := u.src.Load(ctx)
+	if err != nil && !isNotExist(err) {
+		return nil, fmt.Errorf("load users from %s: %w", u.src, err)
+	}
+	return data, nil
 }
 
 // decode parses the file data (nil: no users).
@@ -282,6 +291,23 @@ func (u *Users) decode(data []byte) (File, error) {
 		}
 	}
 	return f, nil
+}
+
+// clone returns a deep copy of f.
+func (f File) clone() File {
+	c := File{Users: make(map[string]*User, len(f.Users))}
+	for name, user := range f.Users {
+		c.Users[name] = &User{Password: user.Password, Claims: slices.Clone(user.Claims)}
+	}
+	if f.Tokens != nil {
+		c.Tokens = make(map[string]*Token, len(f.Tokens))
+		for id, t := range f.Tokens {
+			tc := *t
+			tc.Claims = slices.Clone(t.Claims)
+			c.Tokens[id] = &tc
+		}
+	}
+	return c
 }
 
 // set makes f the users.
@@ -491,22 +517,32 @@ func (u *Users) Lookup(name string) (Principal, bool) {
 }
 
 // update applies fn to a fresh copy of the file and saves it; once saved,
-// it is the users. If fn or the save fails, the users stay as they were.
+// it is the users. If fn or the save fails, the users are the file as
+// read: the read made the source's change check current, so what it
+// brought (a change made elsewhere) must not be dropped.
 func (u *Users) update(ctx context.Context, fn func(f *File) error) error {
 	u.srcMu.Lock()
 	defer u.srcMu.Unlock()
-	f, err := u.read(ctx)
+	data, err := u.load(ctx)
 	if err != nil {
 		return err
 	}
+	fresh, err := u.decode(data)
+	if err != nil {
+		return err
+	}
+	f := fresh.clone() // fn's own copy (fn changes it in place)
 	if err := fn(&f); err != nil {
+		u.set(fresh)
 		return err
 	}
-	data, err := json.MarshalIndent(f, "", "  ")
+	out, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
+		u.set(fresh)
 		return err
 	}
-	if err := u.src.Save(ctx, append(data, '\n')); err != nil {
+	if err := u.src.Save(ctx, append(out, '\n')); err != nil {
+		u.set(fresh)
 		return fmt.Errorf("save users to %s: %w", u.src, err)
 	}
 	u.set(f)

@@ -350,3 +350,55 @@ func TestTokenClaimsAreASubset(t *testing.T) {
 		t.Fatalf("a revoked token: %v", err)
 	}
 }
+
+// TestFailedUpdateSeesOutsideChanges: an update that fails (the user
+// exists) after reading the file installs what it read: a user removed
+// elsewhere meanwhile loses access at once, instead of when the file
+// changes again (the update's read made the change check see nothing new).
+func TestFailedUpdateSeesOutsideChanges(t *testing.T) {
+	ctx := context.Background()
+	u, path := open(t)
+	for _, name := range []string{"admin", "bob"} {
+		if err := u.Add(ctx, name, "pw", "all:read"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := auth.Open(ctx, auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	time.Sleep(10 * time.Millisecond) // a distinct mtime
+	if err := other.Remove(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Add(ctx, "admin", "pw2"); !errors.Is(err, auth.ErrUserExists) {
+		t.Fatalf("adding an existing user: %v", err)
+	}
+	if _, ok := u.Lookup("bob"); ok {
+		t.Fatal("bob, removed elsewhere, is still a user after a failed update")
+	}
+	time.Sleep(2 * auth.RefreshEvery)
+	if _, ok := u.Lookup("bob"); ok {
+		t.Fatal("bob, removed elsewhere, is still a user after the change checks")
+	}
+}
+
+// TestFirstAdminRace: two servers start at once on empty storage; the one
+// that loses the race to create admin starts anyway (no error, no
+// password).
+func TestFirstAdminRace(t *testing.T) {
+	ctx := context.Background()
+	a, path := open(t)
+	b, err := auth.Open(ctx, auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if pw, err := a.EnsureAdmin(ctx, ""); err != nil || pw == "" {
+		t.Fatalf("first admin: %q, %v", pw, err)
+	}
+	if pw, err := b.EnsureAdmin(ctx, ""); err != nil || pw != "" {
+		t.Fatalf("the second server's EnsureAdmin: %q, %v; want nothing to do", pw, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"sync"
@@ -34,14 +35,25 @@ func (s *FileSource) Load(ctx context.Context) ([]byte, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	data, err := os.ReadFile(s.Path)
+	f, err := os.Open(s.Path)
 	if err != nil {
 		if isNotExist(err) {
 			s.mtime, s.size = time.Time{}, 0
 		}
 		return nil, err
 	}
-	s.remember()
+	defer f.Close()
+	// What is remembered is the file read (the file replaced after the
+	// open has another time and size: the next check sees it).
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
+	}
+	s.mtime, s.size = st.ModTime(), st.Size()
 	return data, nil
 }
 
