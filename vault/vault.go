@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -186,19 +187,31 @@ func (v *Vault) release(e *entry) {
 	v.mu.Unlock()
 }
 
+// whileLeading bounds ctx by the leader's deadline (Config.Writer's), and
+// refuses with ErrNotLeader once it has passed: what changes a stream's
+// storage must not happen on a node whose leadership has lapsed.
+func (v *Vault) whileLeading(ctx context.Context, what string) (context.Context, context.CancelFunc, error) {
+	d := v.cfg.Writer.Deadline
+	if d == nil {
+		return ctx, func() {}, nil
+	}
+	till := d()
+	if !time.Now().Before(till) {
+		return nil, nil, fmt.Errorf("%s: %w", what, messagevault.ErrNotLeader)
+	}
+	ctx, cancel := context.WithDeadline(ctx, till)
+	return ctx, cancel, nil
+}
+
 func (v *Vault) open(ctx context.Context, name string) (*stream.Writer, error) {
 	// Opening a writer takes the stream over (on Azure it gives the blobs
 	// new ETags, fencing whoever wrote before): a node whose leadership
 	// has lapsed must not, or it would fence the real leader.
-	if d := v.cfg.Writer.Deadline; d != nil {
-		till := d()
-		if !time.Now().Before(till) {
-			return nil, fmt.Errorf("open stream %q: %w", name, messagevault.ErrNotLeader)
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, till)
-		defer cancel()
+	ctx, cancel, err := v.whileLeading(ctx, "open stream "+strconv.Quote(name))
+	if err != nil {
+		return nil, err
 	}
+	defer cancel()
 	pw, err := v.storage.OpenWriter(ctx, name)
 	if err != nil {
 		return nil, err
@@ -226,15 +239,21 @@ func (v *Vault) DeleteStream(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("delete %q: %w", name, messagevault.ErrNotDeletable)
 	}
+	what := "delete " + strconv.Quote(name)
+	ctx, cancel, err := v.whileLeading(ctx, what)
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	// hold stands in the writers' map while the stream is deleted: an
 	// entry being closed, which appends wait for.
 	hold := &entry{ready: make(chan struct{}), closing: make(chan struct{})}
 	close(hold.ready)
-	for {
+	for placed := false; !placed; {
 		v.mu.Lock()
 		if v.closed {
 			v.mu.Unlock()
-			return fmt.Errorf("delete %q: %w", name, messagevault.ErrClosed)
+			return fmt.Errorf("%s: %w", what, messagevault.ErrClosed)
 		}
 		e := v.writers[name]
 		if e == nil {
@@ -244,24 +263,39 @@ func (v *Vault) DeleteStream(ctx context.Context, name string) error {
 		}
 		closing := e.closing
 		v.mu.Unlock()
-		if closing == nil {
-			// An open (or opening) writer: close it, then look again.
+		if closing != nil {
 			select {
-			case <-e.ready:
+			case <-closing:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			if e.err == nil {
-				v.retire(name, e, false)
-			} else {
-				time.Sleep(time.Millisecond) // its opener is removing it
-			}
 			continue
 		}
+		// An open (or opening) writer: put hold in its place, then close
+		// it; appends waiting for it find hold.
 		select {
-		case <-closing:
+		case <-e.ready:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+		v.mu.Lock()
+		switch {
+		case v.writers[name] != e || e.closing != nil:
+		case e.err != nil:
+			v.mu.Unlock()
+			time.Sleep(time.Millisecond) // its opener is removing it
+			continue
+		default:
+			e.closing = make(chan struct{})
+			v.writers[name] = hold
+			placed = true
+		}
+		v.mu.Unlock()
+		if placed {
+			if err := e.w.Close(); err != nil {
+				v.log.Debug("closing stream writer", "stream", name, "err", err)
+			}
+			close(e.closing)
 		}
 	}
 	defer func() {
@@ -272,6 +306,12 @@ func (v *Vault) DeleteStream(ctx context.Context, name string) error {
 		close(hold.closing)
 		v.mu.Unlock()
 	}()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if dl := v.cfg.Writer.Deadline; dl != nil && !time.Now().Before(dl()) {
+		return fmt.Errorf("%s: %w", what, messagevault.ErrNotLeader) // lapsed while the writer closed
+	}
 	return d.DeleteStream(ctx, name)
 }
 

@@ -229,3 +229,30 @@ func TestDeleteWhileAppending(t *testing.T) {
 		t.Fatalf("the stream after the delete holds %d records from %d; %d were acknowledged after it", n, first, after.Load())
 	}
 }
+
+// TestNoDeletePastTheDeadline: a node whose leadership has lapsed does not
+// delete (the new leader may be writing the stream); a delete is bounded
+// by the deadline.
+func TestNoDeletePastTheDeadline(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	var lapsed atomic.Bool
+	deadline := func() time.Time {
+		if lapsed.Load() {
+			return time.Now().Add(-time.Second)
+		}
+		return time.Now().Add(time.Hour)
+	}
+	v := vault.New(s, vault.Config{Writer: stream.WriterConfig{Deadline: deadline}})
+	defer v.Close()
+	if _, err := v.Append(ctx, "kept", msgs(1)); err != nil {
+		t.Fatal(err)
+	}
+	lapsed.Store(true)
+	if err := v.DeleteStream(ctx, "kept"); !errors.Is(err, messagevault.ErrNotLeader) {
+		t.Fatalf("delete past the deadline: %v; want ErrNotLeader", err)
+	}
+	if names, err := s.Streams(ctx); err != nil || len(names) != 1 {
+		t.Fatalf("storage holds %v (%v) after a refused delete", names, err)
+	}
+}
