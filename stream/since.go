@@ -14,7 +14,13 @@ import (
 // Finding records by position alone. A record written at position p
 // starts with the version byte and an id that carries p (bytes 8..13 of
 // the record): a reader that lands anywhere can find the next record by
-// looking for that header, and confirms it by the record's checksum.
+// looking for that header, and confirms it by the record's checksum and
+// by walking on: the records after it must follow back to back, each
+// naming its own position, across the rest of what was read. A message
+// value can hold bytes that look like records naming their positions (a
+// publisher can make them); such a chain breaks where the value ends,
+// unless its last record ends exactly where the real one does, which
+// takes forging the real record's checksum.
 
 // probeWindow is what a probe reads: enough for a largest record that
 // starts anywhere in its first half.
@@ -51,7 +57,20 @@ func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 			lo = at + int64(rec.Size())
 		}
 	}
-	for rec, err := range r.Records(ctx, lo, ans) {
+	at, err := r.scanTime(ctx, lo, ans, want)
+	if err != nil && lo != 0 && ctx.Err() == nil {
+		// lo was reached by probing: if the records do not follow from
+		// there, do not report damage that may not be; scan from the
+		// start, which is a record's for certain.
+		at, err = r.scanTime(ctx, 0, ans, want)
+	}
+	return at, err
+}
+
+// scanTime returns the first record in [from, to) whose id time is at or
+// after want (milliseconds since the id epoch), or to.
+func (r *Reader) scanTime(ctx context.Context, from, to, want int64) (int64, error) {
+	for rec, err := range r.Records(ctx, from, to) {
 		if err != nil {
 			return 0, err
 		}
@@ -59,7 +78,7 @@ func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 			return rec.Offset, nil
 		}
 	}
-	return ans, nil
+	return to, nil
 }
 
 // recordFrom finds the first record that starts in [q, limit) (limit ≤
@@ -80,14 +99,15 @@ func (r *Reader) recordFrom(ctx context.Context, buf []byte, q, limit, pos int64
 		if b[k] != formats.Version || k+18 > n {
 			continue
 		}
-		var id formats.ID
-		copy(id[:], b[k+2:k+18])
-		if id.Offset() != q+int64(k) {
+		if !namesPosition(b[k:], q+int64(k)) {
 			continue
 		}
 		rec, size, err := formats.DecodeRecord(b[k:])
 		if err != nil || q+int64(k+size) > pos {
 			continue
+		}
+		if end, ok := walk(b, q, k); !ok || (end < n && q+int64(n) == pos) {
+			continue // a chain that breaks, or stops short of the committed end
 		}
 		rec.Offset = q + int64(k)
 		return rec, rec.Offset, true, nil
@@ -98,6 +118,41 @@ func (r *Reader) recordFrom(ctx context.Context, buf []byte, q, limit, pos int64
 		return rec, 0, false, r.corrupt(q, fmt.Errorf("no record starts in the %d bytes from here", span))
 	}
 	return rec, 0, false, nil
+}
+
+// namesPosition reports whether b starts with a record header naming
+// position at.
+func namesPosition(b []byte, at int64) bool {
+	if len(b) < 18 || b[0] != formats.Version {
+		return false
+	}
+	var id formats.ID
+	copy(id[:], b[2:18])
+	return id.Offset() == at
+}
+
+// walk decodes records back to back from b[k:] (b holds the stream from
+// position base), each naming its own position. It returns where the
+// walk ended in b, and false if a record there is not one (rather than
+// cut off by the end of b).
+func walk(b []byte, base int64, k int) (end int, ok bool) {
+	for k < len(b) {
+		if len(b)-k < 18 {
+			return k, true // cut off
+		}
+		if !namesPosition(b[k:], base+int64(k)) {
+			return k, false
+		}
+		_, size, err := formats.DecodeRecord(b[k:])
+		if errors.Is(err, formats.ErrTruncated) {
+			return k, true
+		}
+		if err != nil {
+			return k, false
+		}
+		k += size
+	}
+	return k, true
 }
 
 // LastRecord returns the record that ends at pos, the committed position
@@ -116,11 +171,23 @@ func LastRecord(ctx context.Context, pages messagevault.PageReader, pos int64) (
 		}
 		return rec, false, fmt.Errorf("read the last record: %w", err)
 	}
-	for k := len(b) - formats.RecordOverhead; k >= 0; k-- {
-		rec, n, err := formats.DecodeRecord(b[k:])
-		if err == nil && n == len(b)-k && rec.ID.Offset() == from+int64(k) {
-			rec.Offset = from + int64(k)
-			return rec, true, nil
+	// The first record start in b from which records follow back to back
+	// up to pos exactly: its chain runs through the real records (see
+	// walk), and its last record is the last one.
+	for k := 0; k+formats.RecordOverhead <= len(b); k++ {
+		if !namesPosition(b[k:], from+int64(k)) {
+			continue
+		}
+		if end, ok := walk(b, from, k); !ok || end != len(b) {
+			continue
+		}
+		for {
+			rec, n, _ := formats.DecodeRecord(b[k:])
+			if k+n == len(b) {
+				rec.Offset = from + int64(k)
+				return rec, true, nil
+			}
+			k += n
 		}
 	}
 	return rec, false, fmt.Errorf("no record ends at the committed position %d: %w", pos, messagevault.ErrCorrupt)

@@ -111,3 +111,60 @@ func TestIDsNeverGoBackInTime(t *testing.T) {
 		last = rec.ID.Time()
 	}
 }
+
+// TestFindTimeWithForgedRecords: a publisher whose values are chains of
+// fake records, each naming its own position in the stream and carrying
+// a time of its choosing (here the id epoch and the far future), does not
+// make FindTime fail or answer otherwise than a scan from the start.
+func TestFindTimeWithForgedRecords(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	base := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	var now atomic.Int64
+	w := openMem(t, s, stream.WriterConfig{Now: func() time.Time { return base.Add(time.Duration(now.Load()) * time.Millisecond) }})
+	key := []byte("k")
+	for i := range 200 {
+		now.Store(int64(i * 5))
+		// The value starts 21+len(key) bytes into the record; it is filled
+		// with fake records back to back, each naming where it lies.
+		at := w.Position() + 21 + int64(len(key))
+		var val []byte
+		for len(val) < 30000 {
+			fakeMs := int64(1)
+			if i%2 == 1 {
+				fakeMs = 1 << 40 // the far future
+			}
+			id := formats.NewID(fakeMs, at+int64(len(val)), 7)
+			var err error
+			if val, err = formats.AppendRecord(val, id, messagevault.NewMessage([]byte("fake"), make([]byte, 100), 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.Append(ctx, []messagevault.Message{messagevault.NewMessage(key, val, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := stream.NewReader("test", memReader(t, s), stream.ReaderConfig{})
+	pos, _ := r.Position(ctx)
+	var all []int64 // offsets, one record per millisecond step
+	for rec, err := range r.Records(ctx, 0, -1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, rec.Offset)
+	}
+	for _, d := range []int{-1, 0, 1, 4, 5, 6, 333, 500, 501, 995, 996} {
+		want := pos
+		if i := (d + 4) / 5; d <= 995 {
+			want = all[max(i, 0)]
+		}
+		got, err := r.FindTime(ctx, base.Add(time.Duration(d)*time.Millisecond))
+		if err != nil || got != want {
+			t.Errorf("FindTime(base%+dms) = %d, %v; want %d", d, got, err, want)
+		}
+	}
+	last, ok, err := stream.LastRecord(ctx, memReader(t, s), pos)
+	if err != nil || !ok || last.Offset != all[len(all)-1] {
+		t.Errorf("LastRecord = %d, %v, %v; want %d", last.Offset, ok, err, all[len(all)-1])
+	}
+}

@@ -206,10 +206,15 @@ func (w *Writer) load(ctx context.Context) error {
 	}
 	// Ids never go back in time along the stream, even when this
 	// writer's clock is behind the last one's (another node, a clock
-	// step): reads "since a time" bisect on them. A last record that
-	// cannot be read leaves that to the clock.
-	if last, ok, err := LastRecord(ctx, w.pages, w.tail.Position()); err == nil && ok {
+	// step): reads "since a time" bisect on them. Storage that fails
+	// fails the open (it is retried); a damaged last record leaves that
+	// to the clock.
+	last, ok, err := LastRecord(ctx, w.pages, w.tail.Position())
+	switch {
+	case err == nil && ok:
 		w.lastMs = max(w.lastMs, int64(last.ID.Millis()))
+	case err != nil && !errors.Is(err, messagevault.ErrCorrupt):
+		return fmt.Errorf("read the last record's time: %w", err)
 	}
 	w.recover = false
 	return nil
