@@ -21,6 +21,7 @@ type Server struct {
 
 	http  *http.Server
 	api   *server.Server
+	users *auth.Users
 	vault *vault.Vault
 	dir   string
 }
@@ -46,7 +47,7 @@ func StartServer(storage messagevault.Storage) (*Server, error) {
 		return nil, err
 	}
 	api := server.New(server.Config{Vault: v, Users: users})
-	s := &Server{URL: "http://" + ln.Addr().String(), User: "bench", Password: pw, vault: v, dir: dir, api: api,
+	s := &Server{URL: "http://" + ln.Addr().String(), User: "bench", Password: pw, vault: v, dir: dir, api: api, users: users,
 		http: &http.Server{Handler: api}}
 	go s.http.Serve(ln)
 	return s, nil
@@ -56,7 +57,7 @@ func StartServer(storage messagevault.Storage) (*Server, error) {
 func (s *Server) Close() error {
 	s.api.BeginShutdown()
 	err := s.http.Shutdown(context.Background())
-	err = errors.Join(err, s.api.Close(), s.vault.Close())
+	err = errors.Join(err, s.api.Close(), s.vault.Close(), s.users.Close())
 	os.RemoveAll(s.dir)
 	return err
 }

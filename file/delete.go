@@ -66,7 +66,8 @@ func (s *Storage) bury(stream string) (string, error) {
 	return grave, nil
 }
 
-// removeBuried removes the folders of deletions a crash interrupted.
+// removeBuried removes the folders of deletions a crash interrupted (what
+// it cannot remove waits for the next start).
 func removeBuried(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -85,10 +85,9 @@ func Open(dir string) (*Storage, error) {
 	if err := lock.Truncate(0); err == nil {
 		_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	if err := removeBuried(abs); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("open data directory %q: %w", abs, err)
-	}
+	// Deletions a crash interrupted are finished in the background: a
+	// folder that cannot be removed must not keep the node from leading.
+	go removeBuried(abs)
 	return &Storage{dir: abs, lock: lock, writers: map[string]bool{}}, nil
 }
 

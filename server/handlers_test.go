@@ -1344,6 +1344,10 @@ func TestReadSince(t *testing.T) {
 			t.Errorf("since=%s: %v from %d, want %s from %d", tc.since, values, first, tc.want, tc.first)
 		}
 	}
+	// An offset's "+" sent unencoded (it arrives as a space).
+	if rec := serve(t, h, call{method: "GET", path: "/streams/orders/messages?since=2026-12-04T06:00:01.5+01:00", user: "ann"}); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"Value":"third"`) || strings.Contains(rec.Body.String(), `"Value":"second"`) {
+		t.Errorf("since with an unencoded +: %d %s", rec.Code, rec.Body)
+	}
 	if first, values, next := read("2026-12-04T05:00:03Z"); first != -1 || len(values) != 0 || next != pos {
 		t.Errorf("since after the last message: %v from %d, Next %d; want none, Next %d", values, first, next, pos)
 	}

@@ -98,7 +98,8 @@ func parseReadParams(r *http.Request) (readParams, error) {
 		p.wait = time.Duration(f * float64(time.Second))
 	}
 	if v := q.Get("since"); v != "" {
-		t, err := time.Parse(time.RFC3339Nano, v)
+		// An offset's "+" sent unencoded arrives as a space.
+		t, err := time.Parse(time.RFC3339Nano, strings.ReplaceAll(v, " ", "+"))
 		if err != nil {
 			return p, badRequest("since=%q: want a time in RFC 3339, such as 2026-12-04T05:00:00Z or 2026-12-04T06:00:00.250+01:00", v)
 		}

@@ -35,7 +35,7 @@ func TestOperationErrorsExit1(t *testing.T) {
 			t.Errorf("server error %q: exit %d, want 1 (stderr %q)", msg, code, stderr.String())
 		}
 	}
-	for _, args := range [][]string{{"nonsense"}, {"users", "nonsense"}, {"version", "extra"}, {"grants", "revoke"}, {"grants", "revoke", "a", "b"}} {
+	for _, args := range [][]string{{"nonsense"}, {"users", "nonsense"}, {"version", "extra"}, {"grants", "revoke"}, {"grants", "revoke", "a", "b"}, {"completion", "bash", "extra"}} {
 		var stdout, stderr bytes.Buffer
 		m := &Main{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}
 		if code := m.Run(context.Background(), args); code != 2 {

@@ -58,6 +58,8 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		(&BenchCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VersionCommand{stdout: m.Stdout}).Command(),
 	)
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
 	typeArgErrors(root)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

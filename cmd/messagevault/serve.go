@@ -375,11 +375,14 @@ func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, 
 			if err != nil {
 				return err
 			}
-			n.api.Load().SetVault(vault.New(m.Storage(store), vault.Config{
+			old := n.api.Load().SetVault(vault.New(m.Storage(store), vault.Config{
 				IdleTimeout: c.IdleTimeout,
 				Logger:      log,
 				Writer:      stream.WriterConfig{Deadline: node.Deadline, Observer: m},
 			}))
+			if old != nil {
+				old.Close() // not expected: elections and demotions alternate
+			}
 			return nil
 		},
 		OnDemoted: func() {
