@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
@@ -117,11 +118,41 @@ func isIP(host string) bool {
 	return strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":")
 }
 
+// delegationKey is the user delegation key grants are signed with, asked
+// for once and used until it no longer covers a new grant's lifetime.
+type delegationKey struct {
+	mu     sync.Mutex
+	key    *service.UserDelegationCredential
+	expiry time.Time
+}
+
+// get returns a key valid until at least until, asking the account for a
+// new one (valid MaxDelegatedGrant) when the one it has is not.
+func (d *delegationKey) get(ctx context.Context, svc *service.Client, until time.Time) (*service.UserDelegationCredential, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.key != nil && !d.expiry.Before(until) {
+		return d.key, nil
+	}
+	now := time.Now().UTC()
+	start, expiry := now.Add(-5*time.Minute), now.Add(MaxDelegatedGrant)
+	key, err := svc.GetUserDelegationCredential(ctx, service.KeyInfo{
+		Start:  to.Ptr(start.Format(sas.TimeFormat)),
+		Expiry: to.Ptr(expiry.Format(sas.TimeFormat)),
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.key, d.expiry = key, expiry.Truncate(time.Second) // the key's times have whole seconds
+	return key, nil
+}
+
 // delegatedGrant returns a read grant of an account signed into with
 // Microsoft Entra ID: a user delegation SAS for the stream's container,
 // read and list, HTTPS only, from five minutes ago until ttl from now
-// (at most MaxDelegatedGrant). Each grant is signed by its own user
-// delegation key, valid exactly as long as the grant.
+// (at most MaxDelegatedGrant). Grants are signed by a user delegation key
+// valid MaxDelegatedGrant, asked for again when it no longer covers a new
+// grant's lifetime; the grant's own expiry is what bounds it.
 //
 // Such grants cannot be revoked one stream at a time (a user delegation
 // SAS cannot name a stored access policy): see RevokeGrants.
@@ -135,11 +166,8 @@ func (s *Storage) delegatedGrant(ctx context.Context, stream string, ttl time.Du
 	}
 	ttl = min(ttl, MaxDelegatedGrant)
 	now := time.Now().UTC()
-	start, expiry := now.Add(-5*time.Minute), now.Add(ttl)
-	key, err := s.svc.GetUserDelegationCredential(ctx, service.KeyInfo{
-		Start:  to.Ptr(start.Format(sas.TimeFormat)),
-		Expiry: to.Ptr(expiry.Format(sas.TimeFormat)),
-	}, nil)
+	start, expiry := now.Add(-5*time.Minute), now.Add(ttl).Truncate(time.Second)
+	key, err := s.udk.get(ctx, s.svc, expiry)
 	if err != nil {
 		return "", fmt.Errorf("read grant for %q: get a user delegation key (the server's identity needs a role with generateUserDelegationKey, such as Storage Blob Data Contributor or Storage Blob Delegator): %w", stream, err)
 	}

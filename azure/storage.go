@@ -105,6 +105,7 @@ type Storage struct {
 	account string
 	key     *container.SharedKeyCredential // the account key of the connection string, or nil
 	cred    azcore.TokenCredential         // Microsoft Entra ID's credential, or nil
+	udk     delegationKey                  // the user delegation key grants are signed with (Entra ID)
 
 	mu      sync.Mutex
 	writers map[string]bool

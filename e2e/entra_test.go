@@ -109,9 +109,31 @@ func TestEntraID(t *testing.T) {
 	// Restarted, the server finds its users and its streams again.
 	s.Signal(9)
 	s.Wait(10 * time.Second)
-	s = mvtest.Start(t, t.TempDir(), env, "--azure="+az.AccountURL())
+	s = mvtest.Start(t, t.TempDir(), env, "--azure="+az.AccountURL(), "--grant-ttl", "1h")
 	if pos := position(t, s, "orders"); pos != recordSize("k1", "one")+recordSize("k2", "two")+recordSize("k3", "three") {
 		t.Fatalf("position after restart: %d", pos)
+	}
+	// Grants shorter than the key are signed with one user delegation
+	// key (one request to Azure for many grants), and last --grant-ttl.
+	var keys []string
+	for range 2 {
+		status, body, _ := do(t, s.Request("GET", "/streams/orders", admin, adminPass, nil, ""))
+		var g struct{ Signature string }
+		mustDecode(t, body, &g)
+		u, err := url.Parse(g.Signature)
+		if status != http.StatusOK || err != nil {
+			t.Fatalf("grant: %d %s", status, body)
+		}
+		q := u.Query()
+		se, err := time.Parse(time.RFC3339, q.Get("se"))
+		if err != nil || time.Until(se) > time.Hour || time.Until(se) < 50*time.Minute {
+			t.Fatalf("grant expiry %q with --grant-ttl 1h", q.Get("se"))
+		}
+		keys = append(keys, q.Get("skt")+" "+q.Get("ske"))
+		time.Sleep(1100 * time.Millisecond) // a new key would have other times
+	}
+	if keys[0] != keys[1] {
+		t.Fatalf("two 1-hour grants were signed with different keys: %v", keys)
 	}
 }
 
