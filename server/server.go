@@ -675,31 +675,26 @@ func (s *Server) handleGrant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"Signature": url})
 }
 
-// adminStream is the prologue of the stream routes for administrators: the
-// user, authenticated and holding all:write, and the stream's name. When
-// it returns false the answer is written.
-func (s *Server) adminStream(w http.ResponseWriter, r *http.Request) (auth.Principal, string, bool) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return p, "", false
+// adminStream is the prologue of the stream routes for administrators
+// (admin), and the stream's name. When it returns false the answer is
+// written.
+func (s *Server) adminStream(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if !s.admin(w, r) {
+		return "", false
 	}
 	name, err := messagevault.NormalizeStreamName(r.PathValue("stream"))
 	if err != nil {
 		s.writeError(w, r, err)
-		return p, "", false
+		return "", false
 	}
-	if !p.CanAdmin() {
-		s.writeError(w, r, forbidden(p.Name, "all:write"))
-		return p, "", false
-	}
-	return p, name, true
+	return name, true
 }
 
 // handleRevokeGrants serves DELETE /streams/{stream}/grants: every read
 // grant of the stream handed out so far stops working at once (Azure);
 // for users who manage users (all:write).
 func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
-	p, name, ok := s.adminStream(w, r)
+	name, ok := s.adminStream(w, r)
 	if !ok {
 		return
 	}
@@ -712,7 +707,7 @@ func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("revoked every read grant of a stream", "stream", name, "by", p.Name)
+	s.log.Info("revoked every read grant of a stream", "stream", name, "by", userOf(r))
 	writeJSON(w, http.StatusOK, map[string]any{"Stream": name, "Revoked": true})
 }
 
@@ -721,7 +716,7 @@ func (s *Server) handleRevokeGrants(w http.ResponseWriter, r *http.Request) {
 // manage users (all:write). A follower forwards it to the leader, which
 // writes.
 func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
-	p, name, ok := s.adminStream(w, r)
+	name, ok := s.adminStream(w, r)
 	if !ok {
 		return
 	}
@@ -734,7 +729,7 @@ func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("deleted a stream", "stream", name, "by", p.Name)
+	s.log.Info("deleted a stream", "stream", name, "by", userOf(r))
 	writeJSON(w, http.StatusOK, map[string]any{"Stream": name, "Deleted": true})
 }
 
