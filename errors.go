@@ -1,6 +1,9 @@
 package messagevault
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors shared by every package. Wrap them with context
 // (fmt.Errorf("append %q: %w", stream, err)) and test with errors.Is; the
@@ -52,4 +55,20 @@ var (
 	ErrStreamBeingDeleted = errors.New("the stream was deleted moments ago and its storage is still being removed")
 	// ErrNotDeletable reports a storage whose streams cannot be deleted.
 	ErrNotDeletable = errors.New("this storage cannot delete streams")
+	// ErrTrimmed reports a read below a stream's first stored position:
+	// those records were trimmed or removed by retention. It comes as a
+	// *TrimmedError that says where the stream now starts.
+	ErrTrimmed = errors.New("the records there were removed (trimmed)")
 )
+
+// TrimmedError reports a read at Offset, below the stream's Start.
+type TrimmedError struct {
+	Offset, Start int64
+}
+
+func (e *TrimmedError) Error() string {
+	return fmt.Sprintf("position %d: %v: the stream now starts at %d", e.Offset, ErrTrimmed, e.Start)
+}
+
+// Unwrap makes errors.Is(err, ErrTrimmed) true.
+func (e *TrimmedError) Unwrap() error { return ErrTrimmed }

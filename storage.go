@@ -30,18 +30,44 @@ type Storage interface {
 	Close() error
 }
 
+// Extent is what a stream's committed position record holds: its length,
+// the first position still stored, and where its last segment starts.
+// The writer commits all three at once; a read grant reads them.
+type Extent struct {
+	// Position is the committed length in bytes.
+	Position int64
+	// Start is the first position still stored: 0 until the stream is
+	// trimmed, then the start of its oldest remaining segment.
+	Start int64
+	// Segment is the start of the active (last) segment.
+	Segment int64
+}
+
 // PageReader is the read-only view of one stream that consumers need: the
-// committed position and byte ranges of the records blob. It is all that a
-// read grant (a SAS URL, a file:// URL) gives.
+// committed extent and byte ranges of the records. It is all that a read
+// grant (a SAS URL, a file:// URL) gives.
+//
+// A stream's records are stored in a chain of segments (package segment),
+// each a blob named by the position of its first record; a PageReader
+// hides the chain: offsets are stream positions.
 type PageReader interface {
 	// Position returns the stream's committed length in bytes. Bytes at or
 	// past it are not part of the stream.
 	Position(ctx context.Context) (int64, error)
 
-	// ReadAt reads len(p) bytes of the records blob starting at off. It
+	// Extent returns the committed position record: the position, the
+	// first stored position and the active segment's start.
+	Extent(ctx context.Context) (Extent, error)
+
+	// Segments returns the starts of the stream's stored segments, oldest
+	// first, as of a fresh Extent.
+	Segments(ctx context.Context) ([]int64, error)
+
+	// ReadAt reads len(p) bytes of the records starting at off. It
 	// returns fewer bytes only together with an error; past the end of the
-	// blob that error is io.EOF. Callers must not read past Position:
-	// bytes there are garbage.
+	// last segment's blob that error is io.EOF. Callers must not read past
+	// Position: bytes there are garbage. A read below the stream's Start
+	// fails with a *TrimmedError.
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 
 	// Close releases the reader.
@@ -51,27 +77,52 @@ type PageReader interface {
 // PageWriter is what the stream writer needs from storage. Only one
 // PageWriter per stream exists at a time; methods are called from one
 // goroutine at a time.
+//
+// Size, Grow and WritePages act on the active segment, in stream
+// positions: byte 0 of a segment's blob is position
+// segment.Base(start), the page that holds its first record, so pages
+// line up with the stream's pages.
 type PageWriter interface {
 	PageReader
 
-	// Size returns the size of the records blob, a multiple of PageSize.
+	// Size returns the position where the active segment's blob ends, a
+	// multiple of PageSize.
 	Size(ctx context.Context) (int64, error)
 
-	// Grow makes the records blob at least size bytes long (a multiple of
-	// PageSize). It never shrinks the blob; new bytes read as zeros.
+	// Grow makes the active segment's blob reach at least position size
+	// (a multiple of PageSize). It never shrinks the blob; new bytes read
+	// as zeros.
 	Grow(ctx context.Context, size int64) error
 
-	// WritePages writes p at off. Both off and len(p) must be multiples of
-	// PageSize and off+len(p) must not pass Size, or it returns an error
+	// WritePages writes p at off in the active segment. Both off and
+	// len(p) must be multiples of PageSize, and [off, off+len(p)) must
+	// lie within the active segment's blob, or it returns an error
 	// wrapping ErrOutOfRange and writes nothing. The bytes are not durable
 	// until Flush returns; a write can be torn by a crash.
 	WritePages(ctx context.Context, off int64, p []byte) error
 
-	// Flush makes every completed WritePages durable (fdatasync locally; a
-	// no-op where storage acknowledges only durable writes).
+	// Roll starts a new, empty segment at start, a record boundary past
+	// the active segment's start, and makes it the active one: the next
+	// Grow and WritePages act on it. It is part of the stream once the
+	// next CommitPosition returns; until then a crash leaves it behind as
+	// garbage that the next writer removes. A segment left behind by an
+	// earlier roll that was never committed is replaced.
+	Roll(ctx context.Context, start int64) error
+
+	// Trim makes start, the start of a stored segment no later than the
+	// active one, the stream's first stored position: it durably records
+	// it with the committed position, then removes the segments before
+	// it. A crash between the two leaves segments that no reader looks at
+	// and the next writer removes.
+	Trim(ctx context.Context, start int64) error
+
+	// Flush makes every completed WritePages durable, in every segment
+	// written since the last Flush (fdatasync locally; a no-op where
+	// storage acknowledges only durable writes).
 	Flush(ctx context.Context) error
 
-	// CommitPosition durably records pos as the stream's committed length.
+	// CommitPosition durably records pos as the stream's committed length,
+	// together with the active segment and the stream's start (Extent).
 	// It returns an error wrapping ErrFenced if another writer has changed
 	// the stream since this PageWriter was opened or last committed (only
 	// its own open and commits set that condition; Position does not); the
@@ -96,9 +147,11 @@ type PageWriter interface {
 	// Refence is called after an error whose outcome is unknown, before
 	// the writer reloads the position: when it returns, no request this
 	// PageWriter sent earlier can still land (on Azure the blobs get new
-	// ETags, so a late write or commit fails its condition), and the
-	// position it will read is durable. It returns an error wrapping
-	// ErrFenced if another writer has taken the stream.
+	// ETags, so a late write or commit fails its condition), the
+	// position it will read is durable, and the active segment is the
+	// committed one again (a roll that was not committed is undone). It
+	// returns an error wrapping ErrFenced if another writer has taken the
+	// stream.
 	Refence(ctx context.Context) error
 }
 

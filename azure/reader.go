@@ -13,45 +13,35 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/segment"
 )
 
-var _ messagevault.PageReader = (*reader)(nil)
+var _ segment.Store = (*reader)(nil)
 
 // RenewFunc returns a fresh read grant (a container SAS URL) when the one
 // in use has expired: a client asks the server's GET /streams/{stream}.
 type RenewFunc func(ctx context.Context) (string, error)
 
-// reader reads one stream's blobs, with the account key or a SAS grant.
+// reader is the segment.Store of one stream's container, read with the
+// account's credential or a SAS grant.
 type reader struct {
-	mu       sync.Mutex
-	cc       *container.Client
-	records  *pageblob.Client
-	position *pageblob.Client
-	renew    RenewFunc
-	opts     *container.ClientOptions
+	mu    sync.Mutex
+	cc    *container.Client
+	renew RenewFunc
+	opts  *container.ClientOptions
 	// missingOK makes a stream that does not exist yet read as empty, as
 	// a consumer waiting for it sees it (the original did the same).
 	missingOK bool
 }
 
 func newReader(cc *container.Client, renew RenewFunc) *reader {
-	r := &reader{renew: renew}
-	r.set(cc)
-	return r
+	return &reader{cc: cc, renew: renew}
 }
 
-func (r *reader) set(cc *container.Client) {
+func (r *reader) client() *container.Client {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cc = cc
-	r.records = cc.NewPageBlobClient(RecordsBlob)
-	r.position = cc.NewPageBlobClient(PositionBlob)
-}
-
-func (r *reader) clients() (*pageblob.Client, *pageblob.Client) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.records, r.position
+	return r.cc
 }
 
 // OpenGrant opens the stream behind a read grant, a container SAS URL, with
@@ -64,9 +54,10 @@ func OpenGrant(ctx context.Context, grantURL string, renew RenewFunc, cfg Config
 	if err != nil {
 		return nil, fmt.Errorf("azure: read grant URL: %w", err)
 	}
-	r := newReader(cc, renew)
-	r.opts = opts
-	r.missingOK = true
+	st := newReader(cc, renew)
+	st.opts = opts
+	st.missingOK = true
+	r := segment.NewReader(st)
 	if _, err := r.Position(ctx); err != nil {
 		return nil, err
 	}
@@ -92,9 +83,8 @@ func (g GrantReader) OpenGrant(ctx context.Context, grant string, renew func(con
 }
 
 // retry runs op, renewing an expired grant once.
-func (r *reader) retry(ctx context.Context, op func(records, position *pageblob.Client) error) error {
-	records, position := r.clients()
-	err := op(records, position)
+func (r *reader) retry(ctx context.Context, op func(cc *container.Client) error) error {
+	err := op(r.client())
 	if err == nil || r.renew == nil || !bloberror.HasCode(err, bloberror.AuthenticationFailed, bloberror.AuthorizationFailure) {
 		return err
 	}
@@ -106,40 +96,79 @@ func (r *reader) retry(ctx context.Context, op func(records, position *pageblob.
 	if rerr != nil {
 		return fmt.Errorf("%w (the renewed read grant is not a URL: %w)", err, rerr)
 	}
-	r.set(cc)
-	records, position = r.clients()
-	return op(records, position)
+	r.mu.Lock()
+	r.cc = cc
+	r.mu.Unlock()
+	return op(cc)
 }
 
-func (r *reader) Position(ctx context.Context) (int64, error) {
-	var pos int64
-	err := r.retry(ctx, func(_, position *pageblob.Client) error {
-		props, err := position.GetProperties(ctx, nil)
+func (r *reader) Extent(ctx context.Context) (messagevault.Extent, error) {
+	var e messagevault.Extent
+	err := r.retry(ctx, func(cc *container.Client) error {
+		props, err := cc.NewPageBlobClient(PositionBlob).GetProperties(ctx, nil)
 		if err != nil {
 			if r.missingOK && bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
-				pos = 0
+				e = messagevault.Extent{}
 				return nil
 			}
 			return err
 		}
-		pos, err = parsePosition(props.Metadata)
+		e, err = parseExtent(props.Metadata)
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read position: %w", mapError(err))
+		return messagevault.Extent{}, fmt.Errorf("read position: %w", mapError(err))
 	}
-	return pos, nil
+	return e, nil
 }
 
-func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	n := 0
-	err := r.retry(ctx, func(records, _ *pageblob.Client) error {
+func (r *reader) List(ctx context.Context) ([]int64, error) {
+	var starts []int64
+	err := r.retry(ctx, func(cc *container.Client) error {
+		starts = starts[:0]
 		var err error
-		n, err = readRange(ctx, records, p, off)
+		starts, err = listSegments(ctx, cc)
+		if r.missingOK && bloberror.HasCode(err, bloberror.ContainerNotFound) {
+			starts, err = []int64{0}, nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, mapError(err)
+	}
+	return starts, nil
+}
+
+// listSegments returns the starts of the segment blobs in cc.
+func listSegments(ctx context.Context, cc *container.Client) ([]int64, error) {
+	var starts []int64
+	pager := cc.NewListBlobsFlatPager(nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range page.Segment.BlobItems {
+			if b.Name == nil {
+				continue
+			}
+			if st, ok := segment.Parse(*b.Name); ok {
+				starts = append(starts, st)
+			}
+		}
+	}
+	return starts, nil
+}
+
+func (r *reader) ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error) {
+	n := 0
+	err := r.retry(ctx, func(cc *container.Client) error {
+		var err error
+		n, err = readRange(ctx, cc.NewPageBlobClient(segment.Name(start)), p, off)
 		return err
 	})
 	if err != nil && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("read %d bytes at %d: %w", len(p), off, mapError(err))
+		return n, fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, segment.Name(start), mapError(err))
 	}
 	return n, err
 }

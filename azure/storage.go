@@ -19,6 +19,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/segment"
 )
 
 // Names of the v1 layout.
@@ -27,12 +28,16 @@ const (
 	ContainerPrefix = "mv-"
 	// SysContainer holds the users file and the leader lease.
 	SysContainer = "mv-sys"
-	// RecordsBlob is the records page blob of a stream's first segment.
+	// RecordsBlob is the records page blob of a stream's first segment;
+	// later segments are named by their start (package segment).
 	RecordsBlob = "000000000000.b7"
 	// PositionBlob holds the committed length in its metadata.
 	PositionBlob = "position.c7"
 	// PositionKey is the metadata key of the committed length.
 	PositionKey = "position"
+	// SegmentKey and StartKey are the metadata keys of the active
+	// segment's start and the first stored position (absent: 0).
+	SegmentKey, StartKey = "segment", "start"
 	// StateBlob0 and StateBlob1 are the writer's two state slots (block
 	// blobs holding its producer table, written alternately). Readers of
 	// the v1 layout ignore them.
@@ -196,7 +201,7 @@ func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.P
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
-	r := newReader(s.container(stream), nil)
+	r := segment.NewReader(newReader(s.container(stream), nil))
 	if _, err := r.Position(ctx); err != nil {
 		return nil, fmt.Errorf("open reader %q: %w", stream, err)
 	}
@@ -293,14 +298,44 @@ func metadataValue(md map[string]*string, key string) (string, bool) {
 	return "", false
 }
 
-func parsePosition(md map[string]*string) (int64, error) {
-	v, ok := metadataValue(md, PositionKey)
-	if !ok {
-		return 0, fmt.Errorf("%s has no %q metadata: %w", PositionBlob, PositionKey, messagevault.ErrCorrupt)
+// parseExtent reads the committed position record from the position
+// blob's metadata: position (as in v1), and segment and start (absent in
+// v1: 0).
+func parseExtent(md map[string]*string) (messagevault.Extent, error) {
+	var e messagevault.Extent
+	for _, f := range []struct {
+		key      string
+		to       *int64
+		required bool
+	}{{PositionKey, &e.Position, true}, {SegmentKey, &e.Segment, false}, {StartKey, &e.Start, false}} {
+		v, ok := metadataValue(md, f.key)
+		if !ok {
+			if f.required {
+				return e, fmt.Errorf("%s has no %q metadata: %w", PositionBlob, f.key, messagevault.ErrCorrupt)
+			}
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return e, fmt.Errorf("%s metadata %s=%q is not a position: %w", PositionBlob, f.key, v, messagevault.ErrCorrupt)
+		}
+		*f.to = n
 	}
-	pos, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || pos < 0 {
-		return 0, fmt.Errorf("%s metadata %s=%q is not a position: %w", PositionBlob, PositionKey, v, messagevault.ErrCorrupt)
+	if e.Segment < e.Start || e.Segment > e.Position {
+		return e, fmt.Errorf("%s: position %d, start %d, active segment %d do not fit: %w", PositionBlob, e.Position, e.Start, e.Segment, messagevault.ErrCorrupt)
 	}
-	return pos, nil
+	return e, nil
+}
+
+// extentMetadata is the position blob's metadata for e, written by writer
+// id. A stream that never rolled or trimmed carries the v1 key alone.
+func extentMetadata(e messagevault.Extent, id string) map[string]*string {
+	md := map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(e.Position, 10)), "writer": to.Ptr(id)}
+	if e.Segment > 0 {
+		md[SegmentKey] = to.Ptr(strconv.FormatInt(e.Segment, 10))
+	}
+	if e.Start > 0 {
+		md[StartKey] = to.Ptr(strconv.FormatInt(e.Start, 10))
+	}
+	return md
 }

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/segment"
 )
 
 var _ messagevault.PageWriter = (*writer)(nil)
@@ -32,8 +33,13 @@ const takeOverTries = 5
 // writer is the PageWriter of one stream. It remembers the ETags of its
 // own last changes and makes every change conditional on them.
 type writer struct {
-	*reader
-	size      int64
+	*segment.Reader
+	st        *reader
+	cc        *container.Client
+	ext       messagevault.Extent // as last committed (or loaded)
+	active    int64               // the active segment: ext.Segment, or a newer roll
+	records   *pageblob.Client    // the active segment's blob
+	size      int64               // its size
 	recordsET azcore.ETag
 	posET     azcore.ETag
 	stateET   [2]azcore.ETag // "" while the slot's blob does not exist
@@ -49,12 +55,10 @@ func openWriter(ctx context.Context, cc *container.Client) (*writer, error) {
 		}
 		return nil, fmt.Errorf("create container: %w", mapError(err))
 	}
-	w := &writer{reader: newReader(cc, nil), id: writerID()}
+	st := newReader(cc, nil)
+	w := &writer{Reader: segment.NewReader(st), st: st, cc: cc, id: writerID()}
 	ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
-	if _, err := w.records.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone}); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
-		return nil, fmt.Errorf("create %s: %w", RecordsBlob, mapError(err))
-	}
-	if _, err := w.position.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{PositionKey: to.Ptr("0")}}); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
+	if _, err := w.position().Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{PositionKey: to.Ptr("0")}}); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
 		return nil, fmt.Errorf("create %s: %w", PositionBlob, mapError(err))
 	}
 	var err error
@@ -69,43 +73,74 @@ func openWriter(ctx context.Context, cc *container.Client) (*writer, error) {
 	return nil, fmt.Errorf("another writer keeps changing the stream: %w: %w", messagevault.ErrLocked, err)
 }
 
-// takeOver rewrites the metadata of both blobs under If-Match, which gives
-// them new ETags that only this writer knows: any earlier writer's next
-// change fails its condition.
+// position returns the client of the position blob.
+func (w *writer) position() *pageblob.Client { return w.cc.NewPageBlobClient(PositionBlob) }
+
+// takeOver rewrites the metadata of the position blob and of the active
+// segment's blob under If-Match, which gives them new ETags that only this
+// writer knows: any earlier writer's next change fails its condition. It
+// creates the first segment of a new stream and removes the segments a
+// crash left outside the chain.
 func (w *writer) takeOver(ctx context.Context) error {
-	pprops, err := w.position.GetProperties(ctx, nil)
+	pprops, err := w.position().GetProperties(ctx, nil)
 	if err != nil {
 		return err
 	}
-	pos, err := parsePosition(pprops.Metadata)
+	e, err := parseExtent(pprops.Metadata)
 	if err != nil {
 		return err
+	}
+	presp, err := w.position().SetMetadata(ctx, extentMetadata(e, w.id), &blob.SetMetadataOptions{AccessConditions: ifMatch(*pprops.ETag)})
+	if err != nil {
+		return err
+	}
+	w.posET, w.ext, w.active = *presp.ETag, e, e.Segment
+	if err := w.removeLeftovers(ctx, e); err != nil {
+		return err
+	}
+	w.records = w.cc.NewPageBlobClient(segment.Name(e.Segment))
+	if e.Segment == 0 {
+		ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+		if _, err := w.records.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone}); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
+			return fmt.Errorf("create %s: %w", RecordsBlob, err)
+		}
 	}
 	rprops, err := w.records.GetProperties(ctx, nil)
 	if err != nil {
+		if bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return fmt.Errorf("the active segment %s is missing: %w", segment.Name(e.Segment), messagevault.ErrCorrupt)
+		}
 		return err
 	}
-	md := map[string]*string{"writer": to.Ptr(w.id)}
-	rresp, err := w.records.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(*rprops.ETag)})
+	rresp, err := w.records.SetMetadata(ctx, map[string]*string{"writer": to.Ptr(w.id)}, &blob.SetMetadataOptions{AccessConditions: ifMatch(*rprops.ETag)})
 	if err != nil {
 		return err
 	}
-	md = map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10)), "writer": to.Ptr(w.id)}
-	presp, err := w.position.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(*pprops.ETag)})
-	if err != nil {
-		return err
-	}
-	w.recordsET, w.posET = *rresp.ETag, *presp.ETag
+	w.recordsET = *rresp.ETag
 	w.size = 0
 	if rprops.ContentLength != nil {
 		w.size = *rprops.ContentLength
 	}
 	for slot := range w.stateET {
-		et, err := w.touch(ctx, w.stateBlob(slot), false)
+		et, _, err := w.touch(ctx, w.stateBlob(slot), false)
 		if err != nil {
 			return err
 		}
 		w.stateET[slot] = et
+	}
+	return nil
+}
+
+// removeLeftovers deletes the segment blobs outside the chain of e.
+func (w *writer) removeLeftovers(ctx context.Context, e messagevault.Extent) error {
+	present, err := listSegments(ctx, w.cc)
+	if err != nil {
+		return fmt.Errorf("list segments: %w", err)
+	}
+	for _, s := range segment.Leftovers(present, e) {
+		if _, err := w.cc.NewBlobClient(segment.Name(s)).Delete(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+			return fmt.Errorf("remove the leftover segment %s: %w", segment.Name(s), err)
+		}
 	}
 	return nil
 }
@@ -123,16 +158,16 @@ func (w *writer) stateBlob(slot int) *blob.Client { return w.cc.NewBlobClient(st
 
 // touch rewrites b's metadata with this writer's id under If-Match of the
 // ETag it reads first, so that b gets an ETag only this writer knows, and
-// returns it ("" if b does not exist). With own set, b must already carry
+// returns it and the metadata ("" if b does not exist). With own set, b must already carry
 // this writer's id: if it carries another's, the stream was taken over and
 // touch fails with ErrFenced.
-func (w *writer) touch(ctx context.Context, b *blob.Client, own bool) (azcore.ETag, error) {
+func (w *writer) touch(ctx context.Context, b *blob.Client, own bool) (azcore.ETag, map[string]*string, error) {
 	props, err := b.GetProperties(ctx, nil)
 	if err != nil {
 		if bloberror.HasCode(err, bloberror.BlobNotFound) {
-			return "", nil
+			return "", nil, nil
 		}
-		return "", err
+		return "", nil, err
 	}
 	md := props.Metadata
 	if md == nil {
@@ -140,7 +175,7 @@ func (w *writer) touch(ctx context.Context, b *blob.Client, own bool) (azcore.ET
 	}
 	if own {
 		if id, _ := metadataValue(md, "writer"); id != w.id {
-			return "", fmt.Errorf("%s: written by %q since: %w", b.URL(), id, messagevault.ErrFenced)
+			return "", nil, fmt.Errorf("%s: written by %q since: %w", b.URL(), id, messagevault.ErrFenced)
 		}
 	}
 	for k := range md {
@@ -151,9 +186,9 @@ func (w *writer) touch(ctx context.Context, b *blob.Client, own bool) (azcore.ET
 	md["writer"] = to.Ptr(w.id)
 	resp, err := b.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(*props.ETag)})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return *resp.ETag, nil
+	return *resp.ETag, md, nil
 }
 
 // Refence gives every blob of the stream a new ETag, so that a request
@@ -179,26 +214,44 @@ func (w *writer) Refence(ctx context.Context) error {
 }
 
 func (w *writer) refence(ctx context.Context) error {
-	var ets [4]azcore.ETag
-	blobs := []*blob.Client{w.records.BlobClient(), w.position.BlobClient(), w.stateBlob(0), w.stateBlob(1)}
-	for i, b := range blobs {
-		et, err := w.touch(ctx, b, true)
-		if err != nil {
-			return err
-		}
-		if et == "" && i < 2 {
-			return fmt.Errorf("%s is gone: %w", b.URL(), messagevault.ErrFenced)
-		}
-		ets[i] = et
-	}
-	props, err := w.records.GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: ifMatch(ets[0])})
+	// The position blob first: it names the committed active segment,
+	// which a roll that was not committed may have replaced.
+	posET, md, err := w.touch(ctx, w.position().BlobClient(), true)
 	if err != nil {
 		return err
 	}
-	w.recordsET, w.posET, w.stateET = ets[0], ets[1], [2]azcore.ETag{ets[2], ets[3]}
+	if posET == "" {
+		return fmt.Errorf("%s is gone: %w", PositionBlob, messagevault.ErrFenced)
+	}
+	e, err := parseExtent(md)
+	if err != nil {
+		return err
+	}
+	records := w.cc.NewPageBlobClient(segment.Name(e.Segment))
+	recordsET, _, err := w.touch(ctx, records.BlobClient(), true)
+	if err != nil {
+		return err
+	}
+	if recordsET == "" {
+		return fmt.Errorf("%s is gone: %w", segment.Name(e.Segment), messagevault.ErrFenced)
+	}
+	var stateET [2]azcore.ETag
+	for slot := range stateET {
+		if stateET[slot], _, err = w.touch(ctx, w.stateBlob(slot), true); err != nil {
+			return err
+		}
+	}
+	props, err := records.GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: ifMatch(recordsET)})
+	if err != nil {
+		return err
+	}
+	w.records, w.recordsET, w.posET, w.stateET = records, recordsET, posET, stateET
+	w.ext, w.active = e, e.Segment
+	w.size = 0
 	if props.ContentLength != nil {
 		w.size = *props.ContentLength
 	}
+	w.Forget()
 	return nil
 }
 
@@ -259,11 +312,14 @@ func writerID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
+// base is the position of byte 0 of the active segment's blob.
+func (w *writer) base() int64 { return segment.Base(w.active) }
+
 func (w *writer) Size(ctx context.Context) (int64, error) {
 	if w.closed {
 		return 0, messagevault.ErrClosed
 	}
-	return w.size, nil
+	return w.base() + w.size, nil
 }
 
 func (w *writer) Grow(ctx context.Context, size int64) error {
@@ -273,12 +329,13 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	if err := messagevault.CheckGrow(size); err != nil {
 		return err
 	}
+	size -= w.base()
 	if size <= w.size {
 		return nil
 	}
 	resp, err := w.records.Resize(ctx, size, &pageblob.ResizeOptions{AccessConditions: ifMatch(w.recordsET)})
 	if err != nil {
-		return fmt.Errorf("resize %s to %d: %w", RecordsBlob, size, mapError(err))
+		return fmt.Errorf("resize %s to %d: %w", segment.Name(w.active), size, mapError(err))
 	}
 	w.recordsET = *resp.ETag
 	w.size = size
@@ -289,6 +346,10 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
+	if off < w.base() {
+		return fmt.Errorf("write at %d: before the active segment %s: %w", off, segment.Name(w.active), messagevault.ErrOutOfRange)
+	}
+	off -= w.base()
 	if err := messagevault.CheckPages(off, len(p), w.size); err != nil {
 		return err
 	}
@@ -298,12 +359,57 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 			blob.HTTPRange{Offset: off, Count: int64(n)},
 			&pageblob.UploadPagesOptions{AccessConditions: ifMatch(w.recordsET)})
 		if err != nil {
-			return fmt.Errorf("put %d bytes of pages at %d: %w", n, off, mapError(err))
+			return fmt.Errorf("put %d bytes of pages at %d of %s: %w", n, off, segment.Name(w.active), mapError(err))
 		}
 		w.recordsET = *resp.ETag
 		off += int64(n)
 		p = p[n:]
 	}
+	return nil
+}
+
+// Roll creates the next segment's blob, or takes over one a roll that was
+// never committed left behind (a late create of it then fails its
+// condition), and empties it.
+func (w *writer) Roll(ctx context.Context, start int64) error {
+	if w.closed {
+		return messagevault.ErrClosed
+	}
+	if start <= w.active {
+		return fmt.Errorf("roll to a segment at %d: not past the active one at %d: %w", start, w.active, messagevault.ErrOutOfRange)
+	}
+	present, err := listSegments(ctx, w.cc)
+	if err != nil {
+		return fmt.Errorf("roll: list segments: %w", mapError(err))
+	}
+	for _, s := range present {
+		if s > w.active && s != start {
+			if _, err := w.cc.NewBlobClient(segment.Name(s)).Delete(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+				return fmt.Errorf("roll: remove the leftover segment %s: %w", segment.Name(s), mapError(err))
+			}
+		}
+	}
+	next := w.cc.NewPageBlobClient(segment.Name(start))
+	ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+	resp, err := next.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{"writer": to.Ptr(w.id)}})
+	var et azcore.ETag
+	switch {
+	case err == nil:
+		et = *resp.ETag
+	case bloberror.HasCode(err, bloberror.BlobAlreadyExists):
+		touched, _, terr := w.touch(ctx, next.BlobClient(), false)
+		if terr != nil {
+			return fmt.Errorf("roll: take over %s: %w", segment.Name(start), mapError(terr))
+		}
+		r, rerr := next.Resize(ctx, 0, &pageblob.ResizeOptions{AccessConditions: ifMatch(touched)})
+		if rerr != nil {
+			return fmt.Errorf("roll: empty %s: %w", segment.Name(start), mapError(rerr))
+		}
+		et = *r.ETag
+	default:
+		return fmt.Errorf("roll: create %s: %w", segment.Name(start), mapError(err))
+	}
+	w.records, w.recordsET, w.active, w.size = next, et, start, 0
 	return nil
 }
 
@@ -316,19 +422,56 @@ func (w *writer) Flush(ctx context.Context) error {
 	return nil
 }
 
+// commitExtent records e in the position blob's metadata, under If-Match
+// of this writer's last change.
+func (w *writer) commitExtent(ctx context.Context, e messagevault.Extent) error {
+	resp, err := w.position().SetMetadata(ctx, extentMetadata(e, w.id), &blob.SetMetadataOptions{AccessConditions: ifMatch(w.posET)})
+	if err != nil {
+		return mapError(err)
+	}
+	w.posET, w.ext = *resp.ETag, e
+	return nil
+}
+
 func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	if pos < 0 || pos > w.size {
-		return fmt.Errorf("commit position %d: blob is %d bytes: %w", pos, w.size, messagevault.ErrOutOfRange)
+	if pos < w.active || pos > w.base()+w.size {
+		return fmt.Errorf("commit position %d: the active segment holds %d to %d: %w", pos, w.active, w.base()+w.size, messagevault.ErrOutOfRange)
 	}
-	md := map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10)), "writer": to.Ptr(w.id)}
-	resp, err := w.position.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(w.posET)})
+	if err := w.commitExtent(ctx, messagevault.Extent{Position: pos, Start: w.ext.Start, Segment: w.active}); err != nil {
+		return fmt.Errorf("commit position %d: %w", pos, err)
+	}
+	return nil
+}
+
+func (w *writer) Trim(ctx context.Context, start int64) error {
+	if w.closed {
+		return messagevault.ErrClosed
+	}
+	if start <= w.ext.Start || start > w.ext.Segment || w.active != w.ext.Segment {
+		return fmt.Errorf("trim to %d: the stored segments are %d to %d: %w", start, w.ext.Start, w.ext.Segment, messagevault.ErrOutOfRange)
+	}
+	present, err := listSegments(ctx, w.cc)
 	if err != nil {
-		return fmt.Errorf("commit position %d: %w", pos, mapError(err))
+		return fmt.Errorf("trim: list segments: %w", mapError(err))
 	}
-	w.posET = *resp.ETag
+	if !slices.Contains(present, start) {
+		return fmt.Errorf("trim to %d: no segment starts there: %w", start, messagevault.ErrOutOfRange)
+	}
+	e := w.ext
+	e.Start = start
+	if err := w.commitExtent(ctx, e); err != nil {
+		return fmt.Errorf("trim to %d: %w", start, err)
+	}
+	for _, s := range present {
+		if s < start {
+			if _, err := w.cc.NewBlobClient(segment.Name(s)).Delete(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+				return fmt.Errorf("trim: remove %s: %w", segment.Name(s), mapError(err))
+			}
+		}
+	}
 	return nil
 }
 

@@ -8,24 +8,38 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/segment"
 )
 
-var _ messagevault.PageReader = (*reader)(nil)
+// The position file's first bytes: the committed position (all that
+// readers of the v1 layout read), then the active segment's start and the
+// stream's first stored position. A file of 8 bytes (v1) has both at 0.
+const (
+	extentSize    = 24
+	segmentOffset = 8
+	startOffset   = 16
+)
 
-// reader is the read-only view of one stream directory.
-type reader struct {
+// store is the segment.Store of one stream directory.
+type store struct {
 	dir      string
-	records  *os.File
 	position *os.File
-	closed   bool
+
+	mu     sync.Mutex
+	files  map[int64]*os.File // open segment files, by start
+	closed bool
 }
 
+var _ segment.Store = (*store)(nil)
+
 // OpenStreamReader opens the stream stored in dir (a directory holding
-// position.c7 and 000000000000.b7) for reading, without taking any lock:
-// this is what a consumer does with a file:// read grant. It returns an
-// error wrapping messagevault.ErrStreamNotFound if dir holds no stream.
+// position.c7 and its segment files, 000000000000.b7 first) for reading,
+// without taking any lock: this is what a consumer does with a file://
+// read grant. It returns an error wrapping messagevault.ErrStreamNotFound
+// if dir holds no stream.
 func OpenStreamReader(dir string) (messagevault.PageReader, error) {
 	position, err := os.Open(filepath.Join(dir, PositionFile))
 	if err != nil {
@@ -34,70 +48,136 @@ func OpenStreamReader(dir string) (messagevault.PageReader, error) {
 		}
 		return nil, err
 	}
-	records, err := os.Open(filepath.Join(dir, RecordsFile))
+	return segment.NewReader(&store{dir: dir, position: position, files: map[int64]*os.File{}}), nil
+}
+
+func (s *store) Extent(ctx context.Context) (messagevault.Extent, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return messagevault.Extent{}, messagevault.ErrClosed
+	}
+	// pread is not atomic against a concurrent pwrite of the same bytes:
+	// read until two reads agree.
+	prev, err := s.readExtent()
+	for i := 0; err == nil && i < 10; i++ {
+		var e messagevault.Extent
+		if e, err = s.readExtent(); err == nil && e == prev {
+			if e.Position < 0 || e.Start < 0 || e.Segment < e.Start || e.Segment > e.Position {
+				return messagevault.Extent{}, fmt.Errorf("read %s: position %d, start %d, active segment %d do not fit: %w", s.position.Name(), e.Position, e.Start, e.Segment, messagevault.ErrCorrupt)
+			}
+			s.closeBefore(e.Start)
+			return e, nil
+		}
+		prev = e
+	}
 	if err != nil {
-		position.Close()
+		return messagevault.Extent{}, err
+	}
+	return messagevault.Extent{}, fmt.Errorf("read %s: the position keeps changing under the reader", s.position.Name())
+}
+
+func (s *store) readExtent() (messagevault.Extent, error) {
+	var b [extentSize]byte
+	n, err := s.position.ReadAt(b[:], 0)
+	if n < 8 {
+		if n == 0 && errors.Is(err, io.EOF) {
+			return messagevault.Extent{}, nil // created, never committed
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return messagevault.Extent{}, fmt.Errorf("read %s: %d of 8 bytes: %w", s.position.Name(), n, err)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return messagevault.Extent{}, fmt.Errorf("read %s: %w", s.position.Name(), err)
+	}
+	return messagevault.Extent{
+		Position: int64(binary.LittleEndian.Uint64(b[0:])),
+		Segment:  int64(binary.LittleEndian.Uint64(b[segmentOffset:])),
+		Start:    int64(binary.LittleEndian.Uint64(b[startOffset:])),
+	}, nil
+}
+
+// closeBefore closes the files of segments trimmed away.
+func (s *store) closeBefore(start int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st, f := range s.files {
+		if st < start {
+			f.Close()
+			delete(s.files, st)
+		}
+	}
+}
+
+func (s *store) List(ctx context.Context) ([]int64, error) {
+	return listSegments(s.dir)
+}
+
+// listSegments returns the starts of the segment files in dir.
+func listSegments(dir string) ([]int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
 		if isNotExist(err) {
 			return nil, fmt.Errorf("%s: %w", dir, messagevault.ErrStreamNotFound)
 		}
 		return nil, err
 	}
-	return &reader{dir: dir, records: records, position: position}, nil
+	var starts []int64
+	for _, e := range entries {
+		if st, ok := segment.Parse(e.Name()); ok && e.Type().IsRegular() {
+			starts = append(starts, st)
+		}
+	}
+	return starts, nil
 }
 
-func (r *reader) Position(ctx context.Context) (int64, error) {
-	if r.closed {
-		return 0, messagevault.ErrClosed
+// file returns the open file of the segment that starts at start.
+func (s *store) file(start int64) (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, messagevault.ErrClosed
 	}
-	// pread is not atomic against a concurrent pwrite of the same bytes:
-	// read until two reads agree.
-	prev, err := r.readPosition()
-	for i := 0; err == nil && i < 10; i++ {
-		var pos int64
-		if pos, err = r.readPosition(); err == nil && pos == prev {
-			if pos < 0 {
-				return 0, fmt.Errorf("read %s: negative position %d: %w", r.position.Name(), pos, messagevault.ErrCorrupt)
-			}
-			return pos, nil
+	if f := s.files[start]; f != nil {
+		return f, nil
+	}
+	f, err := os.Open(filepath.Join(s.dir, segment.Name(start)))
+	if err != nil {
+		if isNotExist(err) {
+			return nil, fmt.Errorf("segment %s of %s: %w", segment.Name(start), s.dir, messagevault.ErrStreamNotFound)
 		}
-		prev = pos
+		return nil, err
 	}
+	s.files[start] = f
+	return f, nil
+}
+
+func (s *store) ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error) {
+	f, err := s.file(start)
 	if err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("read %s: the position keeps changing under the reader", r.position.Name())
-}
-
-func (r *reader) readPosition() (int64, error) {
-	var b [8]byte
-	n, err := r.position.ReadAt(b[:], 0)
-	if n < 8 {
-		if n == 0 && errors.Is(err, io.EOF) {
-			return 0, nil // created, never committed
-		}
-		if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, fmt.Errorf("read %s: %d of 8 bytes: %w", r.position.Name(), n, err)
-	}
-	return int64(binary.LittleEndian.Uint64(b[:])), nil
-}
-
-func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if r.closed {
-		return 0, messagevault.ErrClosed
-	}
-	n, err := r.records.ReadAt(p, off)
+	n, err := f.ReadAt(p, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, r.records.Name(), err)
+		err = fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, f.Name(), err)
 	}
 	return n, err
 }
 
-func (r *reader) Close() error {
-	if r.closed {
+func (s *store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return nil
 	}
-	r.closed = true
-	return errors.Join(r.records.Close(), r.position.Close())
+	s.closed = true
+	errs := []error{s.position.Close()}
+	for _, f := range s.files {
+		errs = append(errs, f.Close())
+	}
+	s.files = nil
+	return errors.Join(errs...)
 }

@@ -111,7 +111,7 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 	if s.writers[stream] {
 		return nil, fmt.Errorf("open writer %q: a writer is already open: %w", stream, messagevault.ErrLocked)
 	}
-	w, err := openWriter(s.StreamDir(stream), s.dir)
+	w, err := openWriter(ctx, s.StreamDir(stream), s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("open writer %q: %w", stream, err)
 	}

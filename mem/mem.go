@@ -1,11 +1,12 @@
 // Package mem is an in-memory backend for tests, with fault injection: fail
-// the next write, tear the next write in half, fail the next flush or
-// commit, and crash (lose every write not yet flushed).
+// the next write, tear the next write in half, fail the next flush, commit
+// or roll, and crash (lose every write not yet flushed).
 //
 // It models storage the way the stream writer must assume it behaves:
 // WritePages lands in a volatile view that readers see at once, Flush makes
-// it durable, CommitPosition is atomic and durable, and Crash rolls every
-// unflushed write back and invalidates the open writers.
+// it durable, CommitPosition and Trim are atomic and durable, a Roll's new
+// segment exists at once (as a file whose directory was synced), and Crash
+// rolls every unflushed write back and invalidates the open writers.
 package mem
 
 import (
@@ -13,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/segment"
 )
 
 // ErrInjected is the error returned by an injected fault.
@@ -37,6 +40,7 @@ type Storage struct {
 	tearWrite  bool
 	failFlush  error
 	failCommit error
+	failRoll   error
 	lostCommit error // the next commit lands, then reports this error
 	loseState  bool  // the next WriteState reports success and keeps nothing
 
@@ -44,11 +48,12 @@ type Storage struct {
 	writes, flushes, commits int
 }
 
+// blob is one stream: its segments and its position record.
 type blob struct {
-	data    []byte // volatile contents; len(data) is the blob size
-	undo    []undo // what unflushed writes overwrote, oldest first
-	pos     int64
-	durPos  int64 // the position as last made durable
+	segs    map[int64][]byte // segment start -> volatile contents (len is the blob size)
+	undo    []undo           // what unflushed writes overwrote, oldest first
+	ext     messagevault.Extent
+	durExt  messagevault.Extent // the position record as last made durable
 	writer  *writer
 	version int // bumped by Crash: writers of older versions are dead
 
@@ -57,9 +62,10 @@ type blob struct {
 }
 
 type undo struct {
+	seg  int64
 	off  int64
 	old  []byte
-	size int // the blob size before the write
+	size int // the segment's size before the write
 }
 
 // New returns an empty in-memory storage.
@@ -108,6 +114,14 @@ func (s *Storage) LandNextCommitFailing(err error) {
 	s.lostCommit = orInjected(err)
 }
 
+// FailNextRoll makes the next Roll fail with err (nil means ErrInjected),
+// creating no segment.
+func (s *Storage) FailNextRoll(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failRoll = orInjected(err)
+}
+
 // LoseNextState makes the next WriteState report success without keeping
 // anything, as a power loss that kept the position but not a state write
 // made just before it.
@@ -127,16 +141,17 @@ func (s *Storage) Crash() {
 	for _, b := range s.streams {
 		for i := len(b.undo) - 1; i >= 0; i-- {
 			u := b.undo[i]
-			copy(b.data[u.off:], u.old)
-			b.data = b.data[:u.size]
+			data := b.segs[u.seg]
+			copy(data[u.off:], u.old)
+			b.segs[u.seg] = data[:u.size]
 		}
 		b.undo = nil
-		b.pos = b.durPos
+		b.ext = b.durExt
 		b.state = b.durState
 		b.writer = nil
 		b.version++
 	}
-	s.failWrite, s.tearWrite, s.failFlush, s.failCommit, s.lostCommit, s.loseState = nil, false, nil, nil, nil, false
+	s.failWrite, s.tearWrite, s.failFlush, s.failCommit, s.failRoll, s.lostCommit, s.loseState = nil, false, nil, nil, nil, nil, false
 }
 
 // Counts returns how many WritePages, Flush and CommitPosition calls have
@@ -147,28 +162,55 @@ func (s *Storage) Counts() (writes, flushes, commits int) {
 	return s.writes, s.flushes, s.commits
 }
 
-// Bytes returns a copy of stream's records blob, garbage past the position
-// included, or nil if the stream does not exist.
+// Bytes returns the stream's records, from its Start to the end of the
+// active segment's blob (garbage past the position included), as one
+// slice of stream positions: byte i is position Start+i.
 func (s *Storage) Bytes(stream string) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if b := s.streams[stream]; b != nil {
-		return slices.Clone(b.data)
+	b := s.streams[stream]
+	if b == nil {
+		return nil
 	}
-	return nil
+	var out []byte
+	starts := slices.Sorted(maps.Keys(b.segs))
+	for i, st := range starts {
+		if st < b.ext.Start || st > b.ext.Segment {
+			continue
+		}
+		data := b.segs[st]
+		from := st - segment.Base(st)
+		to := int64(len(data))
+		if i+1 < len(starts) && starts[i+1] <= b.ext.Segment {
+			to = min(to, starts[i+1]-segment.Base(st))
+		}
+		if from < to {
+			out = append(out, data[from:to]...)
+		}
+	}
+	return out
 }
 
-// Corrupt XORs the byte at off of stream's records blob with mask, for
-// tests of corruption detection.
+// Corrupt XORs the byte at position off of stream with mask, for tests of
+// damaged storage.
 func (s *Storage) Corrupt(stream string, off int64, mask byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if b := s.streams[stream]; b != nil && off < int64(len(b.data)) {
-		b.data[off] ^= mask
+	b := s.streams[stream]
+	if b == nil {
+		return
+	}
+	chain, err := segment.Chain(slices.Collect(maps.Keys(b.segs)), b.ext)
+	if err != nil {
+		return
+	}
+	st := chain[segment.Find(chain, off)]
+	if data := b.segs[st]; off-segment.Base(st) < int64(len(data)) {
+		data[off-segment.Base(st)] ^= mask
 	}
 }
 
-// OpenWriter opens stream for writing, creating it if needed.
+// OpenWriter opens the stream's writer, creating the stream if needed.
 func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.PageWriter, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -177,18 +219,20 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 	}
 	b := s.streams[stream]
 	if b == nil {
-		b = &blob{}
+		b = &blob{segs: map[int64][]byte{0: nil}}
 		s.streams[stream] = b
 	}
 	if b.writer != nil {
 		return nil, fmt.Errorf("open writer %q: a writer is already open: %w", stream, messagevault.ErrLocked)
 	}
-	w := &writer{reader: reader{s: s, b: b}, version: b.version}
+	w := &writer{store: store{s: s, b: b}, version: b.version}
+	w.Reader = segment.NewReader(&w.store)
+	w.load()
 	b.writer = w
 	return w, nil
 }
 
-// OpenReader opens stream for reading.
+// OpenReader opens a reader of the stream.
 func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -196,7 +240,7 @@ func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.P
 	if b == nil {
 		return nil, fmt.Errorf("open reader %q: %w", stream, messagevault.ErrStreamNotFound)
 	}
-	return &reader{s: s, b: b}, nil
+	return segment.NewReader(&store{s: s, b: b}), nil
 }
 
 // Streams lists the streams, sorted.
@@ -211,7 +255,7 @@ func (s *Storage) Streams(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// DeleteStream removes stream and its data (see messagevault.Deleter).
+// DeleteStream removes the stream at once.
 func (s *Storage) DeleteStream(ctx context.Context, stream string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -228,7 +272,7 @@ func (s *Storage) DeleteStream(ctx context.Context, stream string) error {
 	return nil
 }
 
-// Close marks the storage closed; its data stays readable.
+// Close marks the storage closed.
 func (s *Storage) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -236,54 +280,84 @@ func (s *Storage) Close() error {
 	return nil
 }
 
-type reader struct {
+// store is the segment.Store of one stream.
+type store struct {
 	s      *Storage
 	b      *blob
 	closed bool
 }
 
-func (r *reader) Position(ctx context.Context) (int64, error) {
+func (r *store) Extent(ctx context.Context) (messagevault.Extent, error) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	if r.closed {
-		return 0, messagevault.ErrClosed
+		return messagevault.Extent{}, messagevault.ErrClosed
 	}
-	return r.b.pos, nil
+	return r.b.ext, nil
 }
 
-func (r *reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (r *store) List(ctx context.Context) ([]int64, error) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if r.closed {
+		return nil, messagevault.ErrClosed
+	}
+	return slices.Collect(maps.Keys(r.b.segs)), nil
+}
+
+func (r *store) ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	if r.closed {
 		return 0, messagevault.ErrClosed
 	}
-	if off < 0 {
-		return 0, fmt.Errorf("read at %d: %w", off, messagevault.ErrOutOfRange)
+	data, ok := r.b.segs[start]
+	if !ok {
+		return 0, fmt.Errorf("segment %s: %w", segment.Name(start), messagevault.ErrStreamNotFound)
 	}
-	if off >= int64(len(r.b.data)) {
+	if off >= int64(len(data)) {
 		return 0, io.EOF
 	}
-	n := copy(p, r.b.data[off:])
+	n := copy(p, data[off:])
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
 }
 
-func (r *reader) Close() error {
+func (r *store) Close() error {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	r.closed = true
 	return nil
 }
 
+// writer is the PageWriter of one stream.
 type writer struct {
-	reader
+	*segment.Reader
+	store
 	version int
+	active  int64 // the active segment: ext.Segment, or a newer roll
 }
 
-// alive reports ErrClosed for a closed writer or one that a Crash killed.
-// Call with s.mu held.
+// load (with s.mu held or before the writer is shared) goes back to the
+// committed active segment and removes the segments outside the chain.
+func (w *writer) load() {
+	w.active = w.b.ext.Segment
+	for _, st := range segment.Leftovers(slices.Collect(maps.Keys(w.b.segs)), w.b.ext) {
+		delete(w.b.segs, st)
+	}
+	if _, ok := w.b.segs[w.active]; !ok {
+		w.b.segs[w.active] = nil
+	}
+}
+
+// Extent reads the committed position record (through the reader, which
+// follows the chain).
+func (w *writer) Extent(ctx context.Context) (messagevault.Extent, error) {
+	return w.Reader.Extent(ctx)
+}
+
 func (w *writer) alive() error {
 	if w.closed || w.version != w.b.version {
 		return messagevault.ErrClosed
@@ -297,7 +371,7 @@ func (w *writer) Size(ctx context.Context) (int64, error) {
 	if err := w.alive(); err != nil {
 		return 0, err
 	}
-	return int64(len(w.b.data)), nil
+	return segment.Base(w.active) + int64(len(w.b.segs[w.active])), nil
 }
 
 func (w *writer) Grow(ctx context.Context, size int64) error {
@@ -309,8 +383,9 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	if err := messagevault.CheckGrow(size); err != nil {
 		return err
 	}
-	if size > int64(len(w.b.data)) {
-		w.b.data = append(w.b.data, make([]byte, size-int64(len(w.b.data)))...)
+	data := w.b.segs[w.active]
+	if size -= segment.Base(w.active); size > int64(len(data)) {
+		w.b.segs[w.active] = append(data, make([]byte, size-int64(len(data)))...)
 	}
 	return nil
 }
@@ -322,7 +397,12 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if err := w.alive(); err != nil {
 		return err
 	}
-	if err := messagevault.CheckPages(off, len(p), int64(len(w.b.data))); err != nil {
+	data := w.b.segs[w.active]
+	if off < segment.Base(w.active) {
+		return fmt.Errorf("write at %d: before the active segment %s: %w", off, segment.Name(w.active), messagevault.ErrOutOfRange)
+	}
+	off -= segment.Base(w.active)
+	if err := messagevault.CheckPages(off, len(p), int64(len(data))); err != nil {
 		return err
 	}
 	if err := s.failWrite; err != nil {
@@ -334,12 +414,36 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if torn {
 		p = p[:len(p)/2]
 	}
-	w.b.undo = append(w.b.undo, undo{off: off, old: slices.Clone(w.b.data[off : off+int64(len(p))]), size: len(w.b.data)})
-	copy(w.b.data[off:], p)
+	w.b.undo = append(w.b.undo, undo{seg: w.active, off: off, old: slices.Clone(data[off : off+int64(len(p))]), size: len(data)})
+	copy(data[off:], p)
 	if torn {
 		return fmt.Errorf("write pages: torn after %d bytes: %w", len(p), ErrInjected)
 	}
 	s.writes++
+	return nil
+}
+
+func (w *writer) Roll(ctx context.Context, start int64) error {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := w.alive(); err != nil {
+		return err
+	}
+	if start <= w.active {
+		return fmt.Errorf("roll to a segment at %d: not past the active one at %d: %w", start, w.active, messagevault.ErrOutOfRange)
+	}
+	if err := s.failRoll; err != nil {
+		s.failRoll = nil
+		return fmt.Errorf("roll: %w", err)
+	}
+	for st := range w.b.segs {
+		if st > w.active {
+			delete(w.b.segs, st) // left over by a roll never committed
+		}
+	}
+	w.b.segs[start] = nil
+	w.active = start
 	return nil
 }
 
@@ -395,10 +499,16 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 }
 
 // Refence has nothing to cut off: mem's calls are synchronous.
+// Refence goes back to the committed active segment.
 func (w *writer) Refence(ctx context.Context) error {
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
-	return w.alive()
+	if err := w.alive(); err != nil {
+		return err
+	}
+	w.load()
+	w.Forget()
+	return nil
 }
 
 func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
@@ -412,16 +522,38 @@ func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
 		s.failCommit = nil
 		return fmt.Errorf("commit position: %w", err)
 	}
-	if pos < 0 || pos > int64(len(w.b.data)) {
-		return fmt.Errorf("commit position %d: blob is %d bytes: %w", pos, len(w.b.data), messagevault.ErrOutOfRange)
+	end := segment.Base(w.active) + int64(len(w.b.segs[w.active]))
+	if pos < w.active || pos > end {
+		return fmt.Errorf("commit position %d: the active segment holds %d to %d: %w", pos, w.active, end, messagevault.ErrOutOfRange)
 	}
-	w.b.pos = pos
+	w.b.ext = messagevault.Extent{Position: pos, Start: w.b.ext.Start, Segment: w.active}
 	if err := s.lostCommit; err != nil {
 		s.lostCommit = nil
 		return fmt.Errorf("commit position: %w", err)
 	}
-	w.b.durPos = pos
+	w.b.durExt = w.b.ext
 	s.commits++
+	return nil
+}
+
+func (w *writer) Trim(ctx context.Context, start int64) error {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := w.alive(); err != nil {
+		return err
+	}
+	e := w.b.ext
+	if _, ok := w.b.segs[start]; !ok || start <= e.Start || start > e.Segment || w.active != e.Segment {
+		return fmt.Errorf("trim to %d: not a stored segment after the first (%d to %d): %w", start, e.Start, e.Segment, messagevault.ErrOutOfRange)
+	}
+	e.Start = start
+	w.b.ext, w.b.durExt = e, e
+	for st := range w.b.segs {
+		if st < start {
+			delete(w.b.segs, st)
+		}
+	}
 	return nil
 }
 

@@ -162,7 +162,7 @@ func (s *storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 	if err != nil {
 		return nil, err
 	}
-	return &pageWriter{w, s.m}, nil
+	return &pageWriter{pageReader{w, s.m}, w}, nil
 }
 
 func (s *storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
@@ -209,29 +209,41 @@ func (r *pageReader) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 	return n, err
 }
 
+func (r *pageReader) Extent(ctx context.Context) (messagevault.Extent, error) {
+	start := time.Now()
+	e, err := r.r.Extent(ctx)
+	r.m.observe("read_position", start, err)
+	return e, err
+}
+
+func (r *pageReader) Segments(ctx context.Context) ([]int64, error) {
+	start := time.Now()
+	s, err := r.r.Segments(ctx)
+	r.m.observe("list_segments", start, err)
+	return s, err
+}
+
 func (r *pageReader) Close() error { return r.r.Close() }
 
+// pageWriter times a PageWriter's calls; its reads are timed as a
+// pageReader's.
 type pageWriter struct {
+	pageReader
 	w messagevault.PageWriter
-	m *Metrics
 }
 
-func (w *pageWriter) Position(ctx context.Context) (int64, error) {
+func (w *pageWriter) Roll(ctx context.Context, at int64) error {
 	start := time.Now()
-	p, err := w.w.Position(ctx)
-	w.m.observe("read_position", start, err)
-	return p, err
+	err := w.w.Roll(ctx, at)
+	w.m.observe("roll", start, err)
+	return err
 }
 
-func (w *pageWriter) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (w *pageWriter) Trim(ctx context.Context, at int64) error {
 	start := time.Now()
-	n, err := w.w.ReadAt(ctx, p, off)
-	e := err
-	if n == len(p) {
-		e = nil
-	}
-	w.m.observe("read", start, e)
-	return n, err
+	err := w.w.Trim(ctx, at)
+	w.m.observe("trim", start, err)
+	return err
 }
 
 func (w *pageWriter) Size(ctx context.Context) (int64, error) { return w.w.Size(ctx) }

@@ -1,0 +1,168 @@
+package segment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/messagevault/messagevault"
+)
+
+// Store is what a backend gives Reader: one stream's committed extent and
+// its segment blobs.
+type Store interface {
+	// Extent reads the committed position record.
+	Extent(ctx context.Context) (messagevault.Extent, error)
+	// List returns the starts of the segment blobs there are, in any
+	// order.
+	List(ctx context.Context) ([]int64, error)
+	// ReadSegment reads len(p) bytes of the blob of the segment that
+	// starts at start, from byte off of the blob. It returns fewer bytes
+	// only with an error: io.EOF past the blob's end, an error wrapping
+	// messagevault.ErrStreamNotFound if the blob is gone.
+	ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error)
+	// Close releases the store.
+	Close() error
+}
+
+// Reader is a messagevault.PageReader over a Store: it maps positions to
+// segments and follows the chain as the writer rolls and trims. It reads
+// the extent again whenever asked for bytes past the position it last saw
+// (the writer may have rolled since) or when a segment is gone (trimmed),
+// so a reader never reads a segment's blob past its end in the chain. It
+// is safe for concurrent use.
+type Reader struct {
+	store Store
+
+	mu    sync.Mutex
+	ext   messagevault.Extent
+	chain []int64 // nil until the first Extent
+}
+
+var _ messagevault.PageReader = (*Reader)(nil)
+
+// NewReader returns the reader of store; it reads nothing until used.
+func NewReader(store Store) *Reader { return &Reader{store: store} }
+
+// Store returns the store the reader reads.
+func (r *Reader) Store() Store { return r.store }
+
+// Extent reads the committed position record, and the segment list when
+// the chain has changed since the last one.
+func (r *Reader) Extent(ctx context.Context) (messagevault.Extent, error) {
+	e, err := r.store.Extent(ctx)
+	if err != nil {
+		return messagevault.Extent{}, err
+	}
+	r.mu.Lock()
+	same := r.chain != nil && e.Segment == r.ext.Segment && e.Start == r.ext.Start
+	if same {
+		r.ext = e
+	}
+	r.mu.Unlock()
+	if same {
+		return e, nil
+	}
+	present, err := r.store.List(ctx)
+	if err != nil {
+		return messagevault.Extent{}, fmt.Errorf("list segments: %w", err)
+	}
+	chain, err := Chain(present, e)
+	if err != nil {
+		return messagevault.Extent{}, err
+	}
+	r.mu.Lock()
+	r.ext, r.chain = e, chain
+	r.mu.Unlock()
+	return e, nil
+}
+
+// Position returns the committed position.
+func (r *Reader) Position(ctx context.Context) (int64, error) {
+	e, err := r.Extent(ctx)
+	return e.Position, err
+}
+
+// Segments returns the starts of the chain's segments, oldest first, as of
+// a fresh Extent.
+func (r *Reader) Segments(ctx context.Context) ([]int64, error) {
+	if _, err := r.Extent(ctx); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.chain), nil
+}
+
+// Known returns the extent and chain as last read, without reading.
+func (r *Reader) Known() (messagevault.Extent, []int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ext, slices.Clone(r.chain)
+}
+
+// Forget drops what the reader knows, so that the next call reads the
+// extent and the segment list again.
+func (r *Reader) Forget() {
+	r.mu.Lock()
+	r.chain = nil
+	r.mu.Unlock()
+}
+
+// ReadAt reads stream positions [off, off+len(p)) across the chain.
+func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: %w", off, messagevault.ErrOutOfRange)
+	}
+	r.mu.Lock()
+	stale := r.chain == nil || off+int64(len(p)) > r.ext.Position || off < r.ext.Start
+	r.mu.Unlock()
+	if stale {
+		if _, err := r.Extent(ctx); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for retried := false; n < len(p); {
+		r.mu.Lock()
+		ext, chain := r.ext, r.chain
+		r.mu.Unlock()
+		at := off + int64(n)
+		if at < ext.Start {
+			return n, &messagevault.TrimmedError{Offset: at, Start: ext.Start}
+		}
+		i := Find(chain, at)
+		end := int64(math.MaxInt64)
+		if i+1 < len(chain) {
+			end = chain[i+1]
+		}
+		want := int(min(int64(len(p)-n), end-at))
+		k, err := r.store.ReadSegment(ctx, chain[i], p[n:n+want], at-Base(chain[i]))
+		n += k
+		switch {
+		case err == nil:
+		case errors.Is(err, messagevault.ErrStreamNotFound) && !retried:
+			// Trimmed (or the chain moved) since the extent was read.
+			retried = true
+			if _, err := r.Extent(ctx); err != nil {
+				return n, err
+			}
+			continue
+		case errors.Is(err, io.EOF):
+			return n, io.EOF
+		default:
+			return n, err
+		}
+		if k < want {
+			return n, io.ErrUnexpectedEOF
+		}
+	}
+	return n, nil
+}
+
+// Close closes the store.
+func (r *Reader) Close() error { return r.store.Close() }
