@@ -29,6 +29,7 @@ type Metrics struct {
 	fenced        prometheus.Counter
 	duplicates    prometheus.Counter
 	evicted       prometheus.Counter
+	removed       prometheus.Counter
 }
 
 // New makes the collectors and registers them with reg.
@@ -71,9 +72,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "messagevault_producers_evicted_total", Help: "Producers forgotten by a stream's exactly-once table to make room for newer ones.",
 		}),
+		removed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_removed_bytes_total", Help: "Bytes of whole segments removed from streams, by trims and by retention.",
+		}),
 	}
 	reg.MustRegister(m.appendedMsgs, m.appendedBytes, m.groupAppends, m.groupMsgs, m.commitSeconds, m.commitErrors,
-		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted)
+		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted, m.removed)
 	return m
 }
 
@@ -94,6 +98,9 @@ func (m *Metrics) Duplicate(stream string) { m.duplicates.Inc() }
 
 // Evicted implements stream.Observer.
 func (m *Metrics) Evicted(stream string, n int) { m.evicted.Add(float64(n)) }
+
+// Trimmed implements stream.Observer.
+func (m *Metrics) Trimmed(stream string, bytes int64) { m.removed.Add(float64(bytes)) }
 
 // observe records one storage operation.
 func (m *Metrics) observe(op string, start time.Time, err error) {

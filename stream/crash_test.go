@@ -59,7 +59,8 @@ func crashChild(dir string) {
 		}
 		next = seq + 1
 	}
-	w, err := stream.OpenWriter(ctx, "crash", pw, stream.WriterConfig{GrowStep: 256 << 10})
+	// Small segments, so that kills land in rolls too.
+	w, err := stream.OpenWriter(ctx, "crash", pw, stream.WriterConfig{GrowStep: 256 << 10, SegmentSize: stream.MinSegmentSize})
 	if err != nil {
 		fatal(err)
 	}
@@ -158,6 +159,29 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 	if acked == 0 {
 		t.Fatal("no append was ever acknowledged")
 	}
+	if segs := segmentsOf(t, dir, "crash"); len(segs) < 2 {
+		t.Fatalf("the stream never rolled to a second segment (%v): the kills did not cover rolls", segs)
+	}
+}
+
+// segmentsOf returns the segments of a stream in a data directory.
+func segmentsOf(t *testing.T, dir, name string) []int64 {
+	t.Helper()
+	s, err := file.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.OpenReader(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	segs, err := r.Segments(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return segs
 }
 
 // TestCrashSafetyTornWrites runs the same check in process on the mem
@@ -174,7 +198,7 @@ func TestCrashSafetyTornWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := stream.OpenWriter(ctx, "torn", pw, stream.WriterConfig{GrowStep: 4096})
+		w, err := stream.OpenWriter(ctx, "torn", pw, stream.WriterConfig{GrowStep: 4096, SegmentSize: stream.MinSegmentSize})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +212,7 @@ func TestCrashSafetyTornWrites(t *testing.T) {
 		}
 		steps := 1 + rnd.IntN(8)
 		for step := 0; step < steps; step++ {
-			switch rnd.IntN(6) {
+			switch rnd.IntN(7) {
 			case 0:
 				s.TearNextWrite()
 				faults++
@@ -201,8 +225,13 @@ func TestCrashSafetyTornWrites(t *testing.T) {
 			case 3:
 				s.LandNextCommitFailing(nil)
 				faults++
+			case 4:
+				s.FailNextRoll(nil) // lands only when this batch rolls
 			}
 			n := 1 + rnd.IntN(20)
+			if rnd.IntN(4) == 0 {
+				n = 100 + rnd.IntN(200) // large enough to roll now and then
+			}
 			res, err := w.Append(ctx, batch(next, n))
 			if err != nil {
 				if !errors.Is(err, mem.ErrInjected) {
@@ -234,5 +263,14 @@ func TestCrashSafetyTornWrites(t *testing.T) {
 			t.Fatalf("round %d: %d messages to %d survive; %d to %d were acknowledged", round, n, pos, acked, ackedPos)
 		}
 	}
-	t.Logf("%d crashes, %d injected faults, %d messages acknowledged and intact", crashes, faults, acked)
+	r, err := s.OpenReader(ctx, "torn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	segs, err := r.Segments(ctx)
+	if err != nil || len(segs) < 3 {
+		t.Fatalf("segments %v, %v: the crashes did not cover rolls", segs, err)
+	}
+	t.Logf("%d crashes, %d injected faults, %d messages acknowledged and intact in %d segments", crashes, faults, acked, len(segs))
 }

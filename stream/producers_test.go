@@ -225,6 +225,8 @@ func (o *countingObserver) Duplicate(string) {
 	defer o.mu.Unlock()
 	o.duplicates++
 }
+func (o *countingObserver) Trimmed(string, int64) {}
+
 func (o *countingObserver) Evicted(_ string, n int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

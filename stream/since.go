@@ -165,7 +165,14 @@ func LastRecord(ctx context.Context, pages messagevault.PageReader, pos int64) (
 	}
 	from := max(0, pos-int64(formats.MaxRecordSize))
 	b := make([]byte, pos-from)
-	if n, err := pages.ReadAt(ctx, b, from); n < len(b) {
+	n, err := pages.ReadAt(ctx, b, from)
+	if te := (*messagevault.TrimmedError)(nil); errors.As(err, &te) && te.Start < pos {
+		// The stream starts after from (it was trimmed): a record starts
+		// at its Start.
+		b, from = b[te.Start-from:], te.Start
+		n, err = pages.ReadAt(ctx, b, from)
+	}
+	if n < len(b) {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}

@@ -7,11 +7,13 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/segment"
 )
 
 // Tail is the appending end of a page log, and the one home of the steps
 // of an append: records are staged after the committed part of the last
-// page; Commit pads them to whole pages, grows the records blob in
+// page; Commit pads them to whole pages, rolls to a new segment where the
+// active one would pass the segment size, grows the segment's blob in
 // GrowStep steps, writes the pages, flushes, commits the new position, and
 // carries the new partial last page over to the next append. Writer and
 // the client's mirror both append through it. A Tail is not safe for
@@ -19,11 +21,14 @@ import (
 type Tail struct {
 	pages    messagevault.PageWriter
 	growStep int64
-	keep     int // largest buffer kept between commits
+	keep     int   // largest buffer kept between commits
+	segSize  int64 // largest segment blob; 0: no limit
 
-	pos  int64  // committed position
-	size int64  // size of the records blob
-	buf  []byte // buf[:pos%PageSize]: the committed part of the last page; then staged bytes
+	pos    int64   // committed position
+	active int64   // start of the active segment
+	size   int64   // position where the active segment's blob ends
+	buf    []byte  // buf[:pos%PageSize]: the committed part of the last page; then staged bytes
+	ends   []int64 // the end of each staged record, when segSize is set
 }
 
 // NewTail returns the tail of pages; call Load before anything else.
@@ -37,34 +42,48 @@ func NewTail(pages messagevault.PageWriter, growStep int64, keep int) *Tail {
 	return &Tail{pages: pages, growStep: roundUp(growStep), keep: keep}
 }
 
-// Load reads the committed position, the records blob's size and the
-// committed part of the last page from storage, dropping staged bytes.
+// SetSegmentSize makes Commit roll to a new segment before the active
+// one's blob would pass size bytes (0: never). A segment holds at least
+// one record; the producer table a Writer stores past its last records
+// may take its blob past size.
+func (t *Tail) SetSegmentSize(size int64) { t.segSize = size }
+
+// Load reads the committed position, the active segment, the size of its
+// blob and the committed part of the last page from storage, dropping
+// staged bytes.
 func (t *Tail) Load(ctx context.Context) error {
-	pos, err := t.pages.Position(ctx)
+	e, err := t.pages.Extent(ctx)
 	if err != nil {
 		return fmt.Errorf("read position: %w", err)
 	}
+	pos := e.Position
 	size, err := t.pages.Size(ctx)
 	if err != nil {
 		return fmt.Errorf("read size: %w", err)
 	}
 	if pos > size {
-		return fmt.Errorf("committed position %d is past the records blob (%d bytes): %w", pos, size, messagevault.ErrCorrupt)
+		return fmt.Errorf("committed position %d is past the records blob (to %d): %w", pos, size, messagevault.ErrCorrupt)
 	}
 	tail := int(pos % messagevault.PageSize)
 	if cap(t.buf) < messagevault.PageSize {
 		t.buf = make([]byte, 0, 64<<10)
 	}
 	t.buf = t.buf[:tail]
-	if tail > 0 {
-		if n, err := t.pages.ReadAt(ctx, t.buf, pos-int64(tail)); n < tail {
+	t.ends = t.ends[:0]
+	if from := max(pos-int64(tail), e.Segment); pos > from {
+		// The committed part of the last page. In a segment's first page
+		// the bytes before its start belong to the previous segment,
+		// which a reader of this one does not look at: zeros do.
+		k := int(from - (pos - int64(tail)))
+		clear(t.buf[:k])
+		if n, err := t.pages.ReadAt(ctx, t.buf[k:], from); n < tail-k {
 			if err == nil {
 				err = io.ErrUnexpectedEOF
 			}
-			return fmt.Errorf("preload tail page at %d: %w", pos-int64(tail), err)
+			return fmt.Errorf("preload tail page at %d: %w", from, err)
 		}
 	}
-	t.pos, t.size = pos, size
+	t.pos, t.size, t.active = pos, size, e.Segment
 	return nil
 }
 
@@ -91,29 +110,37 @@ func (t *Tail) AppendRecord(id formats.ID, m messagevault.Message) (int64, error
 		return 0, err
 	}
 	t.buf = b
+	if t.segSize > 0 {
+		t.ends = append(t.ends, t.End())
+	}
 	return off, nil
 }
 
 // Discard drops the staged records.
-func (t *Tail) Discard() { t.buf = t.buf[:t.pos%messagevault.PageSize] }
+func (t *Tail) Discard() {
+	t.buf = t.buf[:t.pos%messagevault.PageSize]
+	t.ends = t.ends[:0]
+}
 
 // Commit makes the staged records durable and the stream's position their
 // end. extra, if any, is written in the same page write past the records
 // (past the position, so it is not part of the stream); beforeFlush, if
-// set, runs after the page write and before the flush. On error the
+// set, runs after the page writes and before the flush. On error the
 // staged records are dropped and what storage holds is unknown: Load
-// before appending again.
+// (after the PageWriter's Refence) before appending again.
 func (t *Tail) Commit(ctx context.Context, extra []byte, beforeFlush func(context.Context) error) error {
 	end := t.End()
 	if end == t.pos && extra == nil {
 		return nil
 	}
 	base := t.base()
+	cuts := t.cuts()
 	t.buf = padPage(t.buf)
 	if extra != nil {
 		t.buf = padPage(append(t.buf, extra...))
 	}
-	if err := t.write(ctx, base, end, beforeFlush); err != nil {
+	active, err := t.write(ctx, base, end, cuts, beforeFlush)
+	if err != nil {
 		t.Discard()
 		return err
 	}
@@ -123,33 +150,81 @@ func (t *Tail) Commit(ctx context.Context, extra []byte, beforeFlush func(contex
 	if t.keep > 0 && cap(t.buf) > t.keep {
 		t.buf = append(make([]byte, 0, 64<<10), t.buf...)
 	}
-	t.pos = end
+	t.ends = t.ends[:0]
+	t.pos, t.active = end, active
 	return nil
 }
 
-func (t *Tail) write(ctx context.Context, base, end int64, beforeFlush func(context.Context) error) error {
-	if need := base + int64(len(t.buf)); need > t.size {
-		grow := roundUpTo(need, t.growStep)
-		if err := t.pages.Grow(ctx, grow); err != nil {
-			return fmt.Errorf("grow records to %d bytes: %w", grow, err)
-		}
-		t.size = grow
+// cuts returns the record starts where the staged records roll to new
+// segments: each segment's blob stays within segSize, and holds at least
+// one record.
+func (t *Tail) cuts() []int64 {
+	if t.segSize <= 0 || roundUp(t.End()) <= segment.Base(t.active)+t.segSize {
+		return nil
 	}
-	if err := t.pages.WritePages(ctx, base, t.buf); err != nil {
-		return fmt.Errorf("write %d bytes at %d: %w", len(t.buf), base, err)
+	var cuts []int64
+	start, limit := t.active, segment.Base(t.active)+t.segSize
+	from := t.pos
+	for _, end := range t.ends {
+		if roundUp(end) > limit && from > start {
+			cuts = append(cuts, from)
+			start, limit = from, segment.Base(from)+t.segSize
+		}
+		from = end
+	}
+	return cuts
+}
+
+// write writes buf (which starts at position base) up to each cut in the
+// segment it ends, rolling at each cut, then flushes and commits end. It
+// returns the active segment after it.
+func (t *Tail) write(ctx context.Context, base, end int64, cuts []int64, beforeFlush func(context.Context) error) (int64, error) {
+	active, size, from := t.active, t.size, base
+	put := func(to int64) error {
+		if to > size {
+			grow := roundUpTo(to, t.growStep)
+			if t.segSize > 0 {
+				grow = max(to, min(grow, segment.Base(active)+t.segSize))
+			}
+			if err := t.pages.Grow(ctx, grow); err != nil {
+				return fmt.Errorf("grow %s to %d bytes: %w", segment.Name(active), grow-segment.Base(active), err)
+			}
+			size = grow
+			t.size = grow
+		}
+		if to <= from {
+			return nil // the page is written already: it holds the last committed records
+		}
+		if err := t.pages.WritePages(ctx, from, t.buf[from-base:to-base]); err != nil {
+			return fmt.Errorf("write %d bytes at %d: %w", to-from, from, err)
+		}
+		return nil
+	}
+	for _, c := range cuts {
+		if err := put(roundUp(c)); err != nil {
+			return 0, err
+		}
+		if err := t.pages.Roll(ctx, c); err != nil {
+			return 0, fmt.Errorf("roll to a new segment at %d: %w", c, err)
+		}
+		active, size, from = c, segment.Base(c), segment.Base(c)
+		t.size = size
+	}
+	if err := put(base + int64(len(t.buf))); err != nil {
+		return 0, err
 	}
 	if beforeFlush != nil {
 		if err := beforeFlush(ctx); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if err := t.pages.Flush(ctx); err != nil {
-		return fmt.Errorf("flush: %w", err)
+		return 0, fmt.Errorf("flush: %w", err)
 	}
 	if err := t.pages.CommitPosition(ctx, end); err != nil {
-		return fmt.Errorf("commit position %d: %w", end, err)
+		return 0, fmt.Errorf("commit position %d: %w", end, err)
 	}
-	return nil
+	return active, nil
 }
 
 // padPage pads b with zeros to whole pages.

@@ -27,6 +27,13 @@ const (
 	DefaultQueueLength = 1024
 	// DefaultOpTimeout bounds the storage calls of one group commit.
 	DefaultOpTimeout = 60 * time.Second
+	// DefaultSegmentSize is the largest page blob Azure allows (8 TiB)
+	// less room for the producer table stored past the last records
+	// (maxSnapshot), so that a stream stays one blob, as in the original,
+	// unless a smaller size is set.
+	DefaultSegmentSize = 8<<40 - maxSnapshot
+	// MinSegmentSize is the smallest segment size a writer accepts.
+	MinSegmentSize = 1 << 20
 )
 
 // WriterConfig tunes a Writer. Zero fields take the defaults.
@@ -57,6 +64,20 @@ type WriterConfig struct {
 	// MaxProducers is how many producers the exactly-once table
 	// remembers. Default DefaultMaxProducers.
 	MaxProducers int
+	// SegmentSize is the largest segment blob: the writer rolls to a new
+	// segment before the active one would pass it. It must be a multiple
+	// of PageSize, at least MinSegmentSize (see CheckSegmentSize).
+	// Default DefaultSegmentSize.
+	SegmentSize int64
+}
+
+// CheckSegmentSize reports an error unless size is a valid segment size:
+// a multiple of PageSize (512) of at least MinSegmentSize (1 MiB).
+func CheckSegmentSize(size int64) error {
+	if size < MinSegmentSize || size%messagevault.PageSize != 0 {
+		return fmt.Errorf("segment size %d: want a multiple of %d bytes of at least %d (1 MiB)", size, messagevault.PageSize, MinSegmentSize)
+	}
+	return nil
 }
 
 // Observer hears what a Writer does.
@@ -73,6 +94,8 @@ type Observer interface {
 	// Evicted reports producers forgotten by the producer table to make
 	// room for newer ones.
 	Evicted(stream string, n int)
+	// Trimmed reports the bytes of the segments a trim removed.
+	Trimmed(stream string, bytes int64)
 }
 
 // AppendResult is the answer to an append once it is durable.
@@ -123,6 +146,10 @@ type request struct {
 	query bool
 	last  uint64
 	known bool
+	// trim asks to remove the segments that end at or before before;
+	// the stream's new start goes to res.Position.
+	trim   bool
+	before int64
 }
 
 // Writer appends to one stream. Appends are strictly ordered; concurrent
@@ -176,6 +203,12 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
+	if cfg.SegmentSize == 0 {
+		cfg.SegmentSize = DefaultSegmentSize
+	}
+	if err := CheckSegmentSize(cfg.SegmentSize); err != nil {
+		return nil, fmt.Errorf("open stream %q: %w", name, err)
+	}
 	w := &Writer{
 		name:    name,
 		pages:   pages,
@@ -187,6 +220,7 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 	}
 	w.slot = -1
 	w.tail = NewTail(pages, cfg.GrowStep, 2*cfg.MaxGroupBytes)
+	w.tail.SetSegmentSize(cfg.SegmentSize)
 	if err := w.load(ctx); err != nil {
 		return nil, fmt.Errorf("open stream %q: %w", name, err)
 	}
@@ -315,28 +349,48 @@ func (w *Writer) readSnapshotAt(ctx context.Context, off, size int64) ([]byte, e
 // It waits for the writer's current group.
 func (w *Writer) LastSequence(ctx context.Context, producer string) (uint64, bool, error) {
 	r := &request{opts: AppendOptions{Producer: producer}, done: make(chan struct{}), query: true}
-	if err := w.Err(); err != nil {
+	if err := w.ask(ctx, r); err != nil {
 		return 0, false, err
+	}
+	return r.last, r.known, nil
+}
+
+// Trim removes the stream's whole segments that end at or before
+// position before (never the active one) and returns the stream's first
+// stored position after it. A before past the committed position fails
+// with an error wrapping messagevault.ErrOutOfRange. The trim is durable
+// when it returns; a reader then gets a *messagevault.TrimmedError below
+// the new start.
+func (w *Writer) Trim(ctx context.Context, before int64) (int64, error) {
+	r := &request{done: make(chan struct{}), trim: true, before: before}
+	if err := w.ask(ctx, r); err != nil {
+		return 0, err
+	}
+	return r.res.Position, nil
+}
+
+// ask hands r, a request that appends nothing, to the writer's loop and
+// waits for its answer.
+func (w *Writer) ask(ctx context.Context, r *request) error {
+	if err := w.Err(); err != nil {
+		return err
 	}
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
-		return 0, false, ctx.Err()
+		return ctx.Err()
 	case <-w.closing:
-		return 0, false, fmt.Errorf("stream %q: %w", w.name, messagevault.ErrClosed)
+		return fmt.Errorf("stream %q: %w", w.name, messagevault.ErrClosed)
 	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(stateQueued, stateCancelled) {
-			return 0, false, ctx.Err()
+			return ctx.Err()
 		}
 		<-r.done
 	}
-	if r.err != nil {
-		return 0, false, r.err
-	}
-	return r.last, r.known, nil
+	return r.err
 }
 
 // Append validates msgs, appends them as one contiguous run of records and
@@ -575,6 +629,14 @@ func (w *Writer) write(group []*request) (err error) {
 			r.last, r.known = w.producers.last(r.opts.Producer)
 			continue
 		}
+		if r.trim {
+			r.skip = true
+			if r.res.Position, r.err = w.trim(ctx, r.before); r.err != nil && w.Err() != nil {
+				w.tail.Discard()
+				return r.err
+			}
+			continue
+		}
 		if r.opts.Producer != "" {
 			skip, err := w.checkSequence(ctx, r)
 			if err != nil {
@@ -616,7 +678,7 @@ func (w *Writer) write(group []*request) (err error) {
 	}
 	end := w.tail.End()
 	for _, r := range group {
-		if r.skip && r.res.Position < pos {
+		if r.skip && !r.trim && r.res.Position < pos {
 			r.res.Position = pos
 		}
 	}
@@ -657,6 +719,49 @@ func (w *Writer) write(group []*request) (err error) {
 	}
 	w.publish(end)
 	return nil
+}
+
+// trim removes the segments that end at or before before, and returns
+// the stream's first stored position. A storage error that fences the
+// writer stops it.
+func (w *Writer) trim(ctx context.Context, before int64) (int64, error) {
+	if pos := w.tail.Position(); before > pos {
+		return 0, fmt.Errorf("trim %q before %d: %w: the stream's position is %d", w.name, before, messagevault.ErrOutOfRange, pos)
+	}
+	e, err := w.pages.Extent(ctx)
+	if err != nil {
+		return 0, w.failTrim(fmt.Errorf("trim %q: %w", w.name, err))
+	}
+	segs, err := w.pages.Segments(ctx)
+	if err != nil {
+		return 0, w.failTrim(fmt.Errorf("trim %q: %w", w.name, err))
+	}
+	start := e.Start
+	for _, s := range segs {
+		if s <= before {
+			start = max(start, s)
+		}
+	}
+	if start <= e.Start {
+		return e.Start, nil
+	}
+	if err := w.pages.Trim(ctx, start); err != nil {
+		return 0, w.failTrim(fmt.Errorf("trim %q before %d: %w", w.name, before, err))
+	}
+	if o := w.cfg.Observer; o != nil {
+		o.Trimmed(w.name, start-e.Start)
+	}
+	return start, nil
+}
+
+// failTrim stops the writer for good if err says another writer owns the
+// stream; other errors leave the stream as it was or trimmed, both
+// consistent, and fail only the trim.
+func (w *Writer) failTrim(err error) error {
+	if errors.Is(err, messagevault.ErrFenced) || errors.Is(err, messagevault.ErrClosed) {
+		return w.fail(err)
+	}
+	return err
 }
 
 // opContext returns the context of one group's storage calls: bounded by
