@@ -70,6 +70,16 @@ func (r *Reader) Position(ctx context.Context) (int64, error) {
 	return pos, nil
 }
 
+// Extent returns the stream's committed extent: its position, first
+// stored position (Start) and active segment.
+func (r *Reader) Extent(ctx context.Context) (messagevault.Extent, error) {
+	e, err := r.pages.Extent(ctx)
+	if err != nil {
+		return e, fmt.Errorf("stream %q: read position: %w", r.name, err)
+	}
+	return e, nil
+}
+
 // Records iterates the records that start at from (a record boundary, 0 for
 // the start) and end at or before to. The committed position is read once
 // at the start; a negative to, or one past it, means that position. Each record's Key and Value are views

@@ -29,19 +29,53 @@ const probeWindow = 2 * formats.MaxRecordSize
 // FindTime returns the position of the first record whose id time is at
 // or after t, or the committed position if there is none: where a read
 // "since t" starts. Ids carry milliseconds and never go back in time
-// along a stream (see Writer), so it bisects the stream by position,
-// reading one window per probe: about log2(position/128 KiB) windows,
-// then at most one window record by record.
+// along a stream (see Writer). The segments are its index: each starts
+// with a record (a segment's name is its first record's position), so it
+// first bisects the segments by their first records' times, one small
+// read each, then bisects inside the segment by position, reading one
+// window per probe: about log2(segment/128 KiB) windows, then at most one
+// window record by record. A trimmed stream is searched from its Start.
 func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
-	pos, err := r.Position(ctx)
+	e, err := r.Extent(ctx)
 	if err != nil {
 		return 0, err
+	}
+	pos := e.Position
+	segs, err := r.pages.Segments(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %q: %w", r.name, err)
 	}
 	want := formats.MillisSinceEpoch(t)
 	// lo is a record start (or pos) before which every record is older
 	// than t; ans is the earliest record start known to be at or after
 	// t (or pos); no record start in [hi, ans) is older than t.
-	lo, hi, ans := int64(0), pos, pos
+	lo, hi, ans := e.Start, pos, pos
+	head := make([]byte, 18)
+	for i, j := 0, len(segs); i < j; {
+		// Invariant: the segments before i start older than t; those
+		// from j on start at or after it.
+		m := i + (j-i)/2
+		if segs[m] >= pos || segs[m] < e.Start {
+			j = m
+			continue
+		}
+		if _, err := r.pages.ReadAt(ctx, head, segs[m]); err != nil {
+			return 0, fmt.Errorf("stream %q: read the first record of segment %d: %w", r.name, segs[m], err)
+		}
+		var id formats.ID
+		copy(id[:], head[2:18])
+		if !namesPosition(head, segs[m]) {
+			return 0, r.corrupt(segs[m], fmt.Errorf("segment %d does not start with its record", segs[m]))
+		}
+		if int64(id.Millis()) >= want {
+			j = m
+			ans, hi = segs[m], segs[m]
+		} else {
+			i = m + 1
+			lo = max(lo, segs[m])
+		}
+	}
+	start := lo // a record start for certain
 	buf := make([]byte, probeWindow)
 	for hi-lo > probeWindow {
 		mid := lo + (hi-lo)/2
@@ -58,11 +92,11 @@ func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 		}
 	}
 	at, err := r.scanTime(ctx, lo, ans, want)
-	if err != nil && lo != 0 && ctx.Err() == nil {
+	if err != nil && lo != start && ctx.Err() == nil {
 		// lo was reached by probing: if the records do not follow from
 		// there, do not report damage that may not be; scan from the
-		// start, which is a record's for certain.
-		at, err = r.scanTime(ctx, 0, ans, want)
+		// segment's start, which is a record's for certain.
+		at, err = r.scanTime(ctx, start, ans, want)
 	}
 	return at, err
 }

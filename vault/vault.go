@@ -39,6 +39,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger receives the vault's logs. Default: discard.
 	Logger *slog.Logger
+	// Retention removes old segments in the background. Default: none.
+	Retention Retention
 }
 
 // Vault is the set of streams of one storage.
@@ -68,8 +70,11 @@ type entry struct {
 
 // StreamInfo describes one stream.
 type StreamInfo struct {
-	Name     string
+	Name string
+	// Position is the committed position: the stream's length.
 	Position int64
+	// Start is the first position still stored (0 until trimmed).
+	Start int64
 }
 
 // New returns a vault over storage and starts its idle sweeper.
@@ -84,6 +89,10 @@ func New(storage messagevault.Storage, cfg Config) *Vault {
 	if cfg.IdleTimeout > 0 {
 		v.wg.Add(1)
 		go v.sweep()
+	}
+	if cfg.Retention.On() {
+		v.wg.Add(1)
+		go v.retain()
 	}
 	return v
 }
@@ -343,6 +352,32 @@ func (v *Vault) LastSequence(ctx context.Context, name, producer string) (seq ui
 	return seq, known, err
 }
 
+// Trim removes the whole segments of stream name that end at or before
+// position before (never the active one) and returns the first position
+// still stored. A stream never written fails with ErrStreamNotFound (it is
+// not created), a before past the committed position with ErrOutOfRange.
+func (v *Vault) Trim(ctx context.Context, name string, before int64) (int64, error) {
+	name, err := messagevault.NormalizeStreamName(name)
+	if err != nil {
+		return 0, err
+	}
+	if before < 0 {
+		return 0, fmt.Errorf("trim %q before %d: %w", name, before, messagevault.ErrOutOfRange)
+	}
+	pr, err := v.storage.OpenReader(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	pr.Close()
+	var start int64
+	_, err = v.append(ctx, name, func(w *stream.Writer) (stream.AppendResult, error) {
+		var err error
+		start, err = w.Trim(ctx, before)
+		return stream.AppendResult{}, err
+	})
+	return start, err
+}
+
 // append runs do on stream name's writer, opening it if needed.
 func (v *Vault) append(ctx context.Context, name string, do func(*stream.Writer) (stream.AppendResult, error)) (stream.AppendResult, error) {
 	name, err := messagevault.NormalizeStreamName(name)
@@ -464,14 +499,19 @@ type committedReader struct {
 }
 
 func (r committedReader) Position(ctx context.Context) (int64, error) {
-	pos, err := r.PageReader.Position(ctx)
+	e, err := r.Extent(ctx)
+	return e.Position, err
+}
+
+func (r committedReader) Extent(ctx context.Context) (messagevault.Extent, error) {
+	e, err := r.PageReader.Extent(ctx)
 	if err != nil {
-		return 0, err
+		return e, err
 	}
-	if c, _, ok := r.v.Committed(r.name); ok && c < pos {
-		return c, nil
+	if c, _, ok := r.v.Committed(r.name); ok && c < e.Position {
+		e.Position = c
 	}
-	return pos, nil
+	return e, nil
 }
 
 // Streams lists every stream with its committed position, sorted by name.
@@ -492,22 +532,21 @@ func list(ctx context.Context, storage messagevault.Storage, committed func(stri
 	}
 	out := make([]StreamInfo, 0, len(names))
 	for _, n := range names {
-		info := StreamInfo{Name: n}
-		if pos, _, ok := committed(n); ok {
+		pr, err := storage.OpenReader(ctx, n)
+		if err != nil {
+			if errors.Is(err, messagevault.ErrStreamNotFound) {
+				continue
+			}
+			return nil, err
+		}
+		e, err := pr.Extent(ctx)
+		pr.Close()
+		if err != nil {
+			return nil, fmt.Errorf("stream %q: %w", n, err)
+		}
+		info := StreamInfo{Name: n, Position: e.Position, Start: e.Start}
+		if pos, _, ok := committed(n); ok && pos < e.Position {
 			info.Position = pos
-		} else {
-			pr, err := storage.OpenReader(ctx, n)
-			if err != nil {
-				if errors.Is(err, messagevault.ErrStreamNotFound) {
-					continue
-				}
-				return nil, err
-			}
-			info.Position, err = pr.Position(ctx)
-			pr.Close()
-			if err != nil {
-				return nil, fmt.Errorf("stream %q: %w", n, err)
-			}
 		}
 		out = append(out, info)
 	}
