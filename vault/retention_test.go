@@ -140,7 +140,7 @@ func TestTrimMissingStream(t *testing.T) {
 type trimCounter struct{ bytes atomic.Int64 }
 
 func (c *trimCounter) Committed(string, int, int, int, time.Duration) {}
-func (c *trimCounter) Failed(string, error)                          {}
-func (c *trimCounter) Duplicate(string)                              {}
-func (c *trimCounter) Evicted(string, int)                           {}
-func (c *trimCounter) Trimmed(_ string, n int64)                     { c.bytes.Add(n) }
+func (c *trimCounter) Failed(string, error)                           {}
+func (c *trimCounter) Duplicate(string)                               {}
+func (c *trimCounter) Evicted(string, int)                            {}
+func (c *trimCounter) Trimmed(_ string, n int64)                      { c.bytes.Add(n) }
