@@ -12,8 +12,11 @@
 // "password" holds a bcrypt hash. A plain-text password left by an old file
 // is accepted, with a warning in the log, until it is set again.
 //
-// Claims: "all:read", "all:write", "<stream>:read", "<stream>:write"; a
-// write claim implies the read claim of the same scope.
+// Claims: "all:read", "all:write", "<stream>:read", "<stream>:write",
+// "<stream>:trim" (and "all:" or "<prefix>*:" forms of each); a write
+// claim implies the read claim of the same scope. A trim claim lets its
+// holder remove a stream's old segments, and nothing else; all:write
+// (an administrator) may trim every stream.
 package auth
 
 import (
@@ -115,6 +118,20 @@ func (p Principal) CanWrite(stream string) bool { return p.may(stream, true) }
 // CanReadAll reports whether p may read every stream.
 func (p Principal) CanReadAll() bool { return p.has("all:read", "all:write") }
 
+// CanTrim reports whether p may trim stream: a trim claim covering it,
+// or all:write.
+func (p Principal) CanTrim(stream string) bool {
+	if p.CanAdmin() {
+		return true
+	}
+	for _, c := range p.Claims {
+		if scope, access, _ := strings.Cut(c, ":"); access == "trim" && covers(scope, stream) {
+			return true
+		}
+	}
+	return false
+}
+
 // CanAdmin reports whether p may manage users: an all:write claim.
 func (p Principal) CanAdmin() bool { return p.has("all:write") }
 
@@ -156,14 +173,14 @@ func covers(scope, stream string) bool {
 }
 
 // ValidateClaim checks that claim is one of "all:read", "all:write",
-// "<stream>:read", "<stream>:write" with a valid stream name, or
-// "<prefix>*:read" and "<prefix>*:write", which cover every stream whose
-// name starts with the prefix; it returns the claim with its names folded
-// to lower case.
+// "all:trim", "<stream>:read", "<stream>:write", "<stream>:trim" with a
+// valid stream name, or "<prefix>*:read", "<prefix>*:write" and
+// "<prefix>*:trim", which cover every stream whose name starts with the
+// prefix; it returns the claim with its names folded to lower case.
 func ValidateClaim(claim string) (string, error) {
 	scope, access, ok := strings.Cut(claim, ":")
-	if !ok || (access != "read" && access != "write") {
-		return "", fmt.Errorf("%w %q: want all:read, all:write, <stream>:read, <stream>:write, <prefix>*:read or <prefix>*:write", ErrInvalidClaim, claim)
+	if !ok || (access != "read" && access != "write" && access != "trim") {
+		return "", fmt.Errorf("%w %q: want all:read, all:write, <stream>:read, <stream>:write or <stream>:trim (or <prefix>*: with any of the three)", ErrInvalidClaim, claim)
 	}
 	if scope == "all" {
 		return claim, nil

@@ -217,7 +217,7 @@ func (p Principal) covers(claim string) bool {
 	scope, access, _ := strings.Cut(claim, ":")
 	for _, c := range p.Claims {
 		s, a, _ := strings.Cut(c, ":")
-		if access == "write" && a != "write" {
+		if access == "write" && a != "write" || access == "trim" && a != "trim" && c != "all:write" || access == "read" && a == "trim" {
 			continue
 		}
 		switch {

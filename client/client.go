@@ -136,6 +136,18 @@ type Error struct {
 	// Position is the stream's position when a conditional publish
 	// (ExpectPosition) was refused with 412.
 	Position int64
+	// Start is where a trimmed stream now starts, when a read below it
+	// was refused with 410.
+	Start int64
+}
+
+// Unwrap makes a 410 answer (a read below a trimmed stream's start)
+// errors.Is messagevault.ErrTrimmed, as the same read from storage is.
+func (e *Error) Unwrap() error {
+	if e.Status == http.StatusGone {
+		return messagevault.ErrTrimmed
+	}
+	return nil
 }
 
 func (e *Error) Error() string {
@@ -201,13 +213,13 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
-			Error, Type string
-			Position    int64
+			Error, Type     string
+			Position, Start int64
 		}
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error, Position: e.Position}
+		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error, Position: e.Position, Start: e.Start}
 	}
 	if out != nil {
 		if raw, ok := out.(*[]byte); ok {
@@ -279,8 +291,11 @@ func retryable(err error) bool {
 
 // StreamInfo is one stream of the listing.
 type StreamInfo struct {
-	Name     string
+	Name string
+	// Position is the stream's length.
 	Position int64
+	// Start is its first stored position (0 until trimmed).
+	Start int64
 }
 
 // Streams lists the streams the user may read.
@@ -321,26 +336,49 @@ func (c *Client) DeleteStream(ctx context.Context, stream string) error {
 	return nil
 }
 
-// rawRecords reads up to limit records from position from through the
-// server, with an optional long-poll wait; it returns their bytes, the
-// position after them and the stream's position.
-func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limit int, wait time.Duration) ([]byte, int64, int64, error) {
-	path := fmt.Sprintf("/streams/%s/messages?format=raw&from=%d&limit=%d", url.PathEscape(stream), from, limit)
+// Trim removes the stream's whole segments that end at or before
+// position before (never the active one) and returns the stream's first
+// stored position after it. It needs a trim claim on the stream (or
+// all:write).
+func (c *Client) Trim(ctx context.Context, stream string, before int64) (int64, error) {
+	var ans struct{ Start int64 }
+	if _, err := c.do(ctx, http.MethodDelete, fmt.Sprintf("/streams/%s/messages?before=%d", url.PathEscape(stream), before), nil, "", &ans); err != nil {
+		return 0, fmt.Errorf("trim %q before %d: %w", stream, before, err)
+	}
+	return ans.Start, nil
+}
+
+// rawAnswer is a raw read through the server: the records' bytes, the
+// position after them, the stream's position and its first stored
+// position.
+type rawAnswer struct {
+	data             []byte
+	next, pos, start int64
+}
+
+// rawRecords reads up to limit records from position from (the stream's
+// Start if from is negative) through the server, with an optional
+// long-poll wait.
+func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limit int, wait time.Duration) (rawAnswer, error) {
+	path := fmt.Sprintf("/streams/%s/messages?format=raw&limit=%d", url.PathEscape(stream), limit)
+	if from >= 0 {
+		path += fmt.Sprintf("&from=%d", from)
+	}
 	if wait > 0 {
 		path += fmt.Sprintf("&wait=%.3f", wait.Seconds())
 	}
-	var data []byte
-	h, err := c.do(ctx, http.MethodGet, path, nil, "", &data)
+	var a rawAnswer
+	h, err := c.do(ctx, http.MethodGet, path, nil, "", &a.data)
 	if err != nil {
-		return nil, 0, 0, err
+		return rawAnswer{}, err
 	}
-	next, err := strconv.ParseInt(h.Get("X-Messagevault-Next"), 10, 64)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("read %q through the server: the answer has no valid X-Messagevault-Next header (%q)", stream, h.Get("X-Messagevault-Next"))
+	for _, f := range []struct {
+		header string
+		to     *int64
+	}{{"X-Messagevault-Next", &a.next}, {"X-Messagevault-Position", &a.pos}, {"X-Messagevault-Start", &a.start}} {
+		if *f.to, err = strconv.ParseInt(h.Get(f.header), 10, 64); err != nil {
+			return rawAnswer{}, fmt.Errorf("read %q through the server: the answer has no valid %s header (%q)", stream, f.header, h.Get(f.header))
+		}
 	}
-	pos, err := strconv.ParseInt(h.Get("X-Messagevault-Position"), 10, 64)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("read %q through the server: the answer has no valid X-Messagevault-Position header (%q)", stream, h.Get("X-Messagevault-Position"))
-	}
-	return data, next, pos, nil
+	return a, nil
 }

@@ -14,16 +14,34 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/segment"
 	"github.com/messagevault/messagevault/stream"
 )
 
 // mirrorChunk is how many record bytes a mirror writes per commit.
 const mirrorChunk = 4 << 20
 
+// startAt makes an empty stream start at position start: a segment there,
+// committed, and the first one removed.
+func startAt(ctx context.Context, pw messagevault.PageWriter, start int64) error {
+	if err := pw.Roll(ctx, start); err != nil {
+		return err
+	}
+	if err := pw.Grow(ctx, segment.Base(start)+messagevault.PageSize); err != nil {
+		return err
+	}
+	if err := pw.CommitPosition(ctx, start); err != nil {
+		return err
+	}
+	return pw.Trim(ctx, start)
+}
+
 // Mirror copies the stream into the local directory dir (as
 // <dir>/<stream>/, in the layout of the local backend), from where the
 // mirror left off: records are byte-identical to the source's and the
-// mirror's position is the source's position it copied up to. It is safe
+// mirror's position is the source's position it copied up to. A mirror of
+// a trimmed stream holds what the source held when it began (from the
+// source's Start), in one segment. It is safe
 // to interrupt: the mirror's position only moves once the bytes before it
 // are durable, so the next run resumes where the last one stopped. It
 // returns the mirror's position. progress, if set, is called now and then
@@ -44,9 +62,21 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
 	}
 	local := tail.Position()
-	remote, err := r.src.Position(ctx)
+	src, err := r.src.Extent(ctx)
 	if err != nil {
 		return local, err
+	}
+	remote := src.Position
+	if local == 0 && src.Start > 0 {
+		// A new mirror of a trimmed stream starts where the source does:
+		// an empty segment at its Start, and nothing before it.
+		if err := startAt(ctx, pw, src.Start); err != nil {
+			return 0, fmt.Errorf("mirror of %q in %s: start at %d: %w", r.stream, dir, src.Start, err)
+		}
+		if err := tail.Load(ctx); err != nil {
+			return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+		}
+		local = tail.Position()
 	}
 	if local > remote {
 		return local, fmt.Errorf("mirror of %q in %s is at %d, past the source's position %d: it is not a mirror of this stream", r.stream, dir, local, remote)

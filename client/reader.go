@@ -33,6 +33,7 @@ type ReadMessage struct {
 // the server's read route.
 type source interface {
 	Position(ctx context.Context) (int64, error)
+	Extent(ctx context.Context) (messagevault.Extent, error)
 	Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error]
 	FindTime(ctx context.Context, t time.Time) (int64, error)
 }
@@ -144,6 +145,14 @@ func (r *Reader) Close() error {
 
 // Position returns the stream's committed position.
 func (r *Reader) Position(ctx context.Context) (int64, error) { return r.src.Position(ctx) }
+
+// Start returns the stream's first stored position: 0 until it is
+// trimmed, then the start of its oldest remaining segment. Reading below
+// it fails with an error that is errors.Is messagevault.ErrTrimmed.
+func (r *Reader) Start(ctx context.Context) (int64, error) {
+	e, err := r.src.Extent(ctx)
+	return e.Start, err
+}
 
 // Since returns the position of the first message written at or after t
 // (by its id's time, in milliseconds), or the committed position if none
@@ -383,7 +392,7 @@ func transientRead(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, messagevault.ErrCorrupt),
 		errors.Is(err, messagevault.ErrOutOfRange), errors.Is(err, messagevault.ErrStreamNotFound),
-		errors.Is(err, messagevault.ErrNotRecordStart), errors.As(err, &bad):
+		errors.Is(err, messagevault.ErrNotRecordStart), errors.Is(err, messagevault.ErrTrimmed), errors.As(err, &bad):
 		return false
 	case errors.As(err, &e):
 		return e.Retryable()
@@ -395,7 +404,7 @@ func transientRead(err error) bool {
 func (r *Reader) wait(ctx context.Context, pos int64) {
 	if r.c != nil {
 		start := time.Now()
-		_, _, _, err := r.c.rawRecords(ctx, r.stream, pos, 1, 25*time.Second)
+		_, err := r.c.rawRecords(ctx, r.stream, pos, 1, 25*time.Second)
 		if err == nil || time.Since(start) > time.Second {
 			return
 		}
@@ -416,20 +425,23 @@ func (r *Reader) wait(ctx context.Context, pos int64) {
 type VerifyResult struct {
 	Records  int64
 	Position int64
+	// Start is where the check began: the stream's first stored position.
+	Start int64
 }
 
-// Verify reads every record of the stream up to its committed position and
+// Verify reads every stored record of the stream (from its Start) up to its committed position and
 // checks each one (version, crc, id position). The error names the first
 // bad position. progress, if set, is called now and then with the bytes
 // checked so far and the total.
 func (r *Reader) Verify(ctx context.Context, progress func(done, total int64)) (VerifyResult, error) {
-	pos, err := r.src.Position(ctx)
+	e, err := r.src.Extent(ctx)
 	if err != nil {
 		return VerifyResult{}, err
 	}
-	res := VerifyResult{Position: pos}
+	pos := e.Position
+	res := VerifyResult{Position: pos, Start: e.Start}
 	var last time.Time
-	for rec, err := range r.src.Records(ctx, 0, pos) {
+	for rec, err := range r.src.Records(ctx, e.Start, pos) {
 		if err != nil {
 			return res, err
 		}
@@ -452,8 +464,15 @@ type serverSource struct {
 }
 
 func (s *serverSource) Position(ctx context.Context) (int64, error) {
-	_, _, pos, err := s.c.rawRecords(ctx, s.stream, 0, 1, 0)
-	return pos, err
+	e, err := s.Extent(ctx)
+	return e.Position, err
+}
+
+// Extent reads the position and start from a read's headers (the active
+// segment is not told: it is left 0).
+func (s *serverSource) Extent(ctx context.Context) (messagevault.Extent, error) {
+	a, err := s.c.rawRecords(ctx, s.stream, -1, 1, 0)
+	return messagevault.Extent{Position: a.pos, Start: a.start}, err
 }
 
 // FindTime asks the server for the first record at or after t.
@@ -475,7 +494,8 @@ func (s *serverSource) Records(ctx context.Context, from, to int64) iter.Seq2[fo
 	return func(yield func(formats.Record, error) bool) {
 		pos := from
 		for to < 0 || pos < to {
-			data, next, end, err := s.c.rawRecords(ctx, s.stream, pos, 1000, 0)
+			a, err := s.c.rawRecords(ctx, s.stream, pos, 1000, 0)
+			data, next, end := a.data, a.next, a.pos
 			if err != nil {
 				yield(formats.Record{}, err)
 				return

@@ -50,6 +50,8 @@ const typeNotLeader = "not-leader"
 type apiError struct {
 	Error string `json:"Error"`
 	Type  string `json:"Type"`
+	// Start is where a trimmed stream now starts (410 only).
+	Start *int64 `json:"Start,omitempty"`
 }
 
 func forbidden(user, claim string) error {
@@ -97,6 +99,8 @@ func classify(err error) (int, string) {
 		errors.Is(err, messagevault.ErrNotRecordStart),
 		errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad-request"
+	case errors.Is(err, messagevault.ErrTrimmed):
+		return http.StatusGone, "trimmed"
 	case errors.Is(err, messagevault.ErrSequenceTooOld):
 		return http.StatusConflict, "sequence-too-old"
 	case errors.Is(err, messagevault.ErrPositionMismatch):
@@ -185,7 +189,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		msg += " (request " + requestID(r.Context()) + ")"
 	}
-	writeJSON(w, status, apiError{Error: msg, Type: typ})
+	ans := apiError{Error: msg, Type: typ}
+	var te *messagevault.TrimmedError
+	if errors.As(err, &te) {
+		ans.Start = &te.Start
+	}
+	writeJSON(w, status, ans)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

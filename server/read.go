@@ -63,8 +63,9 @@ func toJSONRecord(rec formats.Record) jsonRecord {
 
 // readParams are the query parameters of the read routes.
 type readParams struct {
-	from  int64
-	limit int
+	from    int64
+	hasFrom bool // from was given; without it a read starts at the stream's Start
+	limit   int
 	wait  time.Duration
 	raw   bool
 	// since, if set, starts the read at the first record at or after
@@ -81,7 +82,7 @@ func parseReadParams(r *http.Request) (readParams, error) {
 		if err != nil || n < 0 {
 			return p, badRequest("from=%q: want a position, a whole number of bytes from 0", v)
 		}
-		p.from = n
+		p.from, p.hasFrom = n, true
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -150,6 +151,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	w.Header().Set(StartHeader, strconv.FormatInt(rr.start, 10))
 	if p.raw {
 		s.writeRaw(w, r, reader, name, p, pos)
 		return
@@ -204,8 +206,13 @@ type readRequest struct {
 	p      readParams
 	reader *stream.Reader
 	pos    int64 // the committed position when it was opened
+	start  int64 // the first stored position then
 	close  func()
 }
+
+// StartHeader is the read answers' header that gives the stream's first
+// stored position (0 until it is trimmed).
+const StartHeader = "X-Messagevault-Start"
 
 // openRead is the prologue the read routes share: the stream and the
 // claim to read it, the query (and, for events, Last-Event-ID), a slot
@@ -228,7 +235,7 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 			s.writeError(w, r, badRequest("Last-Event-ID %q: want a position", id))
 			return nil, false
 		}
-		p.from, p.hasSince = n, false // a reconnect resumes where it stopped
+		p.from, p.hasFrom, p.hasSince = n, true, false // a reconnect resumes where it stopped
 	}
 	slots, limit, what := &s.reads, s.cfg.MaxReads, "reads"
 	if events || p.wait > 0 {
@@ -254,8 +261,18 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 		s.writeError(w, r, err)
 		return nil, false
 	}
-	if rr.pos, err = reader.Position(ctx); err == nil && p.from > rr.pos {
-		err = badRequest("from=%d is past the stream's position %d", p.from, rr.pos)
+	var e messagevault.Extent
+	if e, err = reader.Extent(ctx); err == nil {
+		rr.pos, rr.start = e.Position, e.Start
+		switch {
+		case !p.hasFrom && !p.hasSince && p.from < e.Start:
+			// No from: the oldest record still stored.
+			p.from, rr.p.from = e.Start, e.Start
+		case p.from < e.Start:
+			err = &messagevault.TrimmedError{Offset: p.from, Start: e.Start}
+		case p.from > rr.pos:
+			err = badRequest("from=%d is past the stream's position %d", p.from, rr.pos)
+		}
 	}
 	if err == nil && events && p.from < rr.pos {
 		// An event stream answers 200 before its first event: check

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -284,6 +285,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("DELETE /streams/{stream}/grants", s.handleRevokeGrants)
 	s.mux.HandleFunc("DELETE /streams/{stream}", s.handleDeleteStream)
 	s.mux.HandleFunc("GET /streams/{stream}/messages", s.handleRead)
+	s.mux.HandleFunc("DELETE /streams/{stream}/messages", s.handleTrim)
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
 	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
 	s.mux.HandleFunc("GET /streams", s.handleStreams)
@@ -733,6 +735,48 @@ func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"Stream": name, "Deleted": true})
 }
 
+// handleTrim serves DELETE /streams/{stream}/messages?before=N: it removes
+// the stream's whole segments that end at or before N (never the active
+// one) and answers {"Start": S}, the first position still stored. It
+// needs a trim claim on the stream, or all:write; a follower forwards it
+// to the leader.
+func (s *Server) handleTrim(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	name, err := messagevault.NormalizeStreamName(r.PathValue("stream"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !p.CanTrim(name) {
+		s.writeError(w, r, forbidden(p.Name, name+":trim"))
+		return
+	}
+	v := r.URL.Query().Get("before")
+	before, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || before < 0 {
+		s.writeError(w, r, badRequest("before=%q: want a position, a whole number of bytes from 0 (segments that end at or before it are removed)", v))
+		return
+	}
+	vlt := s.vault.Load()
+	if vlt == nil {
+		s.forward(w, r, nil)
+		return
+	}
+	start, err := vlt.Trim(r.Context(), name, before)
+	if err != nil {
+		if errors.Is(err, messagevault.ErrOutOfRange) {
+			err = badRequest("%v", err)
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("trimmed a stream", "stream", name, "before", before, "start", start, "by", userOf(r))
+	writeJSON(w, http.StatusOK, map[string]int64{"Start": start})
+}
+
 // streamsAnswer is the body of GET /streams.
 type streamsAnswer struct {
 	Role    string       `json:"Role"`
@@ -743,6 +787,8 @@ type streamsAnswer struct {
 type streamInfo struct {
 	Name     string `json:"Name"`
 	Position int64  `json:"Position"`
+	// Start is the first position still stored (0 until trimmed).
+	Start int64 `json:"Start"`
 }
 
 func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
@@ -758,7 +804,7 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 	ans := streamsAnswer{Role: s.role(), Leader: s.leader(), Streams: []streamInfo{}}
 	for _, in := range infos {
 		if p.CanRead(in.Name) {
-			ans.Streams = append(ans.Streams, streamInfo{Name: in.Name, Position: in.Position})
+			ans.Streams = append(ans.Streams, streamInfo{Name: in.Name, Position: in.Position, Start: in.Start})
 		}
 	}
 	writeJSON(w, http.StatusOK, ans)

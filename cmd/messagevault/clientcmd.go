@@ -341,6 +341,7 @@ type ReadCommand struct {
 	limit          int
 	format         string
 	viaServer      bool
+	fromSet        bool // --from was given
 }
 
 // Command returns the cobra command ("read", or "tail" to follow).
@@ -367,7 +368,8 @@ func (c *ReadCommand) Command() *cobra.Command {
 			default:
 				return usageError("--format %q: want text, json or raw", c.format)
 			}
-			if c.since != "" && cmd.Flags().Changed("from") {
+			c.fromSet = cmd.Flags().Changed("from")
+			if c.since != "" && c.fromSet {
 				return usageError("--from and --since: give one")
 			}
 			if c.since != "" {
@@ -384,7 +386,7 @@ func (c *ReadCommand) Command() *cobra.Command {
 	if c.tail {
 		def = -1
 	}
-	f.Int64Var(&c.from, "from", def, "position to start from (a message's offset; tail: -1 for the end)")
+	f.Int64Var(&c.from, "from", def, "position to start from (a message's offset; read: default the stream's start, its oldest stored message; tail: -1 for the end)")
 	if !c.tail {
 		f.IntVar(&c.limit, "limit", 0, "at most this many messages (0: all)")
 	} else {
@@ -430,6 +432,12 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	}
 	if from < 0 {
 		if from, err = r.Position(ctx); err != nil {
+			return err
+		}
+	}
+	if !c.fromSet && c.since == "" && !c.tail {
+		// No --from: from the oldest message still stored.
+		if from, err = r.Start(ctx); err != nil {
 			return err
 		}
 	}
@@ -692,7 +700,7 @@ type StreamsCommand struct {
 func (c *StreamsCommand) Command() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "streams",
-		Short:   "List the streams with their positions",
+		Short:   "List the streams with their positions and starts (tab-separated: name, position, first stored position)",
 		Example: "  messagevault streams\n  messagevault streams --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -706,7 +714,7 @@ func (c *StreamsCommand) Command() *cobra.Command {
 				return nil
 			}
 			for _, s := range list {
-				fmt.Fprintf(c.stdout, "%s\t%d\n", s.Name, s.Position)
+				fmt.Fprintf(c.stdout, "%s\t%d\t%d\n", s.Name, s.Position, s.Start)
 			}
 			return nil
 		},
@@ -736,6 +744,41 @@ Azure, once Azure has finished removing the old container).`,
 	c.flags(del)
 	del.Flags().BoolVar(&c.yes, "yes", false, "really delete")
 	cmd.AddCommand(del)
+	return cmd
+}
+
+// TrimCommand removes a stream's old segments.
+type TrimCommand struct {
+	conn
+	stdout io.Writer
+	before int64
+}
+
+// Command returns the cobra command.
+func (c *TrimCommand) Command() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "trim STREAM --before POSITION",
+		Short: "Remove a stream's old segments (needs STREAM:trim or all:write)",
+		Long: `Remove the whole segments of a stream that end at or before POSITION, never the
+one being written, and print the stream's new start: the first position still
+stored (at most POSITION). Reads below it then fail with 410 Gone. A stream kept
+in one segment (the default --segment-size of serve) has nothing to remove.`,
+		Example: "  messagevault trim orders --before 1073741824",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("before") || c.before < 0 {
+				return usageError("--before: give the position (a whole number of bytes from 0) to trim before")
+			}
+			start, err := c.client().Trim(cmd.Context(), args[0], c.before)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "%s starts at %d\n", args[0], start)
+			return nil
+		},
+	}
+	c.flags(cmd)
+	cmd.Flags().Int64Var(&c.before, "before", 0, "remove the segments that end at or before this position")
 	return cmd
 }
 
@@ -812,6 +855,10 @@ mirror) with --dir.`,
 			done()
 			if err != nil {
 				return fmt.Errorf("verify %s: %d records good, then: %w", args[0], res.Records, err)
+			}
+			if res.Start > 0 {
+				fmt.Fprintf(c.stdout, "%s: %d records from its start %d (trimmed before), position %d: all good\n", args[0], res.Records, res.Start, res.Position)
+				return nil
 			}
 			fmt.Fprintf(c.stdout, "%s: %d records, position %d: all good\n", args[0], res.Records, res.Position)
 			return nil

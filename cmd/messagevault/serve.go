@@ -88,6 +88,10 @@ type ServeCommand struct {
 	MetricsListen  string
 	LogLevel       string
 	LogFormat      string
+	SegmentSize    byteSize
+	RetentionBytes byteSize
+	RetentionAge   time.Duration
+	RetentionEvery time.Duration
 }
 
 // Command returns the cobra command.
@@ -123,6 +127,12 @@ exits 0.`,
 			if (c.TLSCert == "") != (c.TLSKey == "") {
 				return usageError("--tls-cert and --tls-key go together")
 			}
+			if err := stream.CheckSegmentSize(int64(c.SegmentSize)); err != nil {
+				return usageError("--segment-size: %v", err)
+			}
+			if c.RetentionAge < 0 {
+				return usageError("--retention-age %v: want a positive duration, or 0 to keep all", c.RetentionAge)
+			}
 			return c.Run(cmd.Context())
 		},
 	}
@@ -150,7 +160,26 @@ exits 0.`,
 	f.DurationVar(&c.MaxTailAge, "max-tail-duration", server.DefaultMaxTailDuration, "end an event stream after this long (clients reconnect with Last-Event-ID and log in again)")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", "text", "log format: text, or json (one object per line, for log collectors)")
+	c.SegmentSize = stream.DefaultSegmentSize
+	f.Var(&c.SegmentSize, "segment-size", "roll a stream to a new segment (blob or file) before its current one passes this size: a multiple of 512 bytes, at least 1MiB; suffixes KiB, MiB, GiB, TiB (default: the largest page blob, 8 TiB, less 64 MiB kept for the producer table, so a stream stays one blob)")
+	f.Var(&c.RetentionBytes, "retention-bytes", "keep about this many of each stream's newest bytes: older whole segments are removed in the background, never the active one (0: keep all)")
+	f.DurationVar(&c.RetentionAge, "retention-age", 0, "remove, in the background, each segment whose newest message is older than this, never the active one (0: keep all)")
+	f.DurationVar(&c.RetentionEvery, "retention-interval", 0, "how often retention looks at the streams (default a tenth of --retention-age, from 1s to 1m)")
 	return cmd
+}
+
+// retentionEvery is how often retention looks at the streams:
+// --retention-interval, or a tenth of --retention-age, from a second to a
+// minute.
+func (c *ServeCommand) retentionEvery() time.Duration {
+	if c.RetentionEvery > 0 {
+		return c.RetentionEvery
+	}
+	every := vault.DefaultRetentionEvery
+	if c.RetentionAge > 0 {
+		every = min(max(c.RetentionAge/10, time.Second), every)
+	}
+	return every
 }
 
 // Run serves until ctx ends (SIGINT or SIGTERM), then drains and closes
@@ -378,7 +407,8 @@ func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, 
 			old := n.api.Load().SetVault(vault.New(m.Storage(store), vault.Config{
 				IdleTimeout: c.IdleTimeout,
 				Logger:      log,
-				Writer:      stream.WriterConfig{Deadline: node.Deadline, Observer: m},
+				Writer:      stream.WriterConfig{Deadline: node.Deadline, Observer: m, SegmentSize: int64(c.SegmentSize)},
+				Retention:   vault.Retention{Bytes: int64(c.RetentionBytes), Age: c.RetentionAge, Every: c.retentionEvery()},
 			}))
 			if old != nil {
 				old.Close() // not expected: elections and demotions alternate
