@@ -66,8 +66,8 @@ type readParams struct {
 	from    int64
 	hasFrom bool // from was given; without it a read starts at the stream's Start
 	limit   int
-	wait  time.Duration
-	raw   bool
+	wait    time.Duration
+	raw     bool
 	// since, if set, starts the read at the first record at or after
 	// this time instead of from.
 	since    time.Time
