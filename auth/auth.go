@@ -346,6 +346,11 @@ func (u *Users) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// A tick that waited while a check hung may be picked
+			// together with Close: Close wins.
+			if ctx.Err() != nil {
+				return
+			}
 		}
 		err := u.reload(ctx)
 		switch {

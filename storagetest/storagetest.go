@@ -44,6 +44,9 @@ func Run(t *testing.T, newStorage NewStorage) {
 		{"StateSlots", testStateSlots},
 		{"Refence", testRefence},
 		{"DeleteStream", testDeleteStream},
+		{"RollAndReadAcross", testRollAndReadAcross},
+		{"UncommittedRoll", testUncommittedRoll},
+		{"Trim", testTrim},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
