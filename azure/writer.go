@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
@@ -44,8 +45,12 @@ type writer struct {
 	posET     azcore.ETag
 	stateET   [2]azcore.ETag // "" while the slot's blob does not exist
 	id        string
-	closed    bool
-	release   func()
+	// since is when this writer took the stream over, by the service's
+	// clock: a segment blob another writer changed after it belongs to a
+	// newer writer, and is never removed or reused by this one.
+	since   time.Time
+	closed  bool
+	release func()
 }
 
 func openWriter(ctx context.Context, cc *container.Client) (*writer, error) {
@@ -95,6 +100,10 @@ func (w *writer) takeOver(ctx context.Context) error {
 		return err
 	}
 	w.posET, w.ext, w.active = *presp.ETag, e, e.Segment
+	w.since = time.Now()
+	if presp.LastModified != nil {
+		w.since = *presp.LastModified
+	}
 	if err := w.removeLeftovers(ctx, e); err != nil {
 		return err
 	}
@@ -131,18 +140,75 @@ func (w *writer) takeOver(ctx context.Context) error {
 	return nil
 }
 
-// removeLeftovers deletes the segment blobs outside the chain of e.
+// removeLeftovers deletes the segment blobs outside the chain of e that
+// this writer may remove (see mayRemove); the others are left for a later
+// writer.
 func (w *writer) removeLeftovers(ctx context.Context, e messagevault.Extent) error {
-	present, err := listSegments(ctx, w.cc)
+	present, err := listSegmentBlobs(ctx, w.cc)
 	if err != nil {
 		return fmt.Errorf("list segments: %w", err)
 	}
-	for _, s := range segment.Leftovers(present, e) {
-		if _, err := w.cc.NewBlobClient(segment.Name(s)).Delete(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
-			return fmt.Errorf("remove the leftover segment %s: %w", segment.Name(s), err)
+	for _, b := range present {
+		if (b.start < e.Start || b.start > e.Segment) && w.mayRemove(b) {
+			if err := w.removeSegment(ctx, b); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// mayRemove reports whether this writer may remove or reuse segment blob
+// b: one it wrote itself, or one last changed before it took the stream
+// over (a second earlier, the listing's precision). A newer writer's
+// segment is never touched, even by a writer that has not yet noticed it
+// was fenced.
+func (w *writer) mayRemove(b segBlob) bool {
+	return b.writer == w.id || b.modified.Before(w.since.Add(-time.Second))
+}
+
+// removeSegment deletes segment blob b as listed: under If-Match of its
+// listed ETag, so that a delete that arrives late cannot remove a blob
+// written since.
+func (w *writer) removeSegment(ctx context.Context, b segBlob) error {
+	_, err := w.cc.NewBlobClient(segment.Name(b.start)).Delete(ctx, &blob.DeleteOptions{AccessConditions: ifMatch(b.etag)})
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ConditionNotMet) {
+		return fmt.Errorf("remove the leftover segment %s: %w", segment.Name(b.start), mapError(err))
+	}
+	return nil
+}
+
+// segBlob is a segment blob as listed.
+type segBlob struct {
+	start    int64
+	etag     azcore.ETag
+	modified time.Time
+	writer   string
+}
+
+// listSegmentBlobs lists the segment blobs of cc with their ETags, times
+// and writers.
+func listSegmentBlobs(ctx context.Context, cc *container.Client) ([]segBlob, error) {
+	var out []segBlob
+	pager := cc.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Include: container.ListBlobsInclude{Metadata: true}})
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Segment.BlobItems {
+			if it.Name == nil || it.Properties == nil || it.Properties.ETag == nil || it.Properties.LastModified == nil {
+				continue
+			}
+			st, ok := segment.Parse(*it.Name)
+			if !ok {
+				continue
+			}
+			writer, _ := metadataValue(it.Metadata, "writer")
+			out = append(out, segBlob{start: st, etag: *it.Properties.ETag, modified: *it.Properties.LastModified, writer: writer})
+		}
+	}
+	return out, nil
 }
 
 // stateName returns the blob name of state slot 0 or 1.
@@ -378,36 +444,52 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 	if start <= w.active {
 		return fmt.Errorf("roll to a segment at %d: not past the active one at %d: %w", start, w.active, messagevault.ErrOutOfRange)
 	}
-	present, err := listSegments(ctx, w.cc)
+	present, err := listSegmentBlobs(ctx, w.cc)
 	if err != nil {
 		return fmt.Errorf("roll: list segments: %w", mapError(err))
 	}
-	for _, s := range present {
-		if s > w.active && s != start {
-			if _, err := w.cc.NewBlobClient(segment.Name(s)).Delete(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
-				return fmt.Errorf("roll: remove the leftover segment %s: %w", segment.Name(s), mapError(err))
-			}
+	var existing *segBlob
+	for i, b := range present {
+		if b.start <= w.active {
+			continue
+		}
+		if !w.mayRemove(b) {
+			// Written by a newer writer since this one took over.
+			return fmt.Errorf("roll: segment %s was written by %q since this writer took the stream over: %w", segment.Name(b.start), b.writer, messagevault.ErrFenced)
+		}
+		if b.start == start {
+			existing = &present[i]
+			continue
+		}
+		if err := w.removeSegment(ctx, b); err != nil {
+			return fmt.Errorf("roll: %w", err)
 		}
 	}
 	next := w.cc.NewPageBlobClient(segment.Name(start))
-	ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
-	resp, err := next.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{"writer": to.Ptr(w.id)}})
 	var et azcore.ETag
-	switch {
-	case err == nil:
-		et = *resp.ETag
-	case bloberror.HasCode(err, bloberror.BlobAlreadyExists):
-		touched, _, terr := w.touch(ctx, next.BlobClient(), false)
-		if terr != nil {
-			return fmt.Errorf("roll: take over %s: %w", segment.Name(start), mapError(terr))
+	if existing != nil {
+		// Left over by a roll that was never committed: take it over
+		// under If-Match of its listed ETag, so that a late request of
+		// that roll fails its condition, and empty it.
+		md := map[string]*string{"writer": to.Ptr(w.id)}
+		touched, err := next.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(existing.etag)})
+		if err != nil {
+			return fmt.Errorf("roll: take over %s: %w", segment.Name(start), mapError(err))
 		}
-		r, rerr := next.Resize(ctx, 0, &pageblob.ResizeOptions{AccessConditions: ifMatch(touched)})
-		if rerr != nil {
-			return fmt.Errorf("roll: empty %s: %w", segment.Name(start), mapError(rerr))
+		r, err := next.Resize(ctx, 0, &pageblob.ResizeOptions{AccessConditions: ifMatch(*touched.ETag)})
+		if err != nil {
+			return fmt.Errorf("roll: empty %s: %w", segment.Name(start), mapError(err))
 		}
 		et = *r.ETag
-	default:
-		return fmt.Errorf("roll: create %s: %w", segment.Name(start), mapError(err))
+	} else {
+		ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+		resp, err := next.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{"writer": to.Ptr(w.id)}})
+		if err != nil {
+			// Created meanwhile (a late create of an earlier roll, or
+			// a newer writer): the next group recovers and retries.
+			return fmt.Errorf("roll: create %s: %w", segment.Name(start), mapError(err))
+		}
+		et = *resp.ETag
 	}
 	w.records, w.recordsET, w.active, w.size = next, et, start, 0
 	return nil

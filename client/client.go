@@ -373,9 +373,13 @@ func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limi
 		return rawAnswer{}, err
 	}
 	for _, f := range []struct {
-		header string
-		to     *int64
-	}{{"X-Messagevault-Next", &a.next}, {"X-Messagevault-Position", &a.pos}, {"X-Messagevault-Start", &a.start}} {
+		header   string
+		to       *int64
+		optional bool
+	}{{"X-Messagevault-Next", &a.next, false}, {"X-Messagevault-Position", &a.pos, false}, {"X-Messagevault-Start", &a.start, true}} {
+		if f.optional && h.Get(f.header) == "" {
+			continue // a server from before trimming: the stream starts at 0
+		}
 		if *f.to, err = strconv.ParseInt(h.Get(f.header), 10, 64); err != nil {
 			return rawAnswer{}, fmt.Errorf("read %q through the server: the answer has no valid %s header (%q)", stream, f.header, h.Get(f.header))
 		}

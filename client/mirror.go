@@ -30,6 +30,9 @@ func startAt(ctx context.Context, pw messagevault.PageWriter, start int64) error
 	if err := pw.Grow(ctx, segment.Base(start)+messagevault.PageSize); err != nil {
 		return err
 	}
+	if err := pw.Flush(ctx); err != nil {
+		return err
+	}
 	if err := pw.CommitPosition(ctx, start); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/messagevault/messagevault"
@@ -29,9 +30,14 @@ type store struct {
 	position *os.File
 
 	mu     sync.Mutex
-	files  map[int64]*os.File // open segment files, by start
+	files  map[int64]*os.File // open segment files, by start (at most maxOpenSegments)
+	order  []int64            // their starts, oldest opened first
 	closed bool
 }
+
+// maxOpenSegments bounds the segment files one reader keeps open: a long
+// reader of a stream of many segments closes the oldest as it goes.
+const maxOpenSegments = 4
 
 var _ segment.Store = (*store)(nil)
 
@@ -110,6 +116,7 @@ func (s *store) closeBefore(start int64) {
 			delete(s.files, st)
 		}
 	}
+	s.order = slices.DeleteFunc(s.order, func(st int64) bool { return st < start })
 }
 
 func (s *store) List(ctx context.Context) ([]int64, error) {
@@ -151,20 +158,34 @@ func (s *store) file(start int64) (*os.File, error) {
 		}
 		return nil, err
 	}
+	if len(s.order) >= maxOpenSegments {
+		// A concurrent ReadAt may still use it: closed files fail their
+		// reads with os.ErrClosed, which ReadSegment retries.
+		old := s.order[0]
+		s.order = s.order[1:]
+		s.files[old].Close()
+		delete(s.files, old)
+	}
 	s.files[start] = f
+	s.order = append(s.order, start)
 	return f, nil
 }
 
 func (s *store) ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error) {
-	f, err := s.file(start)
-	if err != nil {
-		return 0, err
+	for try := 0; ; try++ {
+		f, err := s.file(start)
+		if err != nil {
+			return 0, err
+		}
+		n, err := f.ReadAt(p, off)
+		if errors.Is(err, os.ErrClosed) && try < 3 {
+			continue // closed by another read making room, or a trim
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			err = fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, f.Name(), err)
+		}
+		return n, err
 	}
-	n, err := f.ReadAt(p, off)
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, f.Name(), err)
-	}
-	return n, err
 }
 
 func (s *store) Close() error {

@@ -61,6 +61,12 @@ type blob struct {
 	durState [2][]byte // as last flushed
 }
 
+// dropSegment removes segment st and the undo records of its writes.
+func (b *blob) dropSegment(st int64) {
+	delete(b.segs, st)
+	b.undo = slices.DeleteFunc(b.undo, func(u undo) bool { return u.seg == st })
+}
+
 type undo struct {
 	seg  int64
 	off  int64
@@ -345,7 +351,7 @@ type writer struct {
 func (w *writer) load() {
 	w.active = w.b.ext.Segment
 	for _, st := range segment.Leftovers(slices.Collect(maps.Keys(w.b.segs)), w.b.ext) {
-		delete(w.b.segs, st)
+		w.b.dropSegment(st)
 	}
 	if _, ok := w.b.segs[w.active]; !ok {
 		w.b.segs[w.active] = nil
@@ -439,7 +445,7 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 	}
 	for st := range w.b.segs {
 		if st > w.active {
-			delete(w.b.segs, st) // left over by a roll never committed
+			w.b.dropSegment(st) // left over by a roll never committed
 		}
 	}
 	w.b.segs[start] = nil
@@ -551,7 +557,7 @@ func (w *writer) Trim(ctx context.Context, start int64) error {
 	w.b.ext, w.b.durExt = e, e
 	for st := range w.b.segs {
 		if st < start {
-			delete(w.b.segs, st)
+			w.b.dropSegment(st)
 		}
 	}
 	return nil

@@ -67,18 +67,30 @@ func (r *Reader) Extent(ctx context.Context) (messagevault.Extent, error) {
 	if same {
 		return e, nil
 	}
-	present, err := r.store.List(ctx)
-	if err != nil {
-		return messagevault.Extent{}, fmt.Errorf("list segments: %w", err)
+	for try := 0; ; try++ {
+		present, err := r.store.List(ctx)
+		if err != nil {
+			return messagevault.Extent{}, fmt.Errorf("list segments: %w", err)
+		}
+		chain, err := Chain(present, e)
+		if err == nil {
+			r.mu.Lock()
+			r.ext, r.chain = e, chain
+			r.mu.Unlock()
+			return e, nil
+		}
+		// A trim or a roll between reading the extent and listing
+		// changes both: only a chain that does not fit an extent that
+		// stays the same is damage.
+		again, xerr := r.store.Extent(ctx)
+		if xerr != nil {
+			return messagevault.Extent{}, xerr
+		}
+		if try == 4 || again.Start == e.Start && again.Segment == e.Segment {
+			return messagevault.Extent{}, err
+		}
+		e = again
 	}
-	chain, err := Chain(present, e)
-	if err != nil {
-		return messagevault.Extent{}, err
-	}
-	r.mu.Lock()
-	r.ext, r.chain = e, chain
-	r.mu.Unlock()
-	return e, nil
 }
 
 // Position returns the committed position.

@@ -70,6 +70,10 @@ func Chain(present []int64, e messagevault.Extent) ([]int64, error) {
 	}
 	slices.Sort(chain)
 	chain = slices.Compact(chain)
+	if len(chain) == 0 && e == (messagevault.Extent{}) {
+		// A new stream whose first segment is being created.
+		return []int64{0}, nil
+	}
 	if len(chain) == 0 || chain[len(chain)-1] != e.Segment {
 		return nil, fmt.Errorf("the active segment %s is missing: %w", Name(e.Segment), messagevault.ErrCorrupt)
 	}

@@ -270,3 +270,107 @@ func TestSegmentLeftoversAreRemoved(t *testing.T) {
 		t.Fatalf("the leftover segment is still there: %v", err)
 	}
 }
+
+// TestDuplicateOfATrimmedBatch: a producer's repeat of a batch whose
+// records were trimmed away gets ErrTrimmed, alone; the writer goes on.
+func TestDuplicateOfATrimmedBatch(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	pw, err := s.OpenWriter(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := openWriter(t, pw, stream.WriterConfig{SegmentSize: stream.MinSegmentSize})
+	first := stream.AppendOptions{Producer: "p", Sequence: 1}
+	if _, err := w.AppendWith(ctx, batch(0, 3), first); err != nil {
+		t.Fatal(err)
+	}
+	next := appendSeqs(t, w, 3, 3<<20, map[int64]bool{})
+	if start, err := w.Trim(ctx, 2<<20); err != nil || start == 0 {
+		t.Fatalf("trim: %d, %v", start, err)
+	}
+	if _, err := w.AppendWith(ctx, batch(0, 3), first); !errors.Is(err, messagevault.ErrTrimmed) {
+		t.Fatalf("the repeat of a trimmed batch: %v, want ErrTrimmed", err)
+	}
+	if _, err := w.AppendWith(ctx, batch(next, 1), stream.AppendOptions{Producer: "p", Sequence: 2}); err != nil {
+		t.Fatalf("the next batch after it: %v", err)
+	}
+}
+
+// TestMemCrashAfterAnUndoneRoll: the mem backend forgets the writes of a
+// segment it removes (a roll undone by Refence), so a crash before the
+// next flush neither panics nor brings the segment back.
+func TestMemCrashAfterAnUndoneRoll(t *testing.T) {
+	ctx := context.Background()
+	s := mem.New()
+	pw, err := s.OpenWriter(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Grow(ctx, 1024); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.CommitPosition(ctx, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Roll(ctx, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Grow(ctx, 2048); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.WritePages(ctx, 512, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Refence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Crash()
+	r, err := s.OpenReader(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if segs, err := r.Segments(ctx); err != nil || len(segs) != 1 {
+		t.Fatalf("segments after the crash: %v, %v", segs, err)
+	}
+}
+
+// TestLocalReaderKeepsFewFilesOpen: a reader of a stream of many segments
+// keeps only a few of their files open.
+func TestLocalReaderKeepsFewFilesOpen(t *testing.T) {
+	ctx := context.Background()
+	s, err := file.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pw, err := s.OpenWriter(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := openWriter(t, pw, stream.WriterConfig{SegmentSize: stream.MinSegmentSize})
+	appendSeqs(t, w, 0, 12<<20, map[int64]bool{})
+	r, err := s.OpenReader(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, _ := readSeqs(t, r); n == 0 {
+		t.Fatal("nothing read")
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	open := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && filepath.Ext(target) == segment.Suffix {
+			open++
+		}
+	}
+	// The writer's active segment, plus the reader's few.
+	if open > 6 {
+		t.Fatalf("%d segment files open after reading 12 segments", open)
+	}
+}

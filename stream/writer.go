@@ -581,7 +581,9 @@ func (w *Writer) commit(group []*request) {
 		}
 	}
 	for _, r := range taken {
-		if err != nil {
+		if err != nil && !r.trim {
+			// A trim in the group has its own answer: it is done (or
+			// failed) whatever becomes of the appends.
 			r.res, r.err = AppendResult{}, err
 		} else if r.dupOf != nil {
 			r.res.Offsets, r.res.Position = r.dupOf.res.Offsets, r.dupOf.res.Position
@@ -761,6 +763,9 @@ func (w *Writer) failTrim(err error) error {
 	if errors.Is(err, messagevault.ErrFenced) || errors.Is(err, messagevault.ErrClosed) {
 		return w.fail(err)
 	}
+	// The outcome is unknown (the new start may be recorded): the next
+	// group refences and reloads first, as after a failed group.
+	w.recover = true
 	return err
 }
 
@@ -797,6 +802,13 @@ func (w *Writer) checkSequence(ctx context.Context, r *request) (bool, error) {
 			return true, nil
 		}
 		offsets, err := w.offsetsOf(ctx, a)
+		if errors.Is(err, messagevault.ErrTrimmed) {
+			// Applied, but its records are trimmed away: this request
+			// alone is answered so (it was stored; its offsets are
+			// gone), not the group.
+			r.err = fmt.Errorf("append to %q: producer %q sequence %d was applied, but its records were trimmed since: %w", w.name, r.opts.Producer, r.opts.Sequence, err)
+			return true, nil
+		}
 		if err != nil {
 			return true, fmt.Errorf("append to %q: read back the offsets of producer %q sequence %d: %w", w.name, r.opts.Producer, r.opts.Sequence, err)
 		}

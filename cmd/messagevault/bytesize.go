@@ -37,7 +37,7 @@ func (b *byteSize) Set(s string) error {
 		}
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || f*float64(mult) > math.MaxInt64 {
+	if err != nil || f < 0 || math.IsInf(f, 0) || f*float64(mult) >= math.MaxInt64 {
 		return fmt.Errorf("%q: want a number of bytes, such as 1073741824, 64MiB or 1.5GiB (suffixes KiB, MiB, GiB, TiB)", s)
 	}
 	n := f * float64(mult)

@@ -761,7 +761,7 @@ func (c *TrimCommand) Command() *cobra.Command {
 		Short: "Remove a stream's old segments (needs STREAM:trim or all:write)",
 		Long: `Remove the whole segments of a stream that end at or before POSITION, never the
 one being written, and print the stream's new start: the first position still
-stored (at most POSITION). Reads below it then fail with 410 Gone. A stream kept
+stored (at most POSITION, unless the stream already started after it). Reads below it then fail with 410 Gone. A stream kept
 in one segment (the default --segment-size of serve) has nothing to remove.`,
 		Example: "  messagevault trim orders --before 1073741824",
 		Args:    cobra.ExactArgs(1),
