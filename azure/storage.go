@@ -111,6 +111,7 @@ type Storage struct {
 	key     *container.SharedKeyCredential // the account key of the connection string, or nil
 	cred    azcore.TokenCredential         // Microsoft Entra ID's credential, or nil
 	udk     delegationKey                  // the user delegation key grants are signed with (Entra ID)
+	chains  segment.Chains                 // the streams' segment chains, shared by the readers it opens
 
 	mu      sync.Mutex
 	writers map[string]bool
@@ -201,7 +202,7 @@ func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.P
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
-	r := segment.NewReader(newReader(s.container(stream), nil))
+	r := segment.NewSharedReader(newReader(s.container(stream), nil), &s.chains, stream)
 	if _, err := r.Position(ctx); err != nil {
 		return nil, fmt.Errorf("open reader %q: %w", stream, err)
 	}
@@ -249,6 +250,7 @@ func (s *Storage) DeleteStream(ctx context.Context, stream string) error {
 	case writing:
 		return fmt.Errorf("delete %q: its writer is open: %w", stream, messagevault.ErrLocked)
 	}
+	s.chains.Forget(stream)
 	if _, err := s.container(stream).Delete(ctx, nil); err != nil {
 		if bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted) {
 			return fmt.Errorf("delete %q: %w", stream, messagevault.ErrStreamNotFound)

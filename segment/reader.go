@@ -38,9 +38,61 @@ type Store interface {
 type Reader struct {
 	store Store
 
+	// shared, if set, holds the chain readers of the same stream found
+	// last (under key), so that a new reader does not list the segments
+	// again while the chain has not changed.
+	shared *Chains
+	key    string
+
 	mu    sync.Mutex
 	ext   messagevault.Extent
 	chain []int64 // nil until the first Extent
+}
+
+// Chains remembers the chain of each stream as its readers last found
+// it, for the readers a storage opens: a chain is listed once per roll or
+// trim, not once per reader. It is safe for concurrent use.
+type Chains struct {
+	mu sync.Mutex
+	m  map[string]known
+}
+
+type known struct {
+	start, segment int64
+	chain          []int64
+}
+
+// get returns the chain of key if it was found for the same start and
+// active segment.
+func (c *Chains) get(key string, e messagevault.Extent) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k, ok := c.m[key]; ok && k.start == e.Start && k.segment == e.Segment {
+		return k.chain
+	}
+	return nil
+}
+
+func (c *Chains) put(key string, e messagevault.Extent, chain []int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]known{}
+	}
+	c.m[key] = known{start: e.Start, segment: e.Segment, chain: chain}
+}
+
+// Forget drops what is known of key (a deleted stream).
+func (c *Chains) Forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
+}
+
+// NewSharedReader returns the reader of store that shares what it finds
+// of the chain with the other readers of chains under key.
+func NewSharedReader(store Store, chains *Chains, key string) *Reader {
+	return &Reader{store: store, shared: chains, key: key}
 }
 
 var _ messagevault.PageReader = (*Reader)(nil)
@@ -67,6 +119,14 @@ func (r *Reader) Extent(ctx context.Context) (messagevault.Extent, error) {
 	if same {
 		return e, nil
 	}
+	if r.shared != nil {
+		if chain := r.shared.get(r.key, e); chain != nil {
+			r.mu.Lock()
+			r.ext, r.chain = e, chain
+			r.mu.Unlock()
+			return e, nil
+		}
+	}
 	for try := 0; ; try++ {
 		present, err := r.store.List(ctx)
 		if err != nil {
@@ -77,6 +137,9 @@ func (r *Reader) Extent(ctx context.Context) (messagevault.Extent, error) {
 			r.mu.Lock()
 			r.ext, r.chain = e, chain
 			r.mu.Unlock()
+			if r.shared != nil {
+				r.shared.put(r.key, e, chain)
+			}
 			return e, nil
 		}
 		// A trim or a roll between reading the extent and listing

@@ -102,3 +102,34 @@ func TestReaderSeesATrimMidway(t *testing.T) {
 		t.Fatalf("Segments = %v, %v", segs, err)
 	}
 }
+
+// countingStore counts its listings.
+type countingStore struct {
+	racyStore
+	lists int
+}
+
+func (s *countingStore) List(context.Context) ([]int64, error) {
+	s.lists++
+	return slices.Clone(s.present), nil
+}
+
+// TestSharedChains: readers that share Chains list the segments once per
+// change of the chain, not once each.
+func TestSharedChains(t *testing.T) {
+	ctx := context.Background()
+	st := &countingStore{racyStore: racyStore{ext: messagevault.Extent{Position: 2500, Segment: 2000}, present: []int64{0, 1000, 2000}}}
+	var chains segment.Chains
+	for range 3 {
+		if _, err := segment.NewSharedReader(st, &chains, "s").Extent(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.lists != 1 {
+		t.Fatalf("three readers listed %d times", st.lists)
+	}
+	st.ext.Segment, st.present = 3000, append(st.present, 3000)
+	if segs, err := segment.NewSharedReader(st, &chains, "s").Segments(ctx); err != nil || len(segs) != 4 || st.lists != 2 {
+		t.Fatalf("after a roll: %v, %v, %d listings", segs, err, st.lists)
+	}
+}
