@@ -306,6 +306,8 @@ func TestSilentLeaderIsBrokenFast(t *testing.T) {
 	if d := a.Deadline(); !d.IsZero() && d.After(aDeadline) {
 		t.Fatalf("a's deadline moved on after it died: %v", d)
 	}
+	// OnElected may run a moment after IsLeader turns true.
+	waitFor(t, "b's OnElected", func() bool { mu.Lock(); defer mu.Unlock(); return !electedB.IsZero() })
 	mu.Lock()
 	eb := electedB
 	mu.Unlock()
