@@ -70,6 +70,12 @@ type PageReader interface {
 	// fails with a *TrimmedError.
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 
+	// ReadIndex reads len(p) bytes of the stream's time index (package
+	// stream keeps it) from byte off. It returns fewer bytes only with an
+	// error, io.EOF past the end; a stream without an index reads as
+	// empty (io.EOF).
+	ReadIndex(ctx context.Context, p []byte, off int64) (int, error)
+
 	// Close releases the reader.
 	Close() error
 }
@@ -115,6 +121,12 @@ type PageWriter interface {
 	// it. A crash between the two leaves segments that no reader looks at
 	// and the next writer removes.
 	Trim(ctx context.Context, start int64) error
+
+	// WriteIndex writes p at byte off of the stream's time index, growing
+	// it as needed; off and len(p) are multiples of PageSize. Index
+	// writes are neither fenced nor flushed: the index holds hints that
+	// readers check against the records before they use one.
+	WriteIndex(ctx context.Context, off int64, p []byte) error
 
 	// Flush makes every completed WritePages durable, in every segment
 	// written since the last Flush (fdatasync locally; a no-op where

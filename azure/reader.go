@@ -173,6 +173,23 @@ func (r *reader) ReadSegment(ctx context.Context, start int64, p []byte, off int
 	return n, err
 }
 
+// ReadIndex reads the time index blob (none: io.EOF).
+func (r *reader) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	n := 0
+	err := r.retry(ctx, func(cc *container.Client) error {
+		var err error
+		n, err = readRange(ctx, cc.NewPageBlobClient(IndexBlob), p, off)
+		if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
+			n, err = 0, io.EOF
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("read the time index: %w", mapError(err))
+	}
+	return n, err
+}
+
 // readTries is how many downloads readRange makes of one range when the
 // body breaks off midway.
 const readTries = 4

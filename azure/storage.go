@@ -33,6 +33,9 @@ const (
 	RecordsBlob = "000000000000.b7"
 	// PositionBlob holds the committed length in its metadata.
 	PositionBlob = "position.c7"
+	// IndexBlob is a stream's time index, a page blob (package stream
+	// keeps it): hints that readers check before they use one.
+	IndexBlob = "time.ti"
 	// PositionKey is the metadata key of the committed length.
 	PositionKey = "position"
 	// SegmentKey and StartKey are the metadata keys of the active

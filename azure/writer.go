@@ -48,8 +48,9 @@ type writer struct {
 	// since is when this writer took the stream over, by the service's
 	// clock: a segment blob another writer changed after it belongs to a
 	// newer writer, and is never removed or reused by this one.
-	since   time.Time
-	closed  bool
+	since     time.Time
+	indexSize int64 // the time index blob's size, -1 until known
+	closed    bool
 	release func()
 }
 
@@ -61,7 +62,7 @@ func openWriter(ctx context.Context, cc *container.Client) (*writer, error) {
 		return nil, fmt.Errorf("create container: %w", mapError(err))
 	}
 	st := newReader(cc, nil)
-	w := &writer{Reader: segment.NewReader(st), st: st, cc: cc, id: writerID()}
+	w := &writer{Reader: segment.NewReader(st), st: st, cc: cc, id: writerID(), indexSize: -1}
 	ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
 	if _, err := w.position().Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{PositionKey: to.Ptr("0")}}); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
 		return nil, fmt.Errorf("create %s: %w", PositionBlob, mapError(err))
@@ -494,6 +495,56 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 	w.records, w.recordsET, w.active, w.size = next, et, start, 0
 	return nil
 }
+
+// indexGrowStep is how far the time index blob grows at a time.
+const indexGrowStep = 64 << 10
+
+// WriteIndex writes the time index blob, creating or growing it as
+// needed. Its writes are unconditional: the index holds hints that readers
+// check, so a fenced writer's late write can cost a lookup time, never a
+// wrong answer.
+func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
+	if w.closed {
+		return messagevault.ErrClosed
+	}
+	if off < 0 || off%messagevault.PageSize != 0 || len(p)%messagevault.PageSize != 0 {
+		return fmt.Errorf("write %d bytes of the time index at %d: not page-aligned: %w", len(p), off, messagevault.ErrOutOfRange)
+	}
+	idx := w.cc.NewPageBlobClient(IndexBlob)
+	end := off + int64(len(p))
+	if w.indexSize < 0 {
+		props, err := idx.GetProperties(ctx, nil)
+		switch {
+		case bloberror.HasCode(err, bloberror.BlobNotFound):
+			if _, err := idx.Create(ctx, 0, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
+				return fmt.Errorf("create the time index: %w", mapError(err))
+			}
+			w.indexSize = 0
+		case err != nil:
+			return fmt.Errorf("read the time index's size: %w", mapError(err))
+		default:
+			w.indexSize = 0
+			if props.ContentLength != nil {
+				w.indexSize = *props.ContentLength
+			}
+		}
+	}
+	if end > w.indexSize {
+		size := roundUp(end, indexGrowStep)
+		if _, err := idx.Resize(ctx, size, nil); err != nil {
+			w.indexSize = -1
+			return fmt.Errorf("grow the time index: %w", mapError(err))
+		}
+		w.indexSize = size
+	}
+	if _, err := idx.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(p)), blob.HTTPRange{Offset: off, Count: int64(len(p))}, nil); err != nil {
+		return fmt.Errorf("write the time index: %w", mapError(err))
+	}
+	return nil
+}
+
+// roundUp rounds n up to a multiple of step.
+func roundUp(n, step int64) int64 { return (n + step - 1) / step * step }
 
 // Flush has nothing to do: Azure acknowledges a Put Page once it is
 // durable.

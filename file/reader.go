@@ -30,6 +30,7 @@ type store struct {
 	position *os.File
 
 	mu     sync.Mutex
+	index  *os.File           // the time index, once opened
 	files  map[int64]*os.File // open segment files, by start (at most maxOpenSegments)
 	order  []int64            // their starts, oldest opened first
 	closed bool
@@ -188,6 +189,33 @@ func (s *store) ReadSegment(ctx context.Context, start int64, p []byte, off int6
 	}
 }
 
+// ReadIndex reads the time index file (none: io.EOF).
+func (s *store) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, messagevault.ErrClosed
+	}
+	if s.index == nil {
+		f, err := os.Open(filepath.Join(s.dir, IndexFile))
+		if err != nil {
+			s.mu.Unlock()
+			if isNotExist(err) {
+				return 0, io.EOF
+			}
+			return 0, err
+		}
+		s.index = f
+	}
+	f := s.index
+	s.mu.Unlock()
+	n, err := f.ReadAt(p, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read the time index: %w", err)
+	}
+	return n, err
+}
+
 func (s *store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -196,6 +224,9 @@ func (s *store) Close() error {
 	}
 	s.closed = true
 	errs := []error{s.position.Close()}
+	if s.index != nil {
+		errs = append(errs, s.index.Close())
+	}
 	for _, f := range s.files {
 		errs = append(errs, f.Close())
 	}

@@ -29,6 +29,9 @@ const (
 	// the writer's state slots follow from StateOffset (readers of the v1
 	// layout read the first 8 bytes only).
 	PositionFile = "position.c7"
+	// IndexFile is a stream's time index (package stream keeps it):
+	// hints that readers check before they use one.
+	IndexFile = "time.ti"
 	// LockFile is the directory lock held by the owning process.
 	LockFile = ".lock"
 )

@@ -28,6 +28,7 @@ type writer struct {
 	records *os.File            // the active segment's file
 	size    int64               // its size
 	dirty   []*os.File          // earlier segments written since the last Flush
+	index   *os.File            // the time index, once written
 	pbuf    [extentSize]byte
 	closed  bool
 	release func()
@@ -263,6 +264,31 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 	return nil
 }
 
+// WriteIndex writes the time index file, creating it; it is not synced:
+// its entries are hints.
+func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
+	if w.closed {
+		return messagevault.ErrClosed
+	}
+	if off < 0 || off%messagevault.PageSize != 0 || len(p)%messagevault.PageSize != 0 {
+		return fmt.Errorf("write %d bytes of the time index at %d: not page-aligned: %w", len(p), off, messagevault.ErrOutOfRange)
+	}
+	if w.index == nil {
+		f, err := os.OpenFile(filepath.Join(w.st.dir, IndexFile), os.O_RDWR|os.O_CREATE, FileMode)
+		if err != nil {
+			return fmt.Errorf("open the time index: %w", err)
+		}
+		w.index = f
+	}
+	f := w.index
+	return w.call(ctx, "write the time index", func() error {
+		if _, err := f.WriteAt(p, off); err != nil {
+			return fmt.Errorf("write the time index: %w", err)
+		}
+		return nil
+	})
+}
+
 func (w *writer) Flush(ctx context.Context) error {
 	if w.closed {
 		return messagevault.ErrClosed
@@ -428,6 +454,9 @@ func (w *writer) Close() error {
 	}
 	w.closed = true
 	errs := []error{w.Reader.Close(), w.records.Close()}
+	if w.index != nil {
+		errs = append(errs, w.index.Close())
+	}
 	for _, d := range w.dirty {
 		errs = append(errs, d.Close())
 	}

@@ -59,6 +59,7 @@ type blob struct {
 
 	state    [2][]byte // writer-state slots as written
 	durState [2][]byte // as last flushed
+	index    []byte    // the time index (hints: kept through crashes)
 }
 
 // dropSegment removes segment st and the undo records of its writes.
@@ -331,6 +332,22 @@ func (r *store) ReadSegment(ctx context.Context, start int64, p []byte, off int6
 	return n, nil
 }
 
+func (r *store) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if r.closed {
+		return 0, messagevault.ErrClosed
+	}
+	if off >= int64(len(r.b.index)) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b.index[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 func (r *store) Close() error {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
@@ -362,6 +379,11 @@ func (w *writer) load() {
 // follows the chain).
 func (w *writer) Extent(ctx context.Context) (messagevault.Extent, error) {
 	return w.Reader.Extent(ctx)
+}
+
+// ReadIndex reads the time index (through the reader).
+func (w *writer) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	return w.Reader.ReadIndex(ctx, p, off)
 }
 
 func (w *writer) alive() error {
@@ -450,6 +472,23 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 	}
 	w.b.segs[start] = nil
 	w.active = start
+	return nil
+}
+
+func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := w.alive(); err != nil {
+		return err
+	}
+	if off < 0 || off%messagevault.PageSize != 0 || len(p)%messagevault.PageSize != 0 {
+		return fmt.Errorf("write %d bytes of the time index at %d: %w", len(p), off, messagevault.ErrOutOfRange)
+	}
+	if end := off + int64(len(p)); end > int64(len(w.b.index)) {
+		w.b.index = append(w.b.index, make([]byte, end-int64(len(w.b.index)))...)
+	}
+	copy(w.b.index[off:], p)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -230,7 +231,25 @@ func (r *pageReader) Segments(ctx context.Context) ([]int64, error) {
 	return s, err
 }
 
+func (r *pageReader) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	start := time.Now()
+	n, err := r.r.ReadIndex(ctx, p, off)
+	e := err
+	if n == len(p) || errors.Is(err, io.EOF) {
+		e = nil
+	}
+	r.m.observe("read_index", start, e)
+	return n, err
+}
+
 func (r *pageReader) Close() error { return r.r.Close() }
+
+func (w *pageWriter) WriteIndex(ctx context.Context, off int64, p []byte) error {
+	start := time.Now()
+	err := w.w.WriteIndex(ctx, off, p)
+	w.m.observe("write_index", start, err)
+	return err
+}
 
 // pageWriter times a PageWriter's calls; its reads are timed as a
 // pageReader's.

@@ -25,6 +25,9 @@ type Store interface {
 	// only with an error: io.EOF past the blob's end, an error wrapping
 	// messagevault.ErrStreamNotFound if the blob is gone.
 	ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error)
+	// ReadIndex reads the stream's time index as PageReader.ReadIndex
+	// does.
+	ReadIndex(ctx context.Context, p []byte, off int64) (int, error)
 	// Close releases the store.
 	Close() error
 }
@@ -237,6 +240,11 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// ReadIndex reads the stream's time index.
+func (r *Reader) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	return r.store.ReadIndex(ctx, p, off)
 }
 
 // Close closes the store.

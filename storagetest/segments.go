@@ -1,8 +1,10 @@
 package storagetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/messagevault/messagevault"
@@ -177,5 +179,37 @@ func testTrim(t *testing.T, s messagevault.Storage) {
 	}
 	if segment.Name(4*page) != "000000002048.b7" {
 		t.Fatalf("segment name %q", segment.Name(4*page))
+	}
+}
+
+// testTimeIndex: the time index reads back what was written, a stream
+// without one reads as empty, and readers see it.
+func testTimeIndex(t *testing.T, s messagevault.Storage) {
+	ctx := context.Background()
+	w := mustWriter(t, s, "indexed")
+	if n, err := w.ReadIndex(ctx, make([]byte, 16), 0); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("ReadIndex of a stream without an index = %d, %v; want io.EOF", n, err)
+	}
+	if err := w.WriteIndex(ctx, 100, make([]byte, page)); !errors.Is(err, messagevault.ErrOutOfRange) {
+		t.Fatalf("an unaligned index write: %v, want ErrOutOfRange", err)
+	}
+	a, b := pages(1, 21), pages(2, 22)
+	if err := w.WriteIndex(ctx, 0, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteIndex(ctx, 3*page, b); err != nil {
+		t.Fatal(err)
+	}
+	r := mustReader(t, s, "indexed")
+	got := make([]byte, 5*page)
+	n, err := r.ReadIndex(ctx, got, 0)
+	if n < 5*page && !errors.Is(err, io.EOF) {
+		t.Fatalf("ReadIndex = %d, %v", n, err)
+	}
+	if n < 5*page {
+		t.Fatalf("ReadIndex read %d of the %d bytes written", n, 5*page)
+	}
+	if !bytes.Equal(got[:page], a) || !bytes.Equal(got[3*page:5*page], b) || !bytes.Equal(got[page:3*page], make([]byte, 2*page)) {
+		t.Fatal("the time index does not read back as written (the gap as zeros)")
 	}
 }

@@ -47,6 +47,7 @@ func Run(t *testing.T, newStorage NewStorage) {
 		{"RollAndReadAcross", testRollAndReadAcross},
 		{"UncommittedRoll", testUncommittedRoll},
 		{"Trim", testTrim},
+		{"TimeIndex", testTimeIndex},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/messagevault/messagevault"
@@ -29,12 +30,15 @@ const probeWindow = 2 * formats.MaxRecordSize
 // FindTime returns the position of the first record whose id time is at
 // or after t, or the committed position if there is none: where a read
 // "since t" starts. Ids carry milliseconds and never go back in time
-// along a stream (see Writer). The segments are its index: each starts
-// with a record (a segment's name is its first record's position), so it
-// first bisects the segments by their first records' times, one small
-// read each, then bisects inside the segment by position, reading one
-// window per probe: about log2(segment/128 KiB) windows, then at most one
-// window record by record. A trimmed stream is searched from its Start.
+// along a stream (see Writer). The time index (see IndexInterval) brings
+// the search down to about IndexInterval bytes, reading only the entries
+// written since the reader's last lookup; where the index has no entries
+// (a stream written before it), the segments stand in for it: each
+// starts with a record (a segment's name is its first record's
+// position), so it bisects the segments by their first records' times,
+// one small read each. Then it bisects by position, reading one window
+// per probe: about log2(range/128 KiB) windows, then at most one window
+// record by record. A trimmed stream is searched from its Start.
 func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 	e, err := r.Extent(ctx)
 	if err != nil {
@@ -49,7 +53,12 @@ func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 	// lo is a record start (or pos) before which every record is older
 	// than t; ans is the earliest record start known to be at or after
 	// t (or pos); no record start in [hi, ans) is older than t.
-	lo, hi, ans := e.Start, pos, pos
+	lo, hi, err := r.indexBounds(ctx, e, want)
+	if err != nil {
+		return 0, err
+	}
+	ans := hi
+	segs = slices.DeleteFunc(segs, func(s int64) bool { return s <= lo || s >= hi })
 	head := make([]byte, 18)
 	for i, j := 0, len(segs); i < j; {
 		// Invariant: the segments before i start older than t; those

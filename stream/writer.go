@@ -177,6 +177,7 @@ type Writer struct {
 	recover bool  // reload the tail from storage before the next group
 	lastMs  int64 // id time of the last group: ids never go back in time
 
+	index     indexWriter    // the time index's end
 	producers *producerTable // exactly-once table as of pos
 	slot      int            // state slot holding the table as of pos, or -1
 	snap      []byte         // reused snapshot buffer
@@ -236,6 +237,9 @@ func (w *Writer) load(ctx context.Context) error {
 		return err
 	}
 	if err := w.loadProducers(ctx, w.tail.Position(), w.tail.Size()); err != nil {
+		return err
+	}
+	if err := w.index.load(ctx, w.pages, w.tail.Position()); err != nil {
 		return err
 	}
 	// Ids never go back in time along the stream, even when this
@@ -668,6 +672,7 @@ func (w *Writer) write(group []*request) (err error) {
 			}
 			r.res.Offsets[i] = cur
 			lastOff, lastID = cur, id
+			w.index.note(cur, ms)
 		}
 		if p := r.opts.Producer; p != "" {
 			withSeqs = true
@@ -709,7 +714,17 @@ func (w *Writer) write(group []*request) (err error) {
 			return nil
 		}
 	}
-	if err := w.tail.Commit(ctx, extra, saveSlot); err != nil {
+	beforeFlush := func(ctx context.Context) error {
+		if saveSlot != nil {
+			if err := saveSlot(ctx); err != nil {
+				return err
+			}
+		}
+		// The index holds hints: a failed index write fails nothing.
+		w.index.write(ctx, w.pages)
+		return nil
+	}
+	if err := w.tail.Commit(ctx, extra, beforeFlush); err != nil {
 		return w.fail(fmt.Errorf("append to %q: %w", w.name, err))
 	}
 	// Durable: publish the position.

@@ -55,6 +55,8 @@ type Vault struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	indexes stream.TimeIndexes // the time index entries its readers have read
 }
 
 type entry struct {
@@ -321,6 +323,7 @@ func (v *Vault) DeleteStream(ctx context.Context, name string) error {
 	if dl := v.cfg.Writer.Deadline; dl != nil && !time.Now().Before(dl()) {
 		return fmt.Errorf("%s: %w", what, messagevault.ErrNotLeader) // lapsed while the writer closed
 	}
+	v.indexes.Forget(name)
 	return d.DeleteStream(ctx, name)
 }
 
@@ -486,6 +489,9 @@ func (v *Vault) Reader(ctx context.Context, name string, cfg stream.ReaderConfig
 			poll = stream.DefaultPollInterval
 		}
 		cfg.Wake = func(ctx context.Context, pos int64) { v.Wait(ctx, name, pos, poll) }
+	}
+	if cfg.Index == nil {
+		cfg.Index = &v.indexes
 	}
 	return stream.NewReader(name, committedReader{pr, v, name}, cfg), pr.Close, nil
 }
