@@ -51,7 +51,7 @@ type writer struct {
 	since     time.Time
 	indexSize int64 // the time index blob's size, -1 until known
 	closed    bool
-	release func()
+	release   func()
 }
 
 func openWriter(ctx context.Context, cc *container.Client) (*writer, error) {
