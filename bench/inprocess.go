@@ -29,6 +29,12 @@ type Server struct {
 // StartServer serves storage on 127.0.0.1 at a free port with a user of
 // its own (kept in a temporary file).
 func StartServer(storage messagevault.Storage) (*Server, error) {
+	return StartServerWith(storage, vault.Config{})
+}
+
+// StartServerWith is StartServer with the vault configured by cfg (for
+// example the writers' segment size).
+func StartServerWith(storage messagevault.Storage, cfg vault.Config) (*Server, error) {
 	dir, err := os.MkdirTemp("", "mv-bench-users-")
 	if err != nil {
 		return nil, err
@@ -41,7 +47,7 @@ func StartServer(storage messagevault.Storage) (*Server, error) {
 	if err := users.Add(context.Background(), "bench", pw, "all:write"); err != nil {
 		return nil, err
 	}
-	v := vault.New(storage, vault.Config{})
+	v := vault.New(storage, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err

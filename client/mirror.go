@@ -87,7 +87,11 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 	// The mirror's last records must be the source's: from the mark
 	// file's record, or, without one (a crash before it was written, a
 	// folder copied by hand), from the mirror's last record.
-	if local > 0 {
+	mine, err := pw.Extent(ctx)
+	if err != nil {
+		return local, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+	}
+	if local > mine.Start {
 		mark, ok := readMark(dir, r.stream)
 		if !ok || mark >= local {
 			last, _, err := stream.LastRecord(ctx, pw, local)

@@ -201,7 +201,8 @@ func walk(b []byte, base int64, k int) (end int, ok bool) {
 // LastRecord returns the record that ends at pos, the committed position
 // of pages, and where it starts: the record whose header names its own
 // position and that decodes to end exactly there. pos 0 has none
-// (found false).
+// (found false), and neither has a pos no later than a trimmed stream's
+// start.
 func LastRecord(ctx context.Context, pages messagevault.PageReader, pos int64) (rec formats.Record, found bool, err error) {
 	if pos == 0 {
 		return rec, false, nil
@@ -209,7 +210,10 @@ func LastRecord(ctx context.Context, pages messagevault.PageReader, pos int64) (
 	from := max(0, pos-int64(formats.MaxRecordSize))
 	b := make([]byte, pos-from)
 	n, err := pages.ReadAt(ctx, b, from)
-	if te := (*messagevault.TrimmedError)(nil); errors.As(err, &te) && te.Start < pos {
+	if te := (*messagevault.TrimmedError)(nil); errors.As(err, &te) && te.Start > from {
+		if te.Start >= pos {
+			return rec, false, nil // nothing is stored before pos
+		}
 		// The stream starts after from (it was trimmed): a record starts
 		// at its Start.
 		b, from = b[te.Start-from:], te.Start

@@ -18,6 +18,8 @@ import (
 	"github.com/messagevault/messagevault/bench"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/stream"
+	"github.com/messagevault/messagevault/vault"
 )
 
 // BenchCommand is the stress tester.
@@ -29,6 +31,7 @@ type BenchCommand struct {
 	jsonOut, chart string
 	cpuProfile     string
 	noSequences    bool
+	segmentSize    byteSize
 }
 
 // Command returns the cobra command.
@@ -61,6 +64,8 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
 	f.BoolVar(&c.noSequences, "no-sequences", false, "publish without producer sequences (at-least-once), to measure what exactly-once costs")
 	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
+	c.segmentSize = stream.DefaultSegmentSize
+	f.Var(&c.segmentSize, "segment-size", "with --data or --azure, the in-process server's segment size (as serve --segment-size)")
 	addAzureFlag(f, &c.azureCS, "run an in-process server on Azure")
 	f.StringVar(&c.jsonOut, "json", "", "write the report as JSON to this file")
 	f.StringVar(&c.chart, "chart", "", "write a chart of throughput and latency over time (SVG) to this file")
@@ -98,7 +103,11 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		store = s
 	}
 	if store != nil {
-		srv, err := bench.StartServer(store)
+		if err := stream.CheckSegmentSize(int64(c.segmentSize)); err != nil {
+			store.Close()
+			return usageError("--segment-size: %v", err)
+		}
+		srv, err := bench.StartServerWith(store, vault.Config{Writer: stream.WriterConfig{SegmentSize: int64(c.segmentSize)}})
 		if err != nil {
 			return err
 		}
