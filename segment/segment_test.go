@@ -2,6 +2,7 @@ package segment_test
 
 import (
 	"context"
+	"io"
 
 	"slices"
 	"sync"
@@ -86,6 +87,8 @@ func (s *racyStore) ReadSegment(_ context.Context, start int64, p []byte, off in
 	clear(p)
 	return len(p), nil
 }
+
+func (s *racyStore) ReadIndex(context.Context, []byte, int64) (int, error) { return 0, io.EOF }
 
 func (s *racyStore) Close() error { return nil }
 
