@@ -55,6 +55,8 @@ type Storage struct {
 	mu      sync.Mutex
 	writers map[string]bool
 	closed  bool
+
+	cursorMu sync.Mutex // serializes cursor writes: their compare-and-swap
 }
 
 // Open creates dir if needed and takes its exclusive lock. If another

@@ -46,6 +46,8 @@ type Storage struct {
 
 	// counters, for tests that check group commit
 	writes, flushes, commits int
+
+	cursors map[string]map[string]messagevault.Cursor // stream -> name -> cursor
 }
 
 // blob is one stream: its segments and its position record.
@@ -276,6 +278,7 @@ func (s *Storage) DeleteStream(ctx context.Context, stream string) error {
 		return fmt.Errorf("delete %q: its writer is open: %w", stream, messagevault.ErrLocked)
 	}
 	delete(s.streams, stream)
+	delete(s.cursors, stream)
 	return nil
 }
 

@@ -48,6 +48,7 @@ func Run(t *testing.T, newStorage NewStorage) {
 		{"UncommittedRoll", testUncommittedRoll},
 		{"Trim", testTrim},
 		{"TimeIndex", testTimeIndex},
+		{"Cursors", testCursors},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
