@@ -112,3 +112,25 @@ func (a *Accounts) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+var _ messagevault.Cursors = (*Accounts)(nil)
+
+// ReadCursor reads the cursor in the stream's account.
+func (a *Accounts) ReadCursor(ctx context.Context, stream, name string) (messagevault.Cursor, error) {
+	return a.of(stream).ReadCursor(ctx, stream, name)
+}
+
+// WriteCursor writes the cursor in the stream's account.
+func (a *Accounts) WriteCursor(ctx context.Context, stream, name string, pos int64, ifMatch string) (messagevault.Cursor, error) {
+	return a.of(stream).WriteCursor(ctx, stream, name, pos, ifMatch)
+}
+
+// DeleteCursor deletes the cursor in the stream's account.
+func (a *Accounts) DeleteCursor(ctx context.Context, stream, name string) error {
+	return a.of(stream).DeleteCursor(ctx, stream, name)
+}
+
+// ListCursors lists the stream's cursors in its account.
+func (a *Accounts) ListCursors(ctx context.Context, stream string) ([]messagevault.Cursor, error) {
+	return a.of(stream).ListCursors(ctx, stream)
+}

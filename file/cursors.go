@@ -31,15 +31,20 @@ type cursorFile struct {
 	ETag     string `json:"ETag"`
 }
 
-// cursorPath returns the file of stream's cursor name.
-func (s *Storage) cursorPath(stream, name string) (string, error) {
+// cursorPath returns the file of stream's cursor name in data directory
+// dir.
+func cursorPath(dir, stream, name string) (string, error) {
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return "", err
 	}
 	if err := messagevault.CheckCursorName(name); err != nil {
 		return "", err
 	}
-	return filepath.Join(s.StreamDir(stream), CursorsDir, name+CursorSuffix), nil
+	return filepath.Join(dir, stream, CursorsDir, name+CursorSuffix), nil
+}
+
+func (s *Storage) cursorPath(stream, name string) (string, error) {
+	return cursorPath(s.dir, stream, name)
 }
 
 func readCursorFile(path, name string) (messagevault.Cursor, error) {
@@ -59,7 +64,11 @@ func readCursorFile(path, name string) (messagevault.Cursor, error) {
 
 // ReadCursor reads the cursor's file.
 func (s *Storage) ReadCursor(ctx context.Context, stream, name string) (messagevault.Cursor, error) {
-	path, err := s.cursorPath(stream, name)
+	return readCursor(s.dir, stream, name)
+}
+
+func readCursor(dir, stream, name string) (messagevault.Cursor, error) {
+	path, err := cursorPath(dir, stream, name)
 	if err != nil {
 		return messagevault.Cursor{}, err
 	}
@@ -120,10 +129,14 @@ func (s *Storage) DeleteCursor(ctx context.Context, stream, name string) error {
 
 // ListCursors reads every cursor file of the stream.
 func (s *Storage) ListCursors(ctx context.Context, stream string) ([]messagevault.Cursor, error) {
+	return listCursors(s.dir, stream)
+}
+
+func listCursors(data, stream string) ([]messagevault.Cursor, error) {
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(s.StreamDir(stream), CursorsDir)
+	dir := filepath.Join(data, stream, CursorsDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if isNotExist(err) {
@@ -149,4 +162,27 @@ func (s *Storage) ListCursors(ctx context.Context, stream string) ([]messagevaul
 	}
 	slices.SortFunc(out, func(a, b messagevault.Cursor) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+var _ messagevault.Cursors = (*ReadOnly)(nil)
+
+// ReadCursor reads the cursor's file.
+func (r *ReadOnly) ReadCursor(ctx context.Context, stream, name string) (messagevault.Cursor, error) {
+	return readCursor(r.dir, stream, name)
+}
+
+// ListCursors reads every cursor file of the stream.
+func (r *ReadOnly) ListCursors(ctx context.Context, stream string) ([]messagevault.Cursor, error) {
+	return listCursors(r.dir, stream)
+}
+
+// WriteCursor refuses: only the process that holds the directory's lock
+// writes cursors (their compare-and-swap holds within one process).
+func (r *ReadOnly) WriteCursor(ctx context.Context, stream, name string, pos int64, ifMatch string) (messagevault.Cursor, error) {
+	return messagevault.Cursor{}, fmt.Errorf("write cursor %q: this process does not hold the data directory: %w", name, messagevault.ErrNotLeader)
+}
+
+// DeleteCursor refuses, as WriteCursor does.
+func (r *ReadOnly) DeleteCursor(ctx context.Context, stream, name string) error {
+	return fmt.Errorf("delete cursor %q: this process does not hold the data directory: %w", name, messagevault.ErrNotLeader)
 }

@@ -99,6 +99,14 @@ func classify(err error) (int, string) {
 		errors.Is(err, messagevault.ErrNotRecordStart),
 		errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad-request"
+	case errors.Is(err, messagevault.ErrCursorChanged):
+		return http.StatusPreconditionFailed, "cursor-changed"
+	case errors.Is(err, messagevault.ErrInvalidCursorName):
+		return http.StatusBadRequest, "bad-request"
+	case errors.Is(err, messagevault.ErrCursorNotFound):
+		return http.StatusNotFound, "not-found"
+	case errors.Is(err, messagevault.ErrNoCursors):
+		return http.StatusNotImplemented, "not-implemented"
 	case errors.Is(err, messagevault.ErrTrimmed):
 		return http.StatusGone, "trimmed"
 	case errors.Is(err, messagevault.ErrSequenceTooOld):

@@ -272,6 +272,7 @@ func New(cfg Config) *Server {
 	})
 	s.background.Go(func() { s.status.sampleLoop(sctx) })
 	s.metrics = newMetrics(cfg.Registry, s)
+	cfg.Registry.MustRegister(newCursorLag(s))
 	s.routes()
 	s.handler = s.middleware(s.mux)
 	return s
@@ -286,6 +287,10 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("DELETE /streams/{stream}", s.handleDeleteStream)
 	s.mux.HandleFunc("GET /streams/{stream}/messages", s.handleRead)
 	s.mux.HandleFunc("DELETE /streams/{stream}/messages", s.handleTrim)
+	s.mux.HandleFunc("GET /streams/{stream}/cursors", s.handleListCursors)
+	s.mux.HandleFunc("GET /streams/{stream}/cursors/{name}", s.handleGetCursor)
+	s.mux.HandleFunc("PUT /streams/{stream}/cursors/{name}", s.handlePutCursor)
+	s.mux.HandleFunc("DELETE /streams/{stream}/cursors/{name}", s.handleDeleteCursor)
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
 	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
 	s.mux.HandleFunc("GET /streams", s.handleStreams)

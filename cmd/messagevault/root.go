@@ -51,6 +51,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		(&ReadCommand{stdout: m.Stdout, stderr: m.Stderr, tail: true}).Command(),
 		(&StreamsCommand{stdout: m.Stdout}).Command(),
 		(&TrimCommand{stdout: m.Stdout}).Command(),
+		(&CursorsCommand{stdout: m.Stdout}).Command(),
 		(&GrantsCommand{stdout: m.Stdout}).Command(),
 		(&TokensCommand{stdout: m.Stdout}).Command(),
 		(&UsersCommand{stdout: m.Stdout, stdin: m.Stdin}).Command(),

@@ -1,0 +1,153 @@
+package e2e_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/internal/azurite"
+	"github.com/messagevault/messagevault/internal/mvtest"
+)
+
+// TestCursors: consumer cursors through a real server, on the local
+// backend and on Azurite: set, read with lag, compare-and-swap on the
+// ETag, list, delete, the read claim, bad input refused without a change,
+// the lag metric, the CLI, and a restart that keeps them.
+func TestCursors(t *testing.T) {
+	t.Run("local", func(t *testing.T) {
+		dir := t.TempDir()
+		s := mvtest.Start(t, dir, nil)
+		cursorsSuite(t, s, func() *mvtest.Server {
+			s.Signal(syscall.SIGTERM)
+			s.Wait(30 * time.Second)
+			return mvtest.Start(t, dir, nil)
+		})
+	})
+	t.Run("azure", func(t *testing.T) {
+		az := azurite.Start(t)
+		s := startAzure(t, az)
+		cursorsSuite(t, s, func() *mvtest.Server {
+			s.Signal(syscall.SIGTERM)
+			s.Wait(30 * time.Second)
+			return startAzure(t, az)
+		})
+	})
+}
+
+func cursorsSuite(t *testing.T, s *mvtest.Server, restart func() *mvtest.Server) {
+	ans := publish(t, s, "consumed", []messagevault.Message{msg("k", "one"), msg("k", "two"), msg("k", "three")})
+	publish(t, s, "elsewhere", []messagevault.Message{msg("k", "x")})
+	pos := ans.Position
+	second := ans.Offsets[1]
+	put := func(user, pass, path, body, ifMatch string) (int, []byte, http.Header) {
+		req := s.Request("PUT", path, user, pass, []byte(body), "application/json")
+		if ifMatch != "" {
+			req.Header.Set("If-Match", ifMatch)
+		}
+		return do(t, req)
+	}
+	status, body, hdr := put(admin, adminPass, "/streams/consumed/cursors/reports", `{"Position": `+strconv.FormatInt(second, 10)+`}`, "")
+	var c struct {
+		Name          string
+		Position, Lag int64
+	}
+	mustDecode(t, body, &c)
+	etag := hdr.Get("ETag")
+	if status != http.StatusOK || c.Name != "reports" || c.Position != second || !strings.HasPrefix(etag, `"`) {
+		t.Fatalf("PUT a cursor: %d %s (ETag %q)", status, body, etag)
+	}
+	status, body, hdr = do(t, s.Request("GET", "/streams/consumed/cursors/reports", admin, adminPass, nil, ""))
+	mustDecode(t, body, &c)
+	if status != http.StatusOK || c.Position != second || c.Lag != pos-second || hdr.Get("ETag") != etag {
+		t.Fatalf("GET the cursor: %d %s %q", status, body, hdr.Get("ETag"))
+	}
+	// Bad input: clear 4xx, nothing changed.
+	for _, tc := range []struct {
+		path, body, ifMatch string
+		status              int
+		says                string
+	}{
+		{"/streams/consumed/cursors/reports", `{"Position": 0}`, `"stale"`, http.StatusPreconditionFailed, "ETag"},
+		{"/streams/consumed/cursors/reports", `{"Position": 3}`, "", http.StatusBadRequest, "not a message's start"},
+		{"/streams/consumed/cursors/reports", `{"Position": ` + strconv.FormatInt(pos+1, 10) + `}`, "", http.StatusBadRequest, "past the stream's committed position"},
+		{"/streams/consumed/cursors/reports", `{"Position": -1}`, "", http.StatusBadRequest, "Position"},
+		{"/streams/consumed/cursors/reports", `{"Pos": 0}`, "", http.StatusBadRequest, "Position"},
+		{"/streams/consumed/cursors/Bad!", `{"Position": 0}`, "", http.StatusBadRequest, "cursor name"},
+		{"/streams/consumed/cursors/" + strings.Repeat("a", 65), `{"Position": 0}`, "", http.StatusBadRequest, "cursor name"},
+		{"/streams/never-written/cursors/reports", `{"Position": 0}`, "", http.StatusNotFound, "never-written"},
+	} {
+		status, body, _ := put(admin, adminPass, tc.path, tc.body, tc.ifMatch)
+		if status != tc.status || !strings.Contains(string(body), tc.says) {
+			t.Fatalf("PUT %s %s (If-Match %q): %d %s; want %d naming %q", tc.path, tc.body, tc.ifMatch, status, body, tc.status, tc.says)
+		}
+	}
+	status, body, hdr = do(t, s.Request("GET", "/streams/consumed/cursors/reports", admin, adminPass, nil, ""))
+	mustDecode(t, body, &c)
+	if c.Position != second || hdr.Get("ETag") != etag {
+		t.Fatalf("a refused PUT changed the cursor: %s %q", body, hdr.Get("ETag"))
+	}
+	// Compare-and-swap: the current ETag wins once.
+	status, body, hdr = put(admin, adminPass, "/streams/consumed/cursors/reports", `{"Position": `+strconv.FormatInt(pos, 10)+`}`, etag)
+	if status != http.StatusOK || hdr.Get("ETag") == etag {
+		t.Fatalf("PUT under the current ETag: %d %s", status, body)
+	}
+	if status, body, _ = put(admin, adminPass, "/streams/consumed/cursors/reports", `{"Position": 0}`, etag); status != http.StatusPreconditionFailed {
+		t.Fatalf("the second PUT under the same ETag: %d %s", status, body)
+	}
+	// The read claim covers cursors; another stream's does not.
+	for _, u := range []string{`{"Name":"reader","Password":"reader-pw-123","Claims":["consumed:read"]}`, `{"Name":"other","Password":"other-pw-123","Claims":["elsewhere:read"]}`} {
+		if status, body, _ := do(t, s.Request("POST", "/users", admin, adminPass, []byte(u), "application/json")); status != http.StatusOK && status != http.StatusCreated {
+			t.Fatalf("add user: %d %s", status, body)
+		}
+	}
+	if status, body, _ := put("reader", "reader-pw-123", "/streams/consumed/cursors/exports", `{"Position": 0}`, ""); status != http.StatusOK {
+		t.Fatalf("a reader sets a cursor: %d %s", status, body)
+	}
+	if status, body, _ := do(t, s.Request("GET", "/streams/consumed/cursors", "other", "other-pw-123", nil, "")); status != http.StatusForbidden || !strings.Contains(string(body), "consumed:read") {
+		t.Fatalf("another stream's reader lists the cursors: %d %s", status, body)
+	}
+	status, body, _ = do(t, s.Request("GET", "/streams/consumed/cursors", "reader", "reader-pw-123", nil, ""))
+	var list []struct {
+		Name          string
+		Position, Lag int64
+	}
+	if err := json.Unmarshal(body, &list); err != nil || status != http.StatusOK || len(list) != 2 || list[0].Name != "exports" || list[0].Lag != pos || list[1].Name != "reports" || list[1].Lag != 0 {
+		t.Fatalf("list: %d %s", status, body)
+	}
+	// The lag metric.
+	status, body, _ = do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
+	if want := `messagevault_cursor_lag_bytes{cursor="exports",stream="consumed"} ` + strconv.FormatInt(pos, 10); status != http.StatusOK || !strings.Contains(string(body), want) {
+		t.Fatalf("metrics lack %q", want)
+	}
+	// The CLI.
+	if out := mustCLI(t, s, "", "cursors", "set", "consumed", "cli", "--position", strconv.FormatInt(second, 10)); !strings.HasPrefix(out, "cli\t"+strconv.FormatInt(second, 10)+"\t") {
+		t.Fatalf("cursors set: %q", out)
+	}
+	if out := mustCLI(t, s, "", "cursors", "list", "consumed"); strings.Count(out, "\n") != 3 || !strings.Contains(out, "cli\t"+strconv.FormatInt(second, 10)+"\t"+strconv.FormatInt(pos-second, 10)+"\t") {
+		t.Fatalf("cursors list:\n%s", out)
+	}
+	if out, errs, code := cli(t, s, "", "cursors", "set", "consumed", "cli"); code != 2 || !strings.Contains(errs, "--position") {
+		t.Fatalf("cursors set without --position: %d %s %s", code, out, errs)
+	}
+	if out := mustCLI(t, s, "", "cursors", "delete", "consumed", "cli"); !strings.Contains(out, "deleted cursor cli") {
+		t.Fatalf("cursors delete: %q", out)
+	}
+	if status, body, _ := do(t, s.Request("DELETE", "/streams/consumed/cursors/exports", admin, adminPass, nil, "")); status != http.StatusNoContent {
+		t.Fatalf("DELETE a cursor: %d %s", status, body)
+	}
+	if status, body, _ := do(t, s.Request("GET", "/streams/consumed/cursors/exports", admin, adminPass, nil, "")); status != http.StatusNotFound {
+		t.Fatalf("GET a deleted cursor: %d %s", status, body)
+	}
+	// A restart keeps them.
+	s = restart()
+	status, body, _ = do(t, s.Request("GET", "/streams/consumed/cursors/reports", admin, adminPass, nil, ""))
+	mustDecode(t, body, &c)
+	if status != http.StatusOK || c.Position != pos || c.Lag != 0 {
+		t.Fatalf("the cursor after a restart: %d %s", status, body)
+	}
+}
