@@ -455,8 +455,13 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 			continue
 		}
 		if !w.mayRemove(b) {
-			// Written by a newer writer since this one took over.
-			return fmt.Errorf("roll: segment %s was written by %q since this writer took the stream over: %w", segment.Name(b.start), b.writer, messagevault.ErrFenced)
+			// Changed since this writer took over: by a newer writer, or
+			// by a writer that was fenced and has not noticed. Only if
+			// this one still owns the stream may it go.
+			if _, err := w.position().GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: ifMatch(w.posET)}); err != nil {
+				return fmt.Errorf("roll: segment %s was written by %q since this writer took the stream over: %w", segment.Name(b.start), b.writer, mapError(err))
+			}
+			b.writer = w.id // owned: treat it as a leftover of this writer's
 		}
 		if b.start == start {
 			existing = &present[i]
@@ -500,9 +505,10 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 const indexGrowStep = 64 << 10
 
 // WriteIndex writes the time index blob, creating or growing it as
-// needed. Its writes are unconditional: the index holds hints that readers
-// check, so a fenced writer's late write can cost a lookup time, never a
-// wrong answer.
+// needed (never shrinking it). Its page writes are unconditional: the
+// index holds hints that readers check, so a fenced writer's late write
+// can leave entries that lookups do not use (they then bisect by records
+// there), never a wrong answer.
 func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
 	if w.closed {
 		return messagevault.ErrClosed
@@ -512,11 +518,14 @@ func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
 	}
 	idx := w.cc.NewPageBlobClient(IndexBlob)
 	end := off + int64(len(p))
-	if w.indexSize < 0 {
+	if w.indexSize < end {
+		// Read the size afresh before growing, so that an index another
+		// writer grew meanwhile is never shrunk.
 		props, err := idx.GetProperties(ctx, nil)
 		switch {
 		case bloberror.HasCode(err, bloberror.BlobNotFound):
-			if _, err := idx.Create(ctx, 0, nil); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
+			ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
+			if _, err := idx.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone}); err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists) {
 				return fmt.Errorf("create the time index: %w", mapError(err))
 			}
 			w.indexSize = 0
@@ -538,6 +547,7 @@ func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
 		w.indexSize = size
 	}
 	if _, err := idx.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(p)), blob.HTTPRange{Offset: off, Count: int64(len(p))}, nil); err != nil {
+		w.indexSize = -1 // read the size again next time
 		return fmt.Errorf("write the time index: %w", mapError(err))
 	}
 	return nil

@@ -90,3 +90,37 @@ func ExampleWithGrantReader() {
 	defer r.Close()
 	fmt.Println("reading from storage:", !r.ViaServer)
 }
+
+// A projection module: it keeps a count of orders by status, resumes from
+// its cursor after a restart, and stops when its context ends.
+func ExampleClient_Consume() {
+	url, stop := exampleServer()
+	defer stop()
+	c := client.New(url, "admin", "secret")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Publish(ctx, "orders", []client.Message{
+		{Key: []byte("order-placed"), Value: []byte(`{"id":1}`)},
+		{Key: []byte("order-placed"), Value: []byte(`{"id":2}`)},
+		{Key: []byte("order-paid"), Value: []byte(`{"id":1}`)},
+	})
+
+	counts := map[string]int{}
+	seen := 0
+	err := c.Consume(ctx, "orders", "status-counts", func(ctx context.Context, batch []client.ReadMessage) error {
+		for _, m := range batch {
+			counts[string(m.Key)]++
+			seen++
+		}
+		if seen == 3 {
+			cancel() // a real module runs until it is told to stop
+		}
+		return nil // the cursor moves past the batch
+	})
+	fmt.Println(err, counts["order-placed"], counts["order-paid"])
+	cur, _ := c.GetCursor(context.Background(), "orders", "status-counts")
+	fmt.Println("lag:", cur.Lag)
+	// Output:
+	// <nil> 2 1
+	// lag: 0
+}

@@ -91,6 +91,14 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 	if err != nil {
 		return local, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
 	}
+	if mine.Segment == local && mine.Start < local {
+		// An empty active segment after older ones: only startAt makes
+		// that, and it was cut off before its trim. Finish it.
+		if err := pw.Trim(ctx, local); err != nil {
+			return local, fmt.Errorf("mirror of %q in %s: finish starting at %d: %w", r.stream, dir, local, err)
+		}
+		mine.Start = local
+	}
 	if local > mine.Start {
 		mark, ok := readMark(dir, r.stream)
 		if !ok || mark >= local {

@@ -47,6 +47,21 @@ type PublishOption func(*publishOptions)
 type publishOptions struct {
 	expect   bool
 	position int64
+	// producer and seq, if producer is set, number this publish instead
+	// of the client's lanes.
+	producer string
+	seq      uint64
+}
+
+// WithSequence numbers one publish explicitly: producer id and sequence,
+// instead of the client's own numbering. A consumer that writes what it
+// derives from one stream to another uses it to make that exactly-once:
+// with a sequence derived from the input (for example the input batch's
+// last offset, under a producer id of its own), a batch handled twice
+// after a crash is stored once (the second answer is a duplicate). The
+// sequences of one producer id must rise.
+func WithSequence(producer string, seq uint64) PublishOption {
+	return func(o *publishOptions) { o.producer, o.seq = producer, seq }
 }
 
 // ExpectPosition makes a publish conditional: the server appends the batch
@@ -180,7 +195,11 @@ func (c *Client) LastSequence(ctx context.Context, stream, producer string) (uin
 // seqHeaders returns the request headers of a publish.
 func seqHeaders(l *lane, seq uint64, o publishOptions) http.Header {
 	h := http.Header{}
-	if l != nil {
+	switch {
+	case o.producer != "":
+		h.Set(ProducerHeader, o.producer)
+		h.Set(SequenceHeader, strconv.FormatUint(o.seq, 10))
+	case l != nil:
 		h.Set(ProducerHeader, l.id)
 		h.Set(SequenceHeader, strconv.FormatUint(seq, 10))
 	}

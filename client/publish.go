@@ -136,7 +136,7 @@ func (c *Client) Publish(ctx context.Context, stream string, msgs []Message, opt
 		l   *lane
 		seq uint64
 	)
-	if !c.producers.off {
+	if !c.producers.off && po.producer == "" {
 		if l, err = c.producers.take(ctx); err != nil {
 			return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
+	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -92,4 +93,38 @@ func TestMirrorOfATrimmedStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	same()
+
+	// A first run cut off between committing its start and removing the
+	// first segment is finished by the next run.
+	half := t.TempDir()
+	store, err := file.Open(half)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := store.OpenWriter(ctx, "trimmed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Roll(ctx, start); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Grow(ctx, start-start%512+512); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.CommitPosition(ctx, start); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	store.Close()
+	if _, err := r.Mirror(ctx, half, nil); err != nil {
+		t.Fatalf("the mirror after a cut-off start: %v", err)
+	}
+	m2, err := client.OpenDir(half, "trimmed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if res, err := m2.Verify(ctx, nil); err != nil || res.Start != start || res.Records == 0 {
+		t.Fatalf("verify the finished mirror: %+v, %v", res, err)
+	}
 }

@@ -34,9 +34,6 @@ type ReaderConfig struct {
 	// it returns when the position may have moved past pos (or ctx ends).
 	// A server passes the writer's commit notification here.
 	Wake func(ctx context.Context, pos int64)
-	// Index, if set, keeps the time index entries FindTime reads, shared
-	// by the readers of a storage. Default: the reader's own.
-	Index *TimeIndexes
 }
 
 // Reader iterates the records of one stream. It reads the committed
@@ -60,9 +57,6 @@ func NewReader(name string, pages messagevault.PageReader, cfg ReaderConfig) *Re
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
-	}
-	if cfg.Index == nil {
-		cfg.Index = &TimeIndexes{}
 	}
 	return &Reader{name: name, pages: pages, cfg: cfg}
 }

@@ -58,6 +58,14 @@ func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 		return 0, err
 	}
 	ans := hi
+	// certain is a record start for certain at or before lo: the stream's
+	// start or a segment's (an index entry is checked by its header only).
+	certain := e.Start
+	for _, s := range segs {
+		if s <= lo {
+			certain = max(certain, s)
+		}
+	}
 	segs = slices.DeleteFunc(segs, func(s int64) bool { return s <= lo || s >= hi })
 	head := make([]byte, 18)
 	for i, j := 0, len(segs); i < j; {
@@ -82,9 +90,10 @@ func (r *Reader) FindTime(ctx context.Context, t time.Time) (int64, error) {
 		} else {
 			i = m + 1
 			lo = max(lo, segs[m])
+			certain = max(certain, segs[m])
 		}
 	}
-	start := lo // a record start for certain
+	start := certain
 	buf := make([]byte, probeWindow)
 	for hi-lo > probeWindow {
 		mid := lo + (hi-lo)/2

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"sync"
+	"time"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
@@ -36,6 +36,8 @@ const (
 	// indexClear is how many pages past its last good entry a Writer
 	// clears when it opens: more than one group can have written.
 	indexClear = 4
+	// indexWriteTimeout bounds one index write within a group.
+	indexWriteTimeout = 5 * time.Second
 )
 
 // indexEntryAt is one entry: a record's position and id time.
@@ -48,6 +50,7 @@ func decodeEntry(b []byte) indexEntryAt {
 // indexWriter is the Writer's end of the index: the entries it has, the
 // page that holds the next one, and where the next entry is due.
 type indexWriter struct {
+	off   bool                        // the index could not be read: write none until the next load
 	count int64                       // good entries in the index
 	page  [messagevault.PageSize]byte // the page that holds entry count
 	next  int64                       // the next entry is for the first record at or after this position
@@ -59,6 +62,7 @@ type indexWriter struct {
 // those whose positions rise and lie below pos, in one run from the
 // first (it reads O(log n) entries), and clears what follows them.
 func (x *indexWriter) load(ctx context.Context, pages messagevault.PageWriter, pos int64) error {
+	x.off = false
 	var b [indexEntry]byte
 	prev := map[int64]indexEntryAt{}
 	entry := func(k int64) (indexEntryAt, bool, error) {
@@ -163,7 +167,7 @@ func (x *indexWriter) load(ctx context.Context, pages messagevault.PageWriter, p
 // note records that a record of id time ms starts at off, in a group
 // being written.
 func (x *indexWriter) note(off, ms int64) {
-	if off >= x.next {
+	if !x.off && off >= x.next {
 		x.add = append(x.add, indexEntryAt{off, ms})
 		x.next = (off/IndexInterval + 1) * IndexInterval
 	}
@@ -173,9 +177,12 @@ func (x *indexWriter) note(off, ms int64) {
 // reload) with one WriteIndex. On error the entries are dropped: a lost
 // entry is a hint less.
 func (x *indexWriter) write(ctx context.Context, pages messagevault.PageWriter) error {
-	if len(x.add) == 0 && x.clear == 0 {
+	if x.off || len(x.add) == 0 && x.clear == 0 {
 		return nil
 	}
+	// A hint is not worth a group: a slow index write is cut short.
+	ctx, cancel := context.WithTimeout(ctx, indexWriteTimeout)
+	defer cancel()
 	first := x.count * indexEntry / messagevault.PageSize * messagevault.PageSize
 	buf := make([]byte, 0, messagevault.PageSize*(1+x.clear+len(x.add)*indexEntry/messagevault.PageSize+1))
 	buf = append(buf, x.page[:x.count*indexEntry-first]...)
@@ -197,133 +204,145 @@ func (x *indexWriter) write(ctx context.Context, pages messagevault.PageWriter) 
 	return nil
 }
 
-// TimeIndexes remembers the time index entries readers have read, by
-// stream, so that a lookup reads only the entries written since the last
-// one. Readers of one storage share it (vault does). It is safe for
-// concurrent use.
-type TimeIndexes struct {
-	mu sync.Mutex
-	m  map[string]*cachedIndex
+// indexPage is how much of the index a lookup reads at a time: 4,096
+// entries, 4 GiB of stream. A lookup bisects the index by these pages.
+// (A variable for tests, which make it small.)
+var indexPage = 64 << 10
+
+// indexPages reads pages of a stream's time index for one lookup, and
+// keeps the good entries of those it read.
+type indexPages struct {
+	ctx   context.Context
+	pages messagevault.PageReader
+	pos   int64 // the committed position: entries at or past it are not believed
+	read  map[int64][]indexEntryAt
 }
 
-type cachedIndex struct {
-	entries []indexEntryAt // good entries, rising positions
-}
-
-// Forget drops what is known of stream's index (a deleted stream).
-func (t *TimeIndexes) Forget(stream string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.m, stream)
-}
-
-// indexReadChunk is how much of the index a lookup reads at once.
-const indexReadChunk = 64 << 10
-
-// entries returns the good entries of the index below pos, reading those
-// written since the last call. A nil TimeIndexes reads them all.
-func (t *TimeIndexes) entries(ctx context.Context, name string, pages messagevault.PageReader, pos int64) ([]indexEntryAt, error) {
-	var c *cachedIndex
-	if t != nil {
-		t.mu.Lock()
-		if t.m == nil {
-			t.m = map[string]*cachedIndex{}
-		}
-		if c = t.m[name]; c == nil {
-			c = &cachedIndex{}
-			t.m[name] = c
-		}
-		got := c.entries
-		t.mu.Unlock()
-		if n := len(got); n > 0 && got[n-1].pos >= pos {
-			// All that is known lies within the stream already read.
-			return got[:sort.Search(n, func(i int) bool { return got[i].pos >= pos })], nil
-		}
+// page returns the good entries of index page k (entries with a time,
+// rising, below pos; the page ends at the first that is not).
+func (x *indexPages) page(k int64) ([]indexEntryAt, error) {
+	if e, ok := x.read[k]; ok {
+		return e, nil
 	}
-	var known []indexEntryAt
-	if c != nil {
-		t.mu.Lock()
-		known = c.entries
-		t.mu.Unlock()
+	buf := make([]byte, indexPage)
+	n, err := x.pages.ReadIndex(x.ctx, buf, k*int64(indexPage))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read the time index: %w", err)
 	}
-	out := append([]indexEntryAt(nil), known...)
-	buf := make([]byte, indexReadChunk)
-	for off := int64(len(out)) * indexEntry; ; off += int64(len(buf)) {
-		n, err := pages.ReadIndex(ctx, buf, off)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("read the time index: %w", err)
-		}
-		stop := n < len(buf)
-		for k := 0; k+indexEntry <= n; k += indexEntry {
-			e := decodeEntry(buf[k:])
-			if e.ms <= 0 || e.pos >= pos || len(out) > 0 && e.pos <= out[len(out)-1].pos {
-				stop = true
-				break
-			}
-			out = append(out, e)
-		}
-		if stop {
+	var out []indexEntryAt
+	for i := 0; i+indexEntry <= n; i += indexEntry {
+		e := decodeEntry(buf[i:])
+		if e.ms <= 0 || e.pos < 0 || e.pos >= x.pos || len(out) > 0 && e.pos <= out[len(out)-1].pos {
 			break
 		}
+		out = append(out, e)
 	}
-	if c != nil {
-		t.mu.Lock()
-		if len(out) > len(c.entries) {
-			c.entries = out
-		}
-		t.mu.Unlock()
-	}
+	x.read[k] = out
 	return out, nil
-}
-
-// drop forgets name's entries: one did not match the records.
-func (t *TimeIndexes) drop(name string) {
-	if t != nil {
-		t.Forget(name)
-	}
 }
 
 // indexBounds narrows a lookup of time want in a stream of extent e with
 // the index: it returns lo, a record start whose record is older than
 // want (or e.Start), and hi, a record start whose record is at or after
-// want (or e.Position). Each bound it takes from the index is checked
-// against the record's header first.
+// want (or e.Position). It bisects the index by pages, a few reads of 64
+// KiB (one for a stream under 4 GiB), and checks each bound it takes from
+// the index against the record's header first.
 func (r *Reader) indexBounds(ctx context.Context, e messagevault.Extent, want int64) (lo, hi int64, err error) {
 	lo, hi = e.Start, e.Position
-	entries, err := r.cfg.Index.entries(ctx, r.name, r.pages, e.Position)
+	x := &indexPages{ctx: ctx, pages: r.pages, pos: e.Position, read: map[int64][]indexEntryAt{}}
+	// before(k): page k starts with an entry older than want. Entries
+	// rise in time along the stream, so before holds for a prefix of
+	// the pages. Find the last page it holds for.
+	before := func(k int64) (bool, error) {
+		p, err := x.page(k)
+		return err == nil && len(p) > 0 && p[0].ms < want, err
+	}
+	ok, err := before(0)
+	if err != nil || !ok {
+		if err == nil {
+			hi, err = r.checkedHi(ctx, e, x, 0, 0, hi)
+		}
+		return lo, hi, err
+	}
+	// Exponential then binary search: before(last) holds, before(past)
+	// does not.
+	last, past := int64(0), int64(1)
+	for {
+		if full, err := x.page(last); err != nil {
+			return lo, hi, err
+		} else if len(full) < indexPage/indexEntry {
+			past = last + 1 // a page that is not full is the last
+			break
+		}
+		ok, err := before(past)
+		if err != nil {
+			return lo, hi, err
+		}
+		if !ok {
+			break
+		}
+		last, past = past, past*2+1
+	}
+	for past-last > 1 {
+		mid := last + (past-last)/2
+		ok, err := before(mid)
+		if err != nil {
+			return lo, hi, err
+		}
+		if ok {
+			last = mid
+		} else {
+			past = mid
+		}
+	}
+	p, err := x.page(last)
 	if err != nil {
 		return lo, hi, err
 	}
-	i := sort.Search(len(entries), func(i int) bool { return entries[i].ms >= want })
-	check := func(x indexEntryAt) (bool, error) {
-		if x.pos < e.Start {
-			return false, nil
-		}
-		var head [18]byte
-		if _, err := r.pages.ReadAt(ctx, head[:], x.pos); err != nil {
-			return false, err
-		}
-		var id formats.ID
-		copy(id[:], head[2:18])
-		if !namesPosition(head[:], x.pos) || int64(id.Millis()) != x.ms {
-			r.cfg.Index.drop(r.name)
-			return false, nil
-		}
-		return true, nil
+	i := sort.Search(len(p), func(i int) bool { return p[i].ms >= want })
+	if ok, err := r.checkEntry(ctx, e, p[i-1]); err != nil {
+		return e.Start, e.Position, err
+	} else if ok {
+		lo = p[i-1].pos
 	}
-	if i > 0 {
-		if ok, err := check(entries[i-1]); err != nil {
-			return e.Start, e.Position, err
-		} else if ok {
-			lo = entries[i-1].pos
-		}
+	hi, err = r.checkedHi(ctx, e, x, last, i, hi)
+	return lo, hi, err
+}
+
+// checkedHi returns the position of entry i of index page k (or the first
+// of the next page, when i is past page k's end) if it checks out, or hi.
+func (r *Reader) checkedHi(ctx context.Context, e messagevault.Extent, x *indexPages, k int64, i int, hi int64) (int64, error) {
+	p, err := x.page(k)
+	if err != nil {
+		return hi, err
 	}
-	if i < len(entries) {
-		if ok, err := check(entries[i]); err != nil {
-			return e.Start, e.Position, err
-		} else if ok {
-			hi = entries[i].pos
+	if i >= len(p) {
+		if len(p) < indexPage/indexEntry {
+			return hi, nil // the index ends there
 		}
+		if p, err = x.page(k + 1); err != nil || len(p) == 0 {
+			return hi, err
+		}
+		i = 0
 	}
-	return lo, hi, nil
+	ok, err := r.checkEntry(ctx, e, p[i])
+	if err != nil || !ok {
+		return hi, err
+	}
+	return p[i].pos, nil
+}
+
+// checkEntry reports whether the record at an index entry's position is a
+// stored record that names that position and carries the entry's time.
+func (r *Reader) checkEntry(ctx context.Context, e messagevault.Extent, x indexEntryAt) (bool, error) {
+	if x.pos < e.Start || x.pos >= e.Position {
+		return false, nil
+	}
+	var head [18]byte
+	if _, err := r.pages.ReadAt(ctx, head[:], x.pos); err != nil {
+		return false, err
+	}
+	var id formats.ID
+	copy(id[:], head[2:18])
+	return namesPosition(head[:], x.pos) && int64(id.Millis()) == x.ms, nil
 }

@@ -189,3 +189,45 @@ func TestTimeIndexHintsAreChecked(t *testing.T) {
 }
 
 var errEOF = io.EOF
+
+// TestTimeIndexBisectsItsPages: on an index of many pages (made small
+// here), a lookup bisects them and answers as a scan does, with few reads
+// of the index.
+func TestTimeIndexBisectsItsPages(t *testing.T) {
+	defer stream.SetIndexPage(512)() // 32 entries a page
+	ctx := context.Background()
+	s := mem.New()
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	w, _ := clockedWriter(t, s, t0, 100<<20)
+	r := memReader(t, s)
+	if n := len(indexEntries(t, r)); n < 90 {
+		t.Fatalf("%d index entries: not several pages", n)
+	}
+	groups := int(w.Position() / (40 * 800))
+	counted := &countIndexReads{PageReader: r}
+	rd := stream.NewReader("test", counted, stream.ReaderConfig{})
+	for k := 0; k <= 20; k++ {
+		at := t0.Add(time.Duration(k*groups/20)*time.Second + 300*time.Millisecond)
+		got, err := rd.FindTime(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := scanFor(t, r, at); got != want {
+			t.Fatalf("FindTime(%v) = %d, a scan says %d", at, got, want)
+		}
+	}
+	if n := counted.index.Load(); n > 21*8 {
+		t.Fatalf("21 lookups read the index %d times: not a bisection", n)
+	}
+}
+
+// countIndexReads counts reads of the time index.
+type countIndexReads struct {
+	messagevault.PageReader
+	index atomic.Int64
+}
+
+func (c *countIndexReads) ReadIndex(ctx context.Context, p []byte, off int64) (int, error) {
+	c.index.Add(1)
+	return c.PageReader.ReadIndex(ctx, p, off)
+}

@@ -240,7 +240,9 @@ func (w *Writer) load(ctx context.Context) error {
 		return err
 	}
 	if err := w.index.load(ctx, w.pages, w.tail.Position()); err != nil {
-		return err
+		// The index holds hints: without it the writer writes none
+		// until its next load, and lookups bisect by records.
+		w.index = indexWriter{off: true}
 	}
 	// Ids never go back in time along the stream, even when this
 	// writer's clock is behind the last one's (another node, a clock

@@ -55,8 +55,6 @@ type Vault struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
-
-	indexes stream.TimeIndexes // the time index entries its readers have read
 }
 
 type entry struct {
@@ -323,7 +321,6 @@ func (v *Vault) DeleteStream(ctx context.Context, name string) error {
 	if dl := v.cfg.Writer.Deadline; dl != nil && !time.Now().Before(dl()) {
 		return fmt.Errorf("%s: %w", what, messagevault.ErrNotLeader) // lapsed while the writer closed
 	}
-	v.indexes.Forget(name)
 	return d.DeleteStream(ctx, name)
 }
 
@@ -489,9 +486,6 @@ func (v *Vault) Reader(ctx context.Context, name string, cfg stream.ReaderConfig
 			poll = stream.DefaultPollInterval
 		}
 		cfg.Wake = func(ctx context.Context, pos int64) { v.Wait(ctx, name, pos, poll) }
-	}
-	if cfg.Index == nil {
-		cfg.Index = &v.indexes
 	}
 	return stream.NewReader(name, committedReader{pr, v, name}, cfg), pr.Close, nil
 }
