@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -342,6 +343,8 @@ type ReadCommand struct {
 	format         string
 	viaServer      bool
 	fromSet        bool // --from was given
+	cursor         string
+	commit         bool
 }
 
 // Command returns the cobra command ("read", or "tail" to follow).
@@ -369,6 +372,15 @@ func (c *ReadCommand) Command() *cobra.Command {
 				return usageError("--format %q: want text, json or raw", c.format)
 			}
 			c.fromSet = cmd.Flags().Changed("from")
+			if c.commit && c.cursor == "" {
+				return usageError("--commit needs --cursor NAME")
+			}
+			if c.cursor != "" && (c.fromSet || c.since != "") {
+				return usageError("--cursor starts where the cursor is: give it without --from and --since")
+			}
+			if c.commit && c.format == "raw" {
+				return usageError("--commit works with --format text or json")
+			}
 			if c.since != "" && c.fromSet {
 				return usageError("--from and --since: give one")
 			}
@@ -395,6 +407,8 @@ func (c *ReadCommand) Command() *cobra.Command {
 	f.StringVar(&c.since, "since", "", "start at the first message published at or after this time: RFC 3339 (2026-12-04T05:00:00Z), or a duration ago (15m, 2h)")
 	f.StringVar(&c.format, "format", "text", "output: text, json or raw")
 	f.BoolVar(&c.viaServer, "via-server", false, "read through the server instead of storage")
+	f.StringVar(&c.cursor, "cursor", "", "start where this consumer cursor is (the stream's start if it does not exist yet)")
+	f.BoolVar(&c.commit, "commit", false, "with --cursor, move the cursor past what was printed (read: at the end; tail: every second and when interrupted)")
 	return cmd
 }
 
@@ -435,11 +449,38 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 			return err
 		}
 	}
-	if !c.fromSet && c.since == "" && !c.tail {
+	var cur client.Cursor
+	switch {
+	case c.cursor != "":
+		cl := c.client(opts...)
+		cur, err = cl.GetCursor(ctx, stream, c.cursor)
+		var e *client.Error
+		if errors.As(err, &e) && e.Status == http.StatusNotFound && e.Type == "not-found" {
+			cur, err = client.Cursor{Name: c.cursor}, nil
+			cur.Position, err = r.Start(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		from = cur.Position
+	case !c.fromSet && c.since == "" && !c.tail:
 		// No --from: from the oldest message still stored.
 		if from, err = r.Start(ctx); err != nil {
 			return err
 		}
+	}
+	done := from // the position after the last message printed
+	var lastCommit time.Time
+	commit := func(ctx context.Context) error {
+		if !c.commit || done == cur.Position {
+			return nil
+		}
+		set, err := c.client(opts...).SetCursor(ctx, stream, c.cursor, done, cur.ETag)
+		if err != nil {
+			return fmt.Errorf("commit cursor %s at %d: %w", c.cursor, done, err)
+		}
+		cur, lastCommit = set, time.Now()
+		return nil
 	}
 	out := bufio.NewWriter(c.stdout)
 	if c.format == "raw" && !c.tail {
@@ -464,16 +505,25 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		}
 		if err != nil {
 			if c.tail && ctx.Err() != nil {
-				return nil // interrupted: a normal end for tail
+				// Interrupted: a normal end for tail.
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				return commit(cctx)
 			}
 			return err
 		}
 		if err := c.print(out, r, m); err != nil {
 			return err
 		}
+		done = m.Next
 		if c.tail {
 			if err := out.Flush(); err != nil {
 				return fmt.Errorf("write the output: %w", err)
+			}
+			if time.Since(lastCommit) > time.Second {
+				if err := commit(ctx); err != nil {
+					return err
+				}
 			}
 		}
 		if n++; c.limit > 0 && n >= c.limit {
@@ -486,10 +536,11 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		return fmt.Errorf("write the output: %w", err)
 	}
 	if len(bad) > 0 {
-		// The rest was read, but a backup must not look complete.
+		// The rest was read, but a backup must not look complete (and
+		// the cursor does not move past what was skipped).
 		return fmt.Errorf("%d messages could not be read and were skipped; the first at %d (see above)", len(bad), bad[0].Offset)
 	}
-	return nil
+	return commit(ctx)
 }
 
 // readRaw writes the records from position from in one pass over the
