@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Cursor is a consumer's durable position in a stream: where a module that
@@ -32,6 +33,10 @@ var (
 	ErrInvalidCursorName = errors.New("invalid cursor name")
 	// ErrNoCursors reports a storage that keeps no cursors.
 	ErrNoCursors = errors.New("this storage keeps no cursors")
+	// ErrNoCursorGrants reports a storage whose cursors cannot be granted
+	// to consumers (a local cursor is a file the server's process owns:
+	// consumers commit it through the server).
+	ErrNoCursorGrants = errors.New("this storage hands out no cursor grants: commit cursors through the server")
 )
 
 // MaxCursorName is the longest cursor name.
@@ -51,6 +56,15 @@ func CheckCursorName(name string) error {
 		return fmt.Errorf("%w %q: want 1 to %d of a-z, 0-9, '.', '_' and '-'", ErrInvalidCursorName, name, MaxCursorName)
 	}
 	return nil
+}
+
+// CursorGranter is implemented by storages that hand out cursor grants: a
+// URL from which a consumer can read and write its one cursor without the
+// server (a blob SAS on Azure).
+type CursorGranter interface {
+	// CursorGrant returns a URL that reads and writes stream's cursor
+	// name and nothing else, valid for about ttl.
+	CursorGrant(ctx context.Context, stream, name string, ttl time.Duration) (string, error)
 }
 
 // Cursors is implemented by storages that keep consumer cursors. The

@@ -134,3 +134,8 @@ func (a *Accounts) DeleteCursor(ctx context.Context, stream, name string) error 
 func (a *Accounts) ListCursors(ctx context.Context, stream string) ([]messagevault.Cursor, error) {
 	return a.of(stream).ListCursors(ctx, stream)
 }
+
+// CursorGrant grants the cursor in the stream's account.
+func (a *Accounts) CursorGrant(ctx context.Context, stream, name string, ttl time.Duration) (string, error) {
+	return a.of(stream).CursorGrant(ctx, stream, name, ttl)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -85,7 +87,7 @@ func (s *Storage) WriteCursor(ctx context.Context, stream, name string, pos int6
 	}
 	opts := &blockblob.UploadOptions{Metadata: map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10))}}
 	if etag != "" {
-		opts.AccessConditions = ifMatch(azcore.ETag(`"` + etag + `"`))
+		opts.AccessConditions = cursorIfMatch(etag)
 	}
 	data, _ := json.Marshal(struct{ Position int64 }{pos})
 	resp, err := b.Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), opts)
@@ -138,4 +140,68 @@ func (s *Storage) ListCursors(ctx context.Context, stream string) ([]messagevaul
 	}
 	slices.SortFunc(out, func(a, b messagevault.Cursor) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// ReadCursorAt reads the cursor behind a cursor grant (a blob SAS URL
+// from GET /streams/{stream}/cursors/{name}/grant), without the server.
+func ReadCursorAt(ctx context.Context, grant string, cfg Config) (messagevault.Cursor, error) {
+	b, name, err := cursorAt(grant, cfg)
+	if err != nil {
+		return messagevault.Cursor{}, err
+	}
+	resp, err := b.DownloadStream(ctx, nil)
+	if err != nil {
+		return messagevault.Cursor{}, cursorError(name, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return messagevault.Cursor{}, fmt.Errorf("cursor %q: %w", name, err)
+	}
+	var body struct{ Position int64 }
+	if err := json.Unmarshal(data, &body); err != nil || resp.ETag == nil {
+		return messagevault.Cursor{}, fmt.Errorf("cursor %q: not a cursor blob: %w", name, messagevault.ErrCorrupt)
+	}
+	return messagevault.Cursor{Name: name, Position: body.Position, ETag: bareETag(*resp.ETag)}, nil
+}
+
+// WriteCursorAt sets the cursor behind a cursor grant to pos, under
+// If-Match of ifMatch if set (an ErrCursorChanged error if someone wrote
+// it since), without the server. The position is not checked: a consumer
+// commits a position it read (a message's Next).
+func WriteCursorAt(ctx context.Context, grant string, pos int64, ifMatch string, cfg Config) (messagevault.Cursor, error) {
+	b, name, err := cursorAt(grant, cfg)
+	if err != nil {
+		return messagevault.Cursor{}, err
+	}
+	opts := &blockblob.UploadOptions{Metadata: map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10))}}
+	if ifMatch != "" {
+		opts.AccessConditions = cursorIfMatch(ifMatch)
+	}
+	data, _ := json.Marshal(struct{ Position int64 }{pos})
+	resp, err := b.Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), opts)
+	if err != nil {
+		return messagevault.Cursor{}, cursorError(name, err)
+	}
+	return messagevault.Cursor{Name: name, Position: pos, ETag: bareETag(*resp.ETag)}, nil
+}
+
+// cursorIfMatch is the condition of a write under the cursor ETag etag.
+func cursorIfMatch(etag string) *blob.AccessConditions { return ifMatch(azcore.ETag(`"` + etag + `"`)) }
+
+// cursorAt opens the blob of a cursor grant and names its cursor.
+func cursorAt(grant string, cfg Config) (*blockblob.Client, string, error) {
+	u, err := url.Parse(grant)
+	if err != nil {
+		return nil, "", fmt.Errorf("cursor grant: not a URL: %w", err)
+	}
+	_, name, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/"+CursorPrefix)
+	if !ok {
+		return nil, "", fmt.Errorf("cursor grant: %s is not a cursor blob's URL", u.Redacted())
+	}
+	b, err := blockblob.NewClientWithNoCredential(grant, &blockblob.ClientOptions{ClientOptions: cfg.clientOptions()})
+	if err != nil {
+		return nil, "", fmt.Errorf("cursor grant: %w", err)
+	}
+	return b, name, nil
 }

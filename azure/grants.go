@@ -87,6 +87,13 @@ func (s *Storage) ReadGrant(ctx context.Context, stream string, ttl time.Duratio
 // grantPolicy returns the id of stream's grant policy, creating it if the
 // container has none.
 func (s *Storage) grantPolicy(ctx context.Context, stream string) (string, error) {
+	return s.policy(ctx, stream, grantPolicyPrefix, "rl")
+}
+
+// policy returns the id of the stream's stored access policy whose id
+// starts with prefix, creating it with permissions perm if the container
+// has none.
+func (s *Storage) policy(ctx context.Context, stream, prefix, perm string) (string, error) {
 	c := s.container(stream)
 	acl, err := c.GetAccessPolicy(ctx, nil)
 	if err != nil {
@@ -96,14 +103,13 @@ func (s *Storage) grantPolicy(ctx context.Context, stream string) (string, error
 		return "", fmt.Errorf("read grant for %q: read the container's policies: %w", stream, err)
 	}
 	for _, si := range acl.SignedIdentifiers {
-		if si.ID != nil && strings.HasPrefix(*si.ID, grantPolicyPrefix) {
+		if si.ID != nil && strings.HasPrefix(*si.ID, prefix) {
 			return *si.ID, nil
 		}
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	id := grantPolicyPrefix + hex.EncodeToString(b[:])
-	perm := "rl"
+	id := prefix + hex.EncodeToString(b[:])
 	ids := append(acl.SignedIdentifiers, &container.SignedIdentifier{ID: &id, AccessPolicy: &container.AccessPolicy{Permission: &perm}})
 	if _, err := c.SetAccessPolicy(ctx, &container.SetAccessPolicyOptions{ContainerACL: ids, Access: acl.BlobPublicAccess}); err != nil {
 		return "", fmt.Errorf("read grant for %q: create its grant policy: %w", stream, err)
@@ -111,8 +117,9 @@ func (s *Storage) grantPolicy(ctx context.Context, stream string) (string, error
 	return id, nil
 }
 
-// RevokeGrants invalidates every read grant of stream handed out so far:
-// its grant policy is deleted (new grants get a new one).
+// RevokeGrants invalidates every read grant and cursor grant of stream
+// handed out so far: its grant policies are deleted (new grants get new
+// ones).
 func (s *Storage) RevokeGrants(ctx context.Context, stream string) error {
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return fmt.Errorf("revoke grants: %w", err)
@@ -130,7 +137,7 @@ func (s *Storage) RevokeGrants(ctx context.Context, stream string) error {
 	}
 	var keep []*container.SignedIdentifier
 	for _, si := range acl.SignedIdentifiers {
-		if si.ID == nil || !strings.HasPrefix(*si.ID, grantPolicyPrefix) {
+		if si.ID == nil || !strings.HasPrefix(*si.ID, grantPolicyPrefix) && !strings.HasPrefix(*si.ID, cursorPolicyPrefix) {
 			keep = append(keep, si)
 		}
 	}
@@ -138,4 +145,57 @@ func (s *Storage) RevokeGrants(ctx context.Context, stream string) error {
 		return fmt.Errorf("revoke the grants of %q: %w", stream, err)
 	}
 	return nil
+}
+
+// cursorPolicyPrefix starts the id of a stream's cursor grant policy:
+// read and write, which a cursor grant limits to its one blob.
+const cursorPolicyPrefix = "mv-cursors-"
+
+var _ messagevault.CursorGranter = (*Storage)(nil)
+
+// CursorGrant returns a blob SAS URL of the stream's cursor blob
+// cursors/<name> that can read and write that blob alone, tied to the
+// stream's cursor grant policy (revoked with its read grants), valid for
+// ttl: a consumer that reads straight from storage commits its cursor
+// there too (WriteCursorAt), and the server stays out of its path.
+func (s *Storage) CursorGrant(ctx context.Context, stream, name string, ttl time.Duration) (string, error) {
+	if _, err := s.cursorBlob(stream, name); err != nil {
+		return "", fmt.Errorf("cursor grant: %w", err)
+	}
+	values := sas.BlobSignatureValues{
+		Version:       sas.Version,
+		ContainerName: ContainerPrefix + stream,
+		BlobName:      CursorPrefix + name,
+		StartTime:     time.Now().Add(-5 * time.Minute).UTC(),
+		ExpiryTime:    time.Now().Add(ttl).UTC(),
+	}
+	var qp sas.QueryParameters
+	switch {
+	case s.cred != nil:
+		ttl = min(ttl, MaxDelegatedGrant)
+		values.Protocol = sas.ProtocolHTTPS
+		values.ExpiryTime = time.Now().Add(ttl).UTC().Truncate(time.Second)
+		values.Permissions = (&sas.BlobPermissions{Read: true, Write: true}).String()
+		key, err := s.udk.get(ctx, s.svc, values.ExpiryTime)
+		if err != nil {
+			return "", fmt.Errorf("cursor grant for %q: get a user delegation key: %w", stream, err)
+		}
+		qp, err = values.SignWithUserDelegation(key)
+		if err != nil {
+			return "", fmt.Errorf("cursor grant for %q: %w", stream, err)
+		}
+	case s.key != nil:
+		id, err := s.policy(ctx, stream, cursorPolicyPrefix, "rw")
+		if err != nil {
+			return "", err
+		}
+		values.Identifier = id
+		if qp, err = values.SignWithSharedKey(s.key); err != nil {
+			return "", fmt.Errorf("cursor grant for %q: %w", stream, err)
+		}
+	default:
+		return "", fmt.Errorf("cursor grant for %q: %w", stream, ErrNoAccountKey)
+	}
+	// The blob's URL with its name's "/" as is (the SDK escapes it).
+	return s.container(stream).URL() + "/" + CursorPrefix + name + "?" + qp.Encode(), nil
 }

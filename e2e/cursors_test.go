@@ -1,7 +1,9 @@
 package e2e_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/internal/azurite"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -166,4 +169,83 @@ func cursorsSuite(t *testing.T, s *mvtest.Server, restart func() *mvtest.Server)
 	if status != http.StatusOK || c.Position != pos || c.Lag != end-pos {
 		t.Fatalf("the cursor after a restart: %d %s", status, body)
 	}
+}
+
+// TestCursorGrant: on Azure a consumer gets a grant to its one cursor
+// blob and commits there without the server, under the same ETag rules;
+// the grant reads and writes nothing else, and revoking the stream's
+// grants ends it. Locally the route answers 501.
+func TestCursorGrant(t *testing.T) {
+	t.Run("local", func(t *testing.T) {
+		s := mvtest.Start(t, t.TempDir(), nil)
+		publish(t, s, "consumed", []messagevault.Message{msg("k", "one")})
+		status, body, _ := do(t, s.Request("GET", "/streams/consumed/cursors/reports/grant", admin, adminPass, nil, ""))
+		if status != http.StatusNotImplemented || !strings.Contains(string(body), "through the server") {
+			t.Fatalf("a local cursor grant: %d %s", status, body)
+		}
+	})
+	t.Run("azure", func(t *testing.T) {
+		ctx := context.Background()
+		az := azurite.Start(t)
+		s := startAzure(t, az)
+		ans := publish(t, s, "consumed", []messagevault.Message{msg("k", "one"), msg("k", "two")})
+		if status, body, _ := do(t, s.Request("PUT", "/streams/consumed/cursors/reports", admin, adminPass, []byte(`{"Position": 0}`), "application/json")); status != http.StatusOK {
+			t.Fatalf("PUT: %d %s", status, body)
+		}
+		status, body, _ := do(t, s.Request("GET", "/streams/consumed/cursors/reports/grant", admin, adminPass, nil, ""))
+		var g struct{ Signature string }
+		mustDecode(t, body, &g)
+		if status != http.StatusOK || !strings.Contains(g.Signature, "/mv-consumed/cursors/reports?") || !strings.Contains(g.Signature, "sig=") {
+			t.Fatalf("cursor grant: %d %s", status, body)
+		}
+		cur, err := azure.ReadCursorAt(ctx, g.Signature, azure.Config{})
+		if err != nil || cur.Position != 0 || cur.Name != "reports" {
+			t.Fatalf("read through the grant: %+v, %v", cur, err)
+		}
+		set, err := azure.WriteCursorAt(ctx, g.Signature, ans.Offsets[1], cur.ETag, azure.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := azure.WriteCursorAt(ctx, g.Signature, 0, cur.ETag, azure.Config{}); !errors.Is(err, messagevault.ErrCursorChanged) {
+			t.Fatalf("a write through the grant under a stale ETag: %v", err)
+		}
+		status, body, hdr := do(t, s.Request("GET", "/streams/consumed/cursors/reports", admin, adminPass, nil, ""))
+		var c struct{ Position int64 }
+		mustDecode(t, body, &c)
+		if status != http.StatusOK || c.Position != ans.Offsets[1] || strings.Trim(hdr.Get("ETag"), `"`) != set.ETag {
+			t.Fatalf("the server after a direct commit: %d %s %q", status, body, hdr.Get("ETag"))
+		}
+		// The grant reads and writes nothing else.
+		other := strings.Replace(g.Signature, "/cursors/reports?", "/cursors/exports?", 1)
+		if _, err := azure.WriteCursorAt(ctx, other, 0, "", azure.Config{}); err == nil {
+			t.Fatal("the grant wrote another cursor")
+		}
+		records := strings.Replace(g.Signature, "/cursors/reports?", "/000000000000.b7?", 1)
+		for _, u := range []string{records, strings.Replace(g.Signature, "/cursors/reports?", "/position.c7?", 1)} {
+			req, _ := http.NewRequest("GET", u, nil)
+			req.Header.Set("x-ms-version", "2021-12-02")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusForbidden {
+					t.Fatalf("the grant read %s: %d", u, resp.StatusCode)
+				}
+			}
+			req, _ = http.NewRequest("PUT", u, strings.NewReader("x"))
+			req.Header.Set("x-ms-blob-type", "BlockBlob")
+			req.Header.Set("x-ms-version", "2021-12-02")
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusForbidden {
+					t.Fatalf("the grant wrote %s: %d", u, resp.StatusCode)
+				}
+			}
+		}
+		// Revoking the stream's grants ends it.
+		if status, body, _ := do(t, s.Request("DELETE", "/streams/consumed/grants", admin, adminPass, nil, "")); status != http.StatusOK && status != http.StatusNoContent {
+			t.Fatalf("revoke: %d %s", status, body)
+		}
+		if _, err := azure.ReadCursorAt(ctx, g.Signature, azure.Config{MaxRetries: -1}); err == nil {
+			t.Fatal("the cursor grant still works after the stream's grants were revoked")
+		}
+	})
 }

@@ -132,6 +132,18 @@ type grantingStorage struct {
 	g messagevault.Granter
 }
 
+// CursorGrant grants through the storage, if it can.
+func (s *grantingStorage) CursorGrant(ctx context.Context, stream, name string, ttl time.Duration) (string, error) {
+	g, ok := s.g.(messagevault.CursorGranter)
+	if !ok {
+		return "", fmt.Errorf("cursor grant for %q: %w", stream, messagevault.ErrNoCursorGrants)
+	}
+	start := time.Now()
+	u, err := g.CursorGrant(ctx, stream, name, ttl)
+	s.m.observe("cursor_grant", start, err)
+	return u, err
+}
+
 // RevokeGrants revokes through the storage, if it can.
 func (s *grantingStorage) RevokeGrants(ctx context.Context, stream string) error {
 	r, ok := s.g.(messagevault.Revoker)

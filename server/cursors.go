@@ -262,3 +262,25 @@ func (c *cursorLag) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// handleCursorGrant serves GET /streams/{stream}/cursors/{name}/grant: a
+// URL that reads and writes this one cursor straight in storage (a blob
+// SAS on Azure), for a consumer that keeps the server out of its path; the
+// stream's read claim.
+func (s *Server) handleCursorGrant(w http.ResponseWriter, r *http.Request) {
+	name, _, ok := s.cursorsFor(w, r, false, nil)
+	if !ok {
+		return
+	}
+	g, ok := s.cfg.Storage.(messagevault.CursorGranter)
+	if !ok {
+		s.writeError(w, r, fmt.Errorf("cursor grant: %w", messagevault.ErrNoCursorGrants))
+		return
+	}
+	u, err := g.CursorGrant(r.Context(), name, r.PathValue("name"), s.cfg.GrantTTL)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"Signature": u})
+}

@@ -105,7 +105,7 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "bad-request"
 	case errors.Is(err, messagevault.ErrCursorNotFound):
 		return http.StatusNotFound, "not-found"
-	case errors.Is(err, messagevault.ErrNoCursors):
+	case errors.Is(err, messagevault.ErrNoCursors), errors.Is(err, messagevault.ErrNoCursorGrants):
 		return http.StatusNotImplemented, "not-implemented"
 	case errors.Is(err, messagevault.ErrTrimmed):
 		return http.StatusGone, "trimmed"

@@ -291,6 +291,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /streams/{stream}/cursors/{name}", s.handleGetCursor)
 	s.mux.HandleFunc("PUT /streams/{stream}/cursors/{name}", s.handlePutCursor)
 	s.mux.HandleFunc("DELETE /streams/{stream}/cursors/{name}", s.handleDeleteCursor)
+	s.mux.HandleFunc("GET /streams/{stream}/cursors/{name}/grant", s.handleCursorGrant)
 	s.mux.HandleFunc("GET /streams/{stream}/events", s.handleEvents)
 	s.mux.HandleFunc("GET /streams/{stream}/producers/{producer}", s.handleProducer)
 	s.mux.HandleFunc("GET /streams", s.handleStreams)
