@@ -8,6 +8,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if url := os.Getenv(consumeChildEnv); url != "" {
+		consumeChild(url)
+		return
+	}
 	code := m.Run()
 	mvtest.Cleanup()
 	os.Exit(code)
