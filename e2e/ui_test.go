@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +49,9 @@ func TestStatusPageInABrowser(t *testing.T) {
 	s := mvtest.Start(t, t.TempDir(), nil)
 	publish(t, s, "orders", []messagevault.Message{msg("k", "v")})
 	publish(t, s, "payments", []messagevault.Message{msg("k", "v")})
+	if status, body, _ := do(t, s.Request("PUT", "/streams/payments/cursors/ledger", admin, adminPass, []byte(`{"Position": 0}`), "application/json")); status != http.StatusOK {
+		t.Fatalf("PUT a cursor: %d %s", status, body)
+	}
 	// Traffic while the page is open.
 	stop := make(chan struct{})
 	defer close(stop)
@@ -105,6 +109,14 @@ func TestStatusPageInABrowser(t *testing.T) {
 	nodes, err := chromedp.Run(ctx, chromedp.Text(`#nodes tbody`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	cursors, err := chromedp.Run(ctx, chromedp.Text(`#cursors tbody`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One message of 25 + 1 + 1 bytes: the cursor at 0 lags by 27.
+	if !strings.Contains(cursors, "payments") || !strings.Contains(cursors, "ledger") || !strings.Contains(cursors, "27") {
+		t.Fatalf("cursors table: %q", cursors)
 	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/messagevault/messagevault"
 )
 
 //go:embed ui/index.html
@@ -135,7 +137,14 @@ func (s *Server) handleUI(w http.ResponseWriter, r *http.Request) {
 type uiStream struct {
 	Name              string
 	Position          int64
+	Start             int64
 	MessagesPerSecond float64
+}
+
+// uiCursor is a consumer cursor and its lag, on the status page.
+type uiCursor struct {
+	Stream, Name  string
+	Position, Lag int64
 }
 
 type uiNode struct {
@@ -171,7 +180,19 @@ func (s *Server) handleUIStatus(w http.ResponseWriter, r *http.Request) {
 				if c, ok := positions[in.Name]; ok {
 					pos = c
 				}
-				streams = append(streams, uiStream{Name: in.Name, Position: pos})
+				streams = append(streams, uiStream{Name: in.Name, Position: pos, Start: in.Start})
+			}
+		}
+	}
+	cursors := []uiCursor{}
+	if cs, ok := s.cfg.Storage.(messagevault.Cursors); ok {
+		for _, st := range streams {
+			list, err := cs.ListCursors(r.Context(), st.Name)
+			if err != nil {
+				continue
+			}
+			for _, c := range list {
+				cursors = append(cursors, uiCursor{Stream: st.Name, Name: c.Name, Position: c.Position, Lag: max(st.Position-c.Position, 0)})
 			}
 		}
 	}
@@ -220,6 +241,6 @@ func (s *Server) handleUIStatus(w http.ResponseWriter, r *http.Request) {
 	slices.Reverse(errs)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"Node": self, "Role": role, "Leader": leader,
-		"Streams": streams, "Samples": samples, "Nodes": nodes, "Errors": errs,
+		"Streams": streams, "Cursors": cursors, "Samples": samples, "Nodes": nodes, "Errors": errs,
 	})
 }
