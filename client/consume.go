@@ -49,10 +49,14 @@ var ErrCursorTaken = errors.New("the cursor was moved by someone else (another c
 // where it can (the server otherwise), hands batches to handler, and after
 // each one the handler accepts moves the cursor past it, under If-Match
 // of the cursor's last ETag. So processing is at-least-once: a consumer
-// that stops before a commit sees that batch again. To make stream-to-
-// stream processing exactly-once, append the output with producer
-// sequences derived from the input offsets (WithProducer and
-// WithSequence), so that a batch handled twice is stored once.
+// that stops before a commit sees that batch again, possibly with more
+// messages after it. To make stream-to-stream processing exactly-once,
+// append the output with WithSequence(producer, the batch's last Next),
+// after dropping the messages whose Next is not above the producer's last
+// sequence (LastSequence, read when the consumer starts, then the last
+// sequence it appended): a batch handled again is then stored once. A
+// message that cannot be read (a *MessageError) stops Consume with that
+// error rather than skip it.
 //
 // It waits for new messages at the end of the stream, retries failures
 // with a backoff (up to 5 s), and returns nil when ctx ends. It returns
@@ -118,6 +122,12 @@ func (c *Client) Consume(ctx context.Context, stream, cursor string, handler Han
 			}
 			var e *Error
 			if errors.As(err, &e) && e.Status == http.StatusPreconditionFailed {
+				// A commit whose answer was lost may have landed: then
+				// the cursor is where this one put it.
+				if now, gerr := c.GetCursor(ctx, stream, cursor); gerr == nil && now.Position == next {
+					cur = now
+					break
+				}
 				return fmt.Errorf("consume %q with cursor %q: %w", stream, cursor, ErrCursorTaken)
 			}
 			if permanent(err) || !retry(err) {

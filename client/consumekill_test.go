@@ -27,12 +27,26 @@ const consumeChildEnv = "MV_CONSUME_CHILD_URL"
 // it handled and runs until killed.
 func consumeChild(url string) {
 	c := client.New(url, "admin", mvtest.AdminPassword)
-	err := c.Consume(context.Background(), "input", "projector", func(ctx context.Context, batch []client.ReadMessage) error {
-		out := make([]client.Message, len(batch))
-		for i, m := range batch {
-			out[i] = client.Message{Key: m.Key, Value: append([]byte("out-"), m.Value...)}
+	// What the output already holds: a batch handled again after a kill
+	// may hold more input than the first time (new messages arrived), so
+	// the messages stored already are dropped before the publish.
+	last, _, err := c.LastSequence(context.Background(), "output", "projector")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(3)
+	}
+	err = c.Consume(context.Background(), "input", "projector", func(ctx context.Context, batch []client.ReadMessage) error {
+		var out []client.Message
+		for _, m := range batch {
+			if uint64(m.Next) > last {
+				out = append(out, client.Message{Key: m.Key, Value: append([]byte("out-"), m.Value...)})
+			}
 		}
 		end := batch[len(batch)-1].Next
+		if len(out) == 0 {
+			fmt.Println("duplicate")
+			return nil
+		}
 		res, err := c.Publish(ctx, "output", out, client.WithSequence("projector", uint64(end)))
 		if err != nil {
 			return err
@@ -40,6 +54,7 @@ func consumeChild(url string) {
 		if res.Duplicate {
 			fmt.Println("duplicate") // handled again after a kill: stored once
 		}
+		last = uint64(end)
 		time.Sleep(20 * time.Millisecond) // a window between the output and the commit
 		fmt.Printf("batch %d\n", end)
 		return nil
@@ -57,24 +72,35 @@ func TestConsumeSurvivesSIGKILL(t *testing.T) {
 	c := newClient(s)
 	ctx := context.Background()
 	const total = 4000
-	for b := 0; b < total; b += 100 {
-		var msgs []client.Message
-		for i := b; i < b+100; i++ {
-			msgs = append(msgs, client.Message{Key: []byte("k"), Value: []byte(fmt.Sprintf("in-%05d", i))})
+	publishInput := func(from, to int) error {
+		for b := from; b < to; b += 100 {
+			var msgs []client.Message
+			for i := b; i < b+100; i++ {
+				msgs = append(msgs, client.Message{Key: []byte("k"), Value: []byte(fmt.Sprintf("in-%05d", i))})
+			}
+			if _, err := c.Publish(ctx, "input", msgs); err != nil {
+				return err
+			}
+			time.Sleep(30 * time.Millisecond)
 		}
-		if _, err := c.Publish(ctx, "input", msgs); err != nil {
-			t.Fatal(err)
-		}
+		return nil
 	}
+	if err := publishInput(0, total/2); err != nil {
+		t.Fatal(err)
+	}
+	// The other half arrives while the consumers run and are killed.
+	published := make(chan error, 1)
+	go func() { published <- publishInput(total/2, total) }()
 	in, err := c.Reader(ctx, "input")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer in.Close()
-	end, _ := in.Position(ctx)
+	end := int64(-1) // the input's final position, once all is published
 	rnd := rand.New(rand.NewPCG(3, uint64(time.Now().UnixNano())))
 	kills := 0
-	var dups atomic.Int64
+	var dups, atomicEnd atomic.Int64
+	atomicEnd.Store(-1)
 	for {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), consumeChildEnv+"="+s.URL)
@@ -91,7 +117,7 @@ func TestConsumeSurvivesSIGKILL(t *testing.T) {
 			reached := false
 			for lines.Scan() {
 				switch strings.TrimSpace(lines.Text()) {
-				case fmt.Sprintf("batch %d", end):
+				case fmt.Sprintf("batch %d", atomicEnd.Load()):
 					reached = true
 				case "duplicate":
 					dups.Add(1)
@@ -111,6 +137,11 @@ func TestConsumeSurvivesSIGKILL(t *testing.T) {
 			continue
 		}
 		// The last one runs until its cursor reaches the end.
+		if err := <-published; err != nil {
+			t.Fatal(err)
+		}
+		end, _ = in.Position(ctx)
+		atomicEnd.Store(end)
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			cur, err := c.GetCursor(ctx, "input", "projector")

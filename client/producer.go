@@ -56,10 +56,11 @@ type publishOptions struct {
 // WithSequence numbers one publish explicitly: producer id and sequence,
 // instead of the client's own numbering. A consumer that writes what it
 // derives from one stream to another uses it to make that exactly-once:
-// with a sequence derived from the input (for example the input batch's
-// last offset, under a producer id of its own), a batch handled twice
-// after a crash is stored once (the second answer is a duplicate). The
-// sequences of one producer id must rise.
+// with a sequence derived from the input (the input batch's last Next,
+// under a producer id of its own), and the messages at or below the
+// producer's last sequence dropped first (see Consume), a batch handled
+// again after a crash is stored once. The sequences of one producer id
+// must rise.
 func WithSequence(producer string, seq uint64) PublishOption {
 	return func(o *publishOptions) { o.producer, o.seq = producer, seq }
 }

@@ -97,7 +97,19 @@ func (s *Storage) WriteCursor(ctx context.Context, stream, name string, pos int6
 			return messagevault.Cursor{}, fmt.Errorf("cursor %q: its ETag is %s, not %s: %w", name, cur.ETag, ifMatch, messagevault.ErrCursorChanged)
 		}
 	}
-	if err := mkdirAllSynced(filepath.Dir(path)); err != nil {
+	// The stream must be there: a cursor never recreates a stream's
+	// folder (one deleted meanwhile, say).
+	if _, err := os.Stat(filepath.Join(s.StreamDir(stream), PositionFile)); err != nil {
+		if isNotExist(err) {
+			return messagevault.Cursor{}, fmt.Errorf("write cursor %q: %w", name, messagevault.ErrStreamNotFound)
+		}
+		return messagevault.Cursor{}, fmt.Errorf("write cursor %q: %w", name, err)
+	}
+	if err := os.Mkdir(filepath.Dir(path), DirMode); err == nil {
+		if err := syncDir(s.StreamDir(stream)); err != nil {
+			return messagevault.Cursor{}, fmt.Errorf("write cursor %q: %w", name, err)
+		}
+	} else if !os.IsExist(err) {
 		return messagevault.Cursor{}, fmt.Errorf("write cursor %q: %w", name, err)
 	}
 	var b [8]byte

@@ -83,14 +83,18 @@ func (s *Server) extentOf(ctx context.Context, name string) (messagevault.Extent
 // etagHeader quotes an ETag for the ETag header.
 func etagHeader(etag string) string { return `"` + etag + `"` }
 
-// ifMatch reads If-Match: one ETag, quoted or not ("" when absent).
+// ifMatch reads If-Match: one ETag, quoted or not, or "*" (any version
+// of a cursor that exists); "" when absent. A weak ETag never matches a
+// cursor's (they are strong): that is a 412, as RFC 9110 has it.
 func ifMatch(r *http.Request) (string, error) {
 	v := strings.TrimSpace(r.Header.Get("If-Match"))
-	if v == "" {
+	switch {
+	case v == "":
 		return "", nil
-	}
-	if strings.Contains(v, ",") || strings.HasPrefix(v, "W/") {
+	case strings.Contains(v, ","):
 		return "", badRequest("If-Match %q: give the one ETag the cursor was read with", v)
+	case strings.HasPrefix(v, "W/"):
+		return "", fmt.Errorf("If-Match %s is a weak ETag, and cursors have strong ones: %w", v, messagevault.ErrCursorChanged)
 	}
 	return strings.Trim(v, `"`), nil
 }
@@ -126,6 +130,18 @@ func (s *Server) handlePutCursor(w http.ResponseWriter, r *http.Request) {
 	if err := s.checkCursorPosition(ctx, name, pos); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if etag == "*" {
+		// Any version, if there is one: the current one.
+		cur, err := cs.ReadCursor(ctx, name, cursor)
+		if errors.Is(err, messagevault.ErrCursorNotFound) {
+			err = fmt.Errorf("If-Match *: cursor %q does not exist: %w", cursor, messagevault.ErrCursorChanged)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		etag = cur.ETag
 	}
 	c, err := cs.WriteCursor(ctx, name, cursor, pos, etag)
 	if err != nil {

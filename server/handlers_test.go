@@ -785,6 +785,7 @@ type forwardedRequest struct {
 	basic          bool
 	header         http.Header
 	body           []byte
+	query          string
 }
 
 // fakeLeader records the requests it gets and answers them with answer.
@@ -803,7 +804,7 @@ func newFakeLeader(t *testing.T, answer http.HandlerFunc) *fakeLeader {
 			return
 		}
 		user, password, ok := r.BasicAuth()
-		fl.got <- forwardedRequest{r.Method, r.URL.Path, user, password, ok, r.Header.Clone(), body}
+		fl.got <- forwardedRequest{r.Method, r.URL.Path, user, password, ok, r.Header.Clone(), body, r.URL.RawQuery}
 		answer(w, r)
 	}))
 	t.Cleanup(fl.Close)
@@ -847,7 +848,7 @@ const (
 // share them: each password is checked with bcrypt once.)
 func followerUsers(t *testing.T) *auth.Users {
 	t.Helper()
-	return usersWith(t, map[string][]string{"alice": {"orders:write"}, "reader": {"orders:read"}})
+	return usersWith(t, map[string][]string{"alice": {"orders:write", "orders:trim"}, "reader": {"orders:read"}})
 }
 
 // newFollower returns a follower server of node, authenticating users.
@@ -897,6 +898,10 @@ func TestFollowerForwardsWrites(t *testing.T) {
 			answerWith(http.StatusOK, `{"Stream":"orders","Producer":"p1","Sequence":7,"Known":true}`, nil)(w, r)
 			return
 		}
+		if r.Method == http.MethodPut {
+			answerWith(http.StatusOK, `{"Name":"jobs","Position":0}`, map[string]string{"ETag": `"e2"`})(w, r)
+			return
+		}
 		answerWith(http.StatusOK, answer, map[string]string{server.DuplicateHeader: "true", "X-Leader-Private": "x"})(w, r)
 	})
 	node := &fakeNode{leader: leader.URL, next: leader.URL}
@@ -923,6 +928,29 @@ func TestFollowerForwardsWrites(t *testing.T) {
 			if got := r.header.Get(k); got != want {
 				t.Errorf("the leader got %s: %q, want %q", k, got, want)
 			}
+		}
+	})
+
+	t.Run("cursor PUT", func(t *testing.T) {
+		body := `{"Position": 0}`
+		rec := serve(t, h, call{method: "PUT", path: "/streams/orders/cursors/jobs", user: "alice", body: body, contentType: "application/json",
+			header: map[string]string{"If-Match": `"e1"`}})
+		if rec.Code != http.StatusOK || rec.Header().Get("ETag") != `"e2"` {
+			t.Fatalf("the follower answered %d %q with ETag %q, want the leader's", rec.Code, rec.Body, rec.Header().Get("ETag"))
+		}
+		r := checkForwarded(t, leader.received(), "PUT", "/streams/orders/cursors/jobs", body)
+		if got := r.header.Get("If-Match"); got != `"e1"` {
+			t.Fatalf("the leader got If-Match %q: the compare-and-swap was lost", got)
+		}
+	})
+
+	t.Run("trim", func(t *testing.T) {
+		rec := serve(t, h, call{method: "DELETE", path: "/streams/orders/messages?before=4096", user: "alice"})
+		if rec.Code != http.StatusOK {
+			t.Fatalf("the follower answered %d %q", rec.Code, rec.Body)
+		}
+		if r := checkForwarded(t, leader.received(), "DELETE", "/streams/orders/messages", ""); r.query != "before=4096" {
+			t.Fatalf("the leader got the query %q, want before=4096", r.query)
 		}
 	})
 

@@ -423,7 +423,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	defer resp.Body.Close()
 	s.metrics.forwarded(resp.StatusCode)
-	for _, h := range []string{"Content-Type", "Retry-After"} {
+	for _, h := range []string{"Content-Type", "Retry-After", "ETag"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}
@@ -446,12 +446,22 @@ func (s *Server) forwardTo(r *http.Request, leader string, body []byte) (*http.R
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, strings.TrimRight(leader, "/")+r.URL.Path, rd)
+	target := strings.TrimRight(leader, "/") + r.URL.Path
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery // a trim's before=
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, rd)
 	if err != nil {
 		return nil, fmt.Errorf("leader endpoint %q: %w", leader, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	}
+	// A cursor's compare-and-swap travels with it.
+	for _, h := range []string{"If-Match", "If-None-Match"} {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
 	}
 	for k, v := range r.Header {
 		if isMessageVaultHeader(k) {

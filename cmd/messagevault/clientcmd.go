@@ -515,7 +515,9 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		if err := c.print(out, r, m); err != nil {
 			return err
 		}
-		done = m.Next
+		if len(bad) == 0 {
+			done = m.Next // never past a message that was skipped
+		}
 		if c.tail {
 			if err := out.Flush(); err != nil {
 				return fmt.Errorf("write the output: %w", err)
