@@ -63,20 +63,7 @@ func (s *Storage) ReadCursor(ctx context.Context, stream, name string) (messagev
 	if err != nil {
 		return messagevault.Cursor{}, err
 	}
-	resp, err := b.DownloadStream(ctx, nil)
-	if err != nil {
-		return messagevault.Cursor{}, cursorError(name, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		return messagevault.Cursor{}, fmt.Errorf("cursor %q: %w", name, err)
-	}
-	var body struct{ Position int64 }
-	if err := json.Unmarshal(data, &body); err != nil || resp.ETag == nil {
-		return messagevault.Cursor{}, fmt.Errorf("cursor %q: not a cursor blob: %w", name, messagevault.ErrCorrupt)
-	}
-	return messagevault.Cursor{Name: name, Position: body.Position, ETag: bareETag(*resp.ETag)}, nil
+	return readCursorBlob(ctx, b, name)
 }
 
 // WriteCursor uploads the cursor blob, under If-Match of etag if set.
@@ -85,16 +72,7 @@ func (s *Storage) WriteCursor(ctx context.Context, stream, name string, pos int6
 	if err != nil {
 		return messagevault.Cursor{}, err
 	}
-	opts := &blockblob.UploadOptions{Metadata: map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10))}}
-	if etag != "" {
-		opts.AccessConditions = cursorIfMatch(etag)
-	}
-	data, _ := json.Marshal(struct{ Position int64 }{pos})
-	resp, err := b.Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), opts)
-	if err != nil {
-		return messagevault.Cursor{}, cursorError(name, err)
-	}
-	return messagevault.Cursor{Name: name, Position: pos, ETag: bareETag(*resp.ETag)}, nil
+	return writeCursorBlob(ctx, b, name, pos, etag)
 }
 
 // DeleteCursor deletes the cursor blob.
@@ -149,20 +127,7 @@ func ReadCursorAt(ctx context.Context, grant string, cfg Config) (messagevault.C
 	if err != nil {
 		return messagevault.Cursor{}, err
 	}
-	resp, err := b.DownloadStream(ctx, nil)
-	if err != nil {
-		return messagevault.Cursor{}, cursorError(name, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		return messagevault.Cursor{}, fmt.Errorf("cursor %q: %w", name, err)
-	}
-	var body struct{ Position int64 }
-	if err := json.Unmarshal(data, &body); err != nil || resp.ETag == nil {
-		return messagevault.Cursor{}, fmt.Errorf("cursor %q: not a cursor blob: %w", name, messagevault.ErrCorrupt)
-	}
-	return messagevault.Cursor{Name: name, Position: body.Position, ETag: bareETag(*resp.ETag)}, nil
+	return readCursorBlob(ctx, b, name)
 }
 
 // WriteCursorAt sets the cursor behind a cursor grant to pos, under
@@ -174,16 +139,7 @@ func WriteCursorAt(ctx context.Context, grant string, pos int64, ifMatch string,
 	if err != nil {
 		return messagevault.Cursor{}, err
 	}
-	opts := &blockblob.UploadOptions{Metadata: map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10))}}
-	if ifMatch != "" {
-		opts.AccessConditions = cursorIfMatch(ifMatch)
-	}
-	data, _ := json.Marshal(struct{ Position int64 }{pos})
-	resp, err := b.Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), opts)
-	if err != nil {
-		return messagevault.Cursor{}, cursorError(name, err)
-	}
-	return messagevault.Cursor{Name: name, Position: pos, ETag: bareETag(*resp.ETag)}, nil
+	return writeCursorBlob(ctx, b, name, pos, ifMatch)
 }
 
 // cursorIfMatch is the condition of a write under the cursor ETag etag.
@@ -204,4 +160,38 @@ func cursorAt(grant string, cfg Config) (*blockblob.Client, string, error) {
 		return nil, "", fmt.Errorf("cursor grant: %w", err)
 	}
 	return b, name, nil
+}
+
+// readCursorBlob downloads cursor name's blob b: its position and ETag.
+func readCursorBlob(ctx context.Context, b *blockblob.Client, name string) (messagevault.Cursor, error) {
+	resp, err := b.DownloadStream(ctx, nil)
+	if err != nil {
+		return messagevault.Cursor{}, cursorError(name, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return messagevault.Cursor{}, fmt.Errorf("cursor %q: %w", name, err)
+	}
+	var body struct{ Position int64 }
+	if err := json.Unmarshal(data, &body); err != nil || resp.ETag == nil {
+		return messagevault.Cursor{}, fmt.Errorf("cursor %q: not a cursor blob: %w", name, messagevault.ErrCorrupt)
+	}
+	return messagevault.Cursor{Name: name, Position: body.Position, ETag: bareETag(*resp.ETag)}, nil
+}
+
+// writeCursorBlob uploads cursor name's blob b at pos, under If-Match of
+// etag if set: the position in the body and in the metadata (which
+// listings read).
+func writeCursorBlob(ctx context.Context, b *blockblob.Client, name string, pos int64, etag string) (messagevault.Cursor, error) {
+	opts := &blockblob.UploadOptions{Metadata: map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(pos, 10))}}
+	if etag != "" {
+		opts.AccessConditions = cursorIfMatch(etag)
+	}
+	data, _ := json.Marshal(struct{ Position int64 }{pos})
+	resp, err := b.Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), opts)
+	if err != nil {
+		return messagevault.Cursor{}, cursorError(name, err)
+	}
+	return messagevault.Cursor{Name: name, Position: pos, ETag: bareETag(*resp.ETag)}, nil
 }
