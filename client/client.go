@@ -40,7 +40,7 @@ type Client struct {
 	retries   int
 	delay     time.Duration
 	maxDelay  time.Duration
-	compress  bool
+	compress  compression
 	viaServer bool
 	grants    GrantReader // opens http(s) grants; nil: read those through the server
 	producers *producers
@@ -78,9 +78,34 @@ func WithRetryFor(d time.Duration) Option {
 // "messagevault tokens create") instead of the user name and password.
 func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
-// WithCompression makes Publish compress values with LZ4 when that makes
-// them smaller. Default: off.
-func WithCompression(on bool) Option { return func(c *Client) { c.compress = on } }
+// WithCompression makes Publish compress values with LZ4 (as LZ4 frames)
+// when that makes them smaller. Default: off. Readers of this package
+// decompress them; consumers built on the original C# client cannot (see
+// WithLZ4Stream).
+func WithCompression(on bool) Option {
+	return func(c *Client) {
+		c.compress = compressNone
+		if on {
+			c.compress = compressFrame
+		}
+	}
+}
+
+// WithLZ4Stream makes Publish write every value in lz4net's LZ4Stream
+// format with the LZ4 attribute, as the original MessageVault's C# client
+// does. Use it when consumers built on that client read the stream: they
+// decompress every value they read that way, so they can read nothing
+// else. Every value is compressed, even one that does not get smaller
+// (by a few bytes per MiB at most). Readers of this package decompress
+// both formats. It replaces WithCompression; off turns compression off.
+func WithLZ4Stream(on bool) Option {
+	return func(c *Client) {
+		c.compress = compressNone
+		if on {
+			c.compress = compressStream
+		}
+	}
+}
 
 // GrantReader opens the storage behind a read grant that names a remote
 // store by an http or https URL: an Azure container SAS. The azure package

@@ -17,6 +17,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
+	"github.com/messagevault/messagevault/formats/lz4stream"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -50,9 +51,17 @@ func TestPublishSplitCompressAndReadBack(t *testing.T) {
 		{Key: []byte("random"), Value: random},
 		{Key: []byte("empty"), Value: []byte{}},
 	}
-	for _, compress := range []bool{false, true} {
-		c := newClient(s, client.WithCompression(compress))
-		name := fmt.Sprintf("split-%v", compress)
+	for _, mode := range []struct {
+		compress string
+		opt      client.Option
+	}{
+		{"none", client.WithCompression(false)},
+		{"frame", client.WithCompression(true)},
+		{"lz4stream", client.WithLZ4Stream(true)},
+	} {
+		compress := mode.compress
+		c := newClient(s, mode.opt)
+		name := "split-" + compress
 		res, err := c.Publish(ctx, name, msgs)
 		if err != nil {
 			t.Fatal(err)
@@ -83,9 +92,46 @@ func TestPublishSplitCompressAndReadBack(t *testing.T) {
 		// Compressed, the huge value takes far fewer bytes in the stream.
 		size := res.Position
 		t.Logf("compress=%v: stream is %d bytes", compress, size)
-		if compress && size > 200_000 {
+		if compress != "none" && size > 200_000 {
 			t.Fatalf("compressed stream is %d bytes", size)
 		}
+		if compress == "lz4stream" {
+			checkLZ4StreamRecords(t, s, name, msgs)
+		}
+	}
+}
+
+// checkLZ4StreamRecords checks that every record of stream carries the LZ4
+// attribute, as the original C# client's readers need, and that each
+// message's records put together are its value in LZ4Stream chunks.
+func checkLZ4StreamRecords(t *testing.T, s *mvtest.Server, stream string, msgs []client.Message) {
+	t.Helper()
+	r, err := client.OpenDir(s.DataDir, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var value []byte
+	i := 0
+	for rec, err := range r.Records(context.Background(), 0, -1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Attributes&messagevault.AttrLZ4 == 0 {
+			t.Fatalf("record at %d (message %d) has attributes %#x, without LZ4", rec.Offset, i, rec.Attributes)
+		}
+		value = append(value, rec.Value...)
+		if rec.Attributes&messagevault.AttrContinued != 0 {
+			continue
+		}
+		got, err := lz4stream.Decode(value, 1<<30)
+		if err != nil || !bytes.Equal(got, msgs[i].Value) {
+			t.Fatalf("message %d: %d stored bytes decode to %d bytes (%v), want its value", i, len(value), len(got), err)
+		}
+		value, i = nil, i+1
+	}
+	if i != len(msgs) {
+		t.Fatalf("%d messages stored, want %d", i, len(msgs))
 	}
 }
 

@@ -4,9 +4,12 @@
 //
 // Messages here are whole application messages: a value larger than a
 // record's 65,535 bytes is split into records flagged "to be continued"
-// (attribute bit 1) and reassembled by the reader; with compression on, a
+// (attribute bit 1) and reassembled by the reader. With WithCompression a
 // value is LZ4-compressed (an LZ4 frame; attribute bit 0 on each of its
-// records) when that makes it smaller, and decompressed by the reader.
+// records) when that makes it smaller; with WithLZ4Stream every value is
+// written in lz4net's LZ4Stream format, as the original C# client writes
+// and reads them. The reader decompresses both, telling them apart by the
+// LZ4 frame's magic number.
 //
 // Publishing retries with exponential backoff on 429, 503 and connection
 // errors, within the caller's context. A retry after an error whose outcome

@@ -6,13 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sync"
 	"time"
-
-	"github.com/pierrec/lz4/v4"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
@@ -37,22 +34,17 @@ type Result struct {
 	Duplicate bool
 }
 
-// records turns messages into v1 records: compressed when asked and
-// worth it, split into chunks of at most MaxValueSize bytes. It returns
-// the records and, for each message, the index of its first record.
-func records(msgs []Message, compress bool) ([]messagevault.Message, []int, error) {
+// records turns messages into v1 records: compressed as asked, split into
+// chunks of at most MaxValueSize bytes. It returns the records and, for
+// each message, the index of its first record.
+func records(msgs []Message, compress compression) ([]messagevault.Message, []int, error) {
 	var out []messagevault.Message
 	first := make([]int, len(msgs))
 	for i, m := range msgs {
 		if len(m.Key) > messagevault.MaxKeySize {
 			return nil, nil, fmt.Errorf("message %d: key is %d bytes, the limit is %d", i, len(m.Key), messagevault.MaxKeySize)
 		}
-		value, attr := m.Value, byte(0)
-		if compress && len(value) > 64 {
-			if z, err := compressLZ4(value); err == nil && len(z) < len(value) {
-				value, attr = z, messagevault.AttrLZ4
-			}
-		}
+		value, attr := compress.apply(m.Value)
 		first[i] = len(out)
 		for {
 			n := min(len(value), messagevault.MaxValueSize)
@@ -68,30 +60,6 @@ func records(msgs []Message, compress bool) ([]messagevault.Message, []int, erro
 		}
 	}
 	return out, first, nil
-}
-
-func compressLZ4(v []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	w := lz4.NewWriter(&buf)
-	if _, err := w.Write(v); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// decompressLZ4 decompresses an LZ4 frame of at most limit bytes.
-func decompressLZ4(v []byte, limit int) ([]byte, error) {
-	out, err := io.ReadAll(io.LimitReader(lz4.NewReader(bytes.NewReader(v)), int64(limit)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(out) > limit {
-		return nil, fmt.Errorf("decompresses to more than the reader's limit of %d bytes", limit)
-	}
-	return out, nil
 }
 
 // bodyPool keeps transfer bodies between publishes.

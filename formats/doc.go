@@ -12,7 +12,9 @@
 //
 //	offset  size  field
 //	0       1     version, 0x01 (0x00 means "no record": end of data)
-//	1       1     attributes: bit 0 LZ4-compressed value, bit 1 to be continued
+//	1       1     attributes: bit 0 LZ4-compressed value (an LZ4 frame, or
+//	              lz4net's LZ4Stream as the original C# client writes it:
+//	              package lz4stream), bit 1 to be continued
 //	2       16    id (big-endian, see below)
 //	18      1     key length K, 0..255
 //	19      K     key

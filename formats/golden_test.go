@@ -18,66 +18,23 @@ package formats_test
 // write out).
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/internal/hexfile"
 )
 
 // readHex parses a golden .hex file of testdata into bytes.
 func readHex(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := parseHex(filepath.Join("testdata", name))
+	b, err := hexfile.Parse(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
-	}
-	return b
-}
-
-func parseHex(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []byte
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text, _, _ := strings.Cut(sc.Text(), "#")
-		text = strings.TrimSpace(text)
-		if text == "" {
-			continue
-		}
-		if strings.HasPrefix(text, "rule:") {
-			var n, m int
-			if _, err := fmt.Sscanf(text, "rule: %d bytes, byte i = i %% %d", &n, &m); err != nil || n < 0 || m <= 0 {
-				return nil, fmt.Errorf("%s:%d: bad rule %q (want \"rule: N bytes, byte i = i %% M\")", path, line, text)
-			}
-			out = append(out, ruleBytes(n, m)...)
-			continue
-		}
-		digits := strings.Join(strings.Fields(text), "")
-		b, err := hex.DecodeString(digits)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", path, line, err)
-		}
-		out = append(out, b...)
-	}
-	return out, sc.Err()
-}
-
-// ruleBytes returns n bytes, byte i = i % m.
-func ruleBytes(n, m int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(i % m)
 	}
 	return b
 }
@@ -123,7 +80,7 @@ var recordGoldens = []struct {
 		idString:   "0123456789ac-000000000246-00000009",
 		attributes: messagevault.AttrContinued,
 		key:        []byte("contract-big"),
-		value:      ruleBytes(65535, 251),
+		value:      hexfile.RuleBytes(65535, 251),
 		crc:        0x750702fc,
 	},
 }

@@ -124,6 +124,7 @@ type PublishCommand struct {
 	lines          bool
 	files          []string
 	lz4            bool
+	lz4Stream      bool
 	batch          int
 	linger         time.Duration
 	producer       string
@@ -148,10 +149,16 @@ stored.
 Every batch carries a producer id and sequence number, so a retried batch is
 stored once. --producer names the producer (it then resumes its numbering
 from the server); --expect-position publishes only if the stream's position
-is exactly N (exit 1 with the current position otherwise).`,
+is exactly N (exit 1 with the current position otherwise).
+
+--lz4 compresses values as LZ4 frames, when that makes them smaller. Use
+--lz4-stream instead when consumers built on the original C# MessageVault
+client read the stream: it writes every value in lz4net's LZ4Stream format,
+the only one those consumers read. This CLI and the Go client read both.`,
 		Example: `  messagevault publish orders '{"id": 1}' '{"id": 2}' --key order-placed
   tail -f app.log | messagevault publish logs --stdin
-  messagevault publish blobs --file big.bin --lz4`,
+  messagevault publish blobs --file big.bin --lz4
+  messagevault publish orders '{"id": 3}' --lz4-stream    # for C# consumers`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.Run(cmd.Context(), args[0], args[1:]) },
 	}
@@ -161,6 +168,7 @@ is exactly N (exit 1 with the current position otherwise).`,
 	f.BoolVar(&c.lines, "stdin", false, "publish each line of standard input")
 	f.StringArrayVar(&c.files, "file", nil, "publish the content of a file (repeatable)")
 	f.BoolVar(&c.lz4, "lz4", false, "compress values with LZ4 when it makes them smaller")
+	f.BoolVar(&c.lz4Stream, "lz4-stream", false, "write every value in lz4net's LZ4Stream format, for consumers using the original C# client")
 	f.IntVar(&c.batch, "batch", 1000, "messages per publish request")
 	f.DurationVar(&c.linger, "linger", 200*time.Millisecond, "with --stdin, the longest a line waits before it is sent")
 	f.StringVar(&c.producer, "producer", "", "producer id (1 to 64 of A-Z a-z 0-9 . _ : -); default a random one")
@@ -176,6 +184,9 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 	if c.linger <= 0 {
 		return usageError("--linger must be positive")
 	}
+	if c.lz4 && c.lz4Stream {
+		return usageError("--lz4 and --lz4-stream are two ways to compress: give one")
+	}
 	var msgs []client.Message
 	key := []byte(c.key)
 	for _, v := range values {
@@ -189,6 +200,9 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		msgs = append(msgs, client.Message{Key: key, Value: b})
 	}
 	opts := []client.Option{client.WithCompression(c.lz4)}
+	if c.lz4Stream {
+		opts = []client.Option{client.WithLZ4Stream(true)}
+	}
 	if c.producer != "" {
 		opts = append(opts, client.WithProducer(c.producer))
 	}

@@ -1,0 +1,84 @@
+package e2e_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/formats/lz4stream"
+	"github.com/messagevault/messagevault/internal/hexfile"
+	"github.com/messagevault/messagevault/internal/mvtest"
+)
+
+// TestOriginalClientsLZ4Stream: values published as the original C#
+// client publishes them (lz4net's LZ4Stream, hand-written golden bytes,
+// one of them split across records) read back through the CLI, from
+// storage and through the server; and publish --lz4-stream writes every
+// value so that such a client can read it.
+func TestOriginalClientsLZ4Stream(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	golden := func(name string) []byte {
+		b, err := hexfile.Parse(filepath.Join("..", "formats", "lz4stream", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	two := golden("two_chunks.hex")
+	publish(t, s, "csharp", []messagevault.Message{
+		messagevault.NewMessage([]byte("a"), golden("compressed.hex"), messagevault.AttrLZ4),
+		messagevault.NewMessage([]byte("b"), two[:5], messagevault.AttrLZ4|messagevault.AttrContinued),
+		messagevault.NewMessage([]byte("b"), two[5:], messagevault.AttrLZ4),
+		messagevault.NewMessage([]byte("c"), nil, messagevault.AttrLZ4),
+	})
+	want := []string{"a\t" + strings.Repeat("abc", 10) + "-end!", "b\t" + strings.Repeat("a", 300) + "xyz", "c\t"}
+	for _, via := range [][]string{nil, {"--via-server"}} {
+		out := mustCLI(t, s, "", append([]string{"read", "csharp"}, via...)...)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != len(want) {
+			t.Fatalf("read %v:\n%s", via, out)
+		}
+		for i, w := range want {
+			if !strings.HasSuffix(lines[i], "\t"+w) {
+				t.Fatalf("read %v: line %d is %q, want it to end in %q", via, i, lines[i], w)
+			}
+		}
+	}
+
+	// Publishing for C# consumers: every record flagged LZ4, each value
+	// in LZ4Stream chunks, a large one split.
+	big := bytes.Repeat([]byte("for the C# consumers "), 10000) // 210 kB
+	file := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(file, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, s, "", "publish", "ours", "short", "--key", "k", "--lz4-stream")
+	mustCLI(t, s, "", "publish", "ours", "--file", file, "--key", "k", "--lz4-stream")
+	var values [][]byte
+	var value []byte
+	for _, rec := range readDirect(t, s, "ours") {
+		if rec.Attributes&messagevault.AttrLZ4 == 0 {
+			t.Fatalf("record at %d: attributes %#x, without LZ4", rec.Offset, rec.Attributes)
+		}
+		value = append(value, rec.Value...)
+		if rec.Attributes&messagevault.AttrContinued == 0 {
+			values = append(values, value)
+			value = nil
+		}
+	}
+	if len(values) != 2 {
+		t.Fatalf("%d values stored, want 2", len(values))
+	}
+	for i, w := range [][]byte{[]byte("short"), big} {
+		got, err := lz4stream.Decode(values[i], 1<<30)
+		if err != nil || !bytes.Equal(got, w) {
+			t.Fatalf("value %d: %d stored bytes decode to %d bytes (%v), want %d", i, len(values[i]), len(got), err, len(w))
+		}
+	}
+	if out := mustCLI(t, s, "", "read", "ours", "--limit", "1"); !strings.HasSuffix(out, "\tk\tshort\n") {
+		t.Fatalf("read back: %q", out)
+	}
+}
