@@ -5,11 +5,13 @@ import (
 	"strings"
 )
 
-// Stream-name limits: names become Azure container names
-// after the "mv-" prefix, which caps them at 60 characters.
+// Stream-name limits: names become Azure container names after the "mv-"
+// prefix, which caps them at 60 characters. The prefix also makes a name
+// of 1 or 2 characters a valid container name (Azure's shortest is 3), as
+// in the original MessageVault.
 const (
 	// MinStreamNameLen is the shortest stream name.
-	MinStreamNameLen = 3
+	MinStreamNameLen = 1
 	// MaxStreamNameLen is the longest stream name.
 	MaxStreamNameLen = 60
 )
@@ -23,7 +25,7 @@ const ReservedStreamName = "sys"
 const AllStreamsName = "all"
 
 // NormalizeStreamName folds name to lower case and checks these rules:
-// 3 to 60 characters of a-z, 0-9 and '-', starting and ending with a letter
+// 1 to 60 characters of a-z, 0-9 and '-', starting and ending with a letter
 // or digit, with no "--". The error wraps ErrInvalidStreamName and says
 // which rule the name breaks.
 func NormalizeStreamName(name string) (string, error) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats/lz4stream"
+	"github.com/messagevault/messagevault/internal/azurite"
 	"github.com/messagevault/messagevault/internal/hexfile"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -81,4 +83,27 @@ func TestOriginalClientsLZ4Stream(t *testing.T) {
 	if out := mustCLI(t, s, "", "read", "ours", "--limit", "1"); !strings.HasSuffix(out, "\tk\tshort\n") {
 		t.Fatalf("read back: %q", out)
 	}
+}
+
+// TestShortStreamNames: names of 1 and 2 characters, valid in the
+// original (containers mv-a, mv-ab), publish, list and read, from storage
+// and through the server, on the local backend and on Azurite.
+func TestShortStreamNames(t *testing.T) {
+	check := func(t *testing.T, s *mvtest.Server) {
+		mustCLI(t, s, "", "publish", "a", "one", "--key", "k")
+		mustCLI(t, s, "", "publish", "AB", "two", "--key", "k")
+		list := mustCLI(t, s, "", "streams")
+		for _, name := range []string{"a", "ab"} {
+			if !regexp.MustCompile(`(?m)^` + name + `\s`).MatchString(list) {
+				t.Fatalf("streams does not list %q:\n%s", name, list)
+			}
+			for _, via := range [][]string{nil, {"--via-server"}} {
+				if out := mustCLI(t, s, "", append([]string{"read", name}, via...)...); strings.Count(out, "\n") != 1 || !strings.HasSuffix(out, "\tk\t"+map[string]string{"a": "one", "ab": "two"}[name]+"\n") {
+					t.Fatalf("read %s %v: %q", name, via, out)
+				}
+			}
+		}
+	}
+	t.Run("local", func(t *testing.T) { check(t, mvtest.Start(t, t.TempDir(), nil)) })
+	t.Run("azure", func(t *testing.T) { check(t, startAzure(t, azurite.Start(t))) })
 }
