@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats/lz4stream"
@@ -106,4 +108,38 @@ func TestShortStreamNames(t *testing.T) {
 	}
 	t.Run("local", func(t *testing.T) { check(t, mvtest.Start(t, t.TempDir(), nil)) })
 	t.Run("azure", func(t *testing.T) { check(t, startAzure(t, azurite.Start(t))) })
+}
+
+// TestAppendToACopierMirror: a directory mirrored by the original's
+// MessageCopier holds a records file exactly as long as the committed
+// position, without the padding to a whole page that a writer leaves.
+// The server appends to it (padding the last page on its first write),
+// and everything reads back.
+func TestAppendToACopierMirror(t *testing.T) {
+	dir := t.TempDir()
+	s := mvtest.Start(t, dir, nil)
+	mustCLI(t, s, "", "publish", "copied", "one", "two", "--key", "k")
+	end := position(t, s, "copied")
+	s.Signal(syscall.SIGTERM)
+	s.Wait(30 * time.Second)
+	records := filepath.Join(dir, "copied", "000000000000.b7")
+	if err := os.Truncate(records, end); err != nil {
+		t.Fatal(err)
+	}
+
+	s = mvtest.Start(t, dir, nil)
+	mustCLI(t, s, "", "publish", "copied", "three", "--key", "k")
+	for _, via := range [][]string{nil, {"--via-server"}} {
+		out := mustCLI(t, s, "", append([]string{"read", "copied"}, via...)...)
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != 3 || !strings.HasSuffix(lines[0], "\tk\tone") || !strings.HasSuffix(lines[2], "\tk\tthree") {
+			t.Fatalf("read %v:\n%s", via, out)
+		}
+	}
+	if info, err := os.Stat(records); err != nil || info.Size()%messagevault.PageSize != 0 {
+		t.Fatalf("records file after the append: %v, %v (want whole pages)", info.Size(), err)
+	}
+	if out := mustCLI(t, s, "", "verify", "copied"); !strings.Contains(out, "3 records") {
+		t.Fatalf("verify: %s", out)
+	}
 }

@@ -175,7 +175,11 @@ func (w *writer) load(ctx context.Context) error {
 		d.Close()
 	}
 	w.records, w.dirty = f, nil
-	w.size = info.Size() &^ (messagevault.PageSize - 1)
+	// A file whose size is not whole pages was copied by the original's
+	// MessageCopier, which writes exactly the committed bytes. Its last
+	// page counts as whole: its missing end is zeros to a reader, and the
+	// next write of that page pads it.
+	w.size = (info.Size() + messagevault.PageSize - 1) &^ (messagevault.PageSize - 1)
 	w.ext, w.active = e, e.Segment
 	return nil
 }
