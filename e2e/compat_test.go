@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"os"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -107,7 +108,23 @@ func TestShortStreamNames(t *testing.T) {
 		}
 	}
 	t.Run("local", func(t *testing.T) { check(t, mvtest.Start(t, t.TempDir(), nil)) })
-	t.Run("azure", func(t *testing.T) { check(t, startAzure(t, azurite.Start(t))) })
+	t.Run("azure", func(t *testing.T) {
+		// With grants a year long, for the original's readers, which never
+		// renew theirs (revoking them: TestAzureGrantsAreRevocable).
+		s := startAzure(t, azurite.Start(t), "--grant-ttl", "8760h")
+		check(t, s)
+		status, body, _ := do(t, s.Request("GET", "/streams/a", admin, adminPass, nil, ""))
+		var grant struct{ Signature string }
+		mustDecode(t, body, &grant)
+		u, err := url.Parse(grant.Signature)
+		if status != 200 || err != nil {
+			t.Fatalf("grant: %d %s", status, body)
+		}
+		se, err := time.Parse(time.RFC3339, u.Query().Get("se"))
+		if want := time.Now().Add(8760 * time.Hour); err != nil || se.Before(want.Add(-time.Hour)) || se.After(want.Add(time.Hour)) {
+			t.Fatalf("grant expiry %q, want a year from now", u.Query().Get("se"))
+		}
+	})
 }
 
 // TestAppendToACopierMirror: a directory mirrored by the original's
