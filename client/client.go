@@ -164,6 +164,9 @@ type Error struct {
 	// Start is where a trimmed stream now starts, when a read below it
 	// was refused with 410.
 	Start int64
+	// MaxBody is the server's largest publish body in bytes, when a
+	// publish was refused with 413 (see IsTooLarge).
+	MaxBody int64
 }
 
 // Unwrap makes a 410 answer (a read below a trimmed stream's start)
@@ -238,13 +241,13 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
-			Error, Type     string
-			Position, Start int64
+			Error, Type              string
+			Position, Start, MaxBody int64
 		}
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error, Position: e.Position, Start: e.Start}
+		return resp.Header, &Error{Status: resp.StatusCode, Type: e.Type, Message: e.Error, Position: e.Position, Start: e.Start, MaxBody: e.MaxBody}
 	}
 	if out != nil {
 		if raw, ok := out.(*[]byte); ok {

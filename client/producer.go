@@ -84,6 +84,18 @@ func IsPositionMismatch(err error) (int64, bool) {
 	return 0, false
 }
 
+// IsTooLarge reports whether err is a publish refused because its body
+// was over the server's limit (413), and that limit in bytes (0 if the
+// server did not say). Nothing of such a publish was stored: its messages
+// can be sent again in smaller batches (see EncodedSize).
+func IsTooLarge(err error) (int64, bool) {
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge {
+		return e.MaxBody, true
+	}
+	return 0, false
+}
+
 // producers hands out the producer lanes of a client: a lane is a
 // producer id with its next sequence per stream, used by one publish at a
 // time so that its sequences reach the server in order.

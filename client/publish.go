@@ -13,6 +13,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/formats/lz4stream"
 )
 
 // Message is one application message: a key (usually its type, at most
@@ -32,6 +33,24 @@ type Result struct {
 	// retry whose first answer was lost): it was not stored again, and
 	// Offsets are those of the first time.
 	Duplicate bool
+}
+
+// EncodedSize returns how many records m takes once split, and at most
+// how many bytes they take in a publish body (before compression, which
+// only makes a value smaller, but for LZ4Stream's few bytes per MiB,
+// counted here). A batch's body is the sum over its messages plus
+// formats.TransferHeaderSize and formats.TransferTrailerSize: callers
+// group messages under a server's body limit with it.
+func EncodedSize(m Message) (records, bytes int) {
+	records = max(1, (len(m.Value)+messagevault.MaxValueSize-1)/messagevault.MaxValueSize)
+	chunks := (len(m.Value) + lz4stream.BlockSize - 1) / lz4stream.BlockSize
+	// An LZ4Stream chunk's header is at most 3 varints of 5 bytes; the
+	// extra bytes may need one more record.
+	extra := 15 * chunks
+	if (len(m.Value)+extra+messagevault.MaxValueSize-1)/messagevault.MaxValueSize > records {
+		records++
+	}
+	return records, records*(formats.TransferMessageOverhead+len(m.Key)) + len(m.Value) + extra
 }
 
 // records turns messages into v1 records: compressed as asked, split into

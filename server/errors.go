@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,27 @@ type apiError struct {
 	Type  string `json:"Type"`
 	// Start is where a trimmed stream now starts (410 only).
 	Start *int64 `json:"Start,omitempty"`
+	// MaxBody is the largest publish body the server accepts (413 to a
+	// publish only).
+	MaxBody *int64 `json:"MaxBody,omitempty"`
+}
+
+// MaxBodyHeader, on a 413 answer to a publish, is the largest publish
+// body in bytes that the server accepts (serve --max-body), so that a
+// client can regroup its messages.
+const MaxBodyHeader = "X-Messagevault-Max-Body"
+
+// bodyTooLargeError is a publish body over the server's limit.
+type bodyTooLargeError struct {
+	size  int64 // the declared size; -1 if unknown (a chunked body)
+	limit int64
+}
+
+func (e *bodyTooLargeError) Error() string {
+	if e.size < 0 {
+		return fmt.Sprintf("the publish body is over this server's limit of %d bytes (serve --max-body); publish fewer or smaller messages at a time", e.limit)
+	}
+	return fmt.Sprintf("the publish body is %d bytes, over this server's limit of %d bytes (serve --max-body); publish fewer or smaller messages at a time", e.size, e.limit)
 }
 
 func forbidden(user, claim string) error {
@@ -83,7 +105,7 @@ func classify(err error) (int, string) {
 		return http.StatusTooManyRequests, "busy"
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, "forbidden"
-	case errors.As(err, &tooLarge):
+	case errors.As(err, &tooLarge), errors.As(err, new(*bodyTooLargeError)):
 		return http.StatusRequestEntityTooLarge, "too-large"
 	case errors.Is(err, errBusy):
 		return http.StatusTooManyRequests, "busy"
@@ -201,6 +223,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var te *messagevault.TrimmedError
 	if errors.As(err, &te) {
 		ans.Start = &te.Start
+	}
+	var big *bodyTooLargeError
+	if errors.As(err, &big) {
+		ans.MaxBody = &big.limit
+		w.Header().Set(MaxBodyHeader, strconv.FormatInt(big.limit, 10))
 	}
 	writeJSON(w, status, ans)
 }

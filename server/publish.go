@@ -118,7 +118,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 	}
 	limit := s.cfg.MaxBodyBytes
 	if r.ContentLength > limit {
-		s.writeError(w, r, &http.MaxBytesError{Limit: limit})
+		s.writeError(w, r, &bodyTooLargeError{size: r.ContentLength, limit: limit})
 		return
 	}
 	factor := int64(1)
@@ -149,6 +149,9 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, decode decodeFu
 	body, err := readBody(w, r, (*bp)[:0], limit, budget.grow)
 	*bp = body[:0]
 	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			err = &bodyTooLargeError{size: -1, limit: limit}
+		}
 		s.writeError(w, r, err)
 		return
 	}

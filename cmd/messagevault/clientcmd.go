@@ -23,6 +23,7 @@ import (
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/formats"
+	"github.com/messagevault/messagevault/server"
 )
 
 // Environment variables of the client commands.
@@ -125,6 +126,7 @@ type PublishCommand struct {
 	files          []string
 	lz4            bool
 	lz4Stream      bool
+	maxBody        int64 // the server's body limit as far as known
 	batch          int
 	linger         time.Duration
 	producer       string
@@ -137,8 +139,11 @@ func (c *PublishCommand) Command() *cobra.Command {
 		Use:   "publish STREAM [VALUE...]",
 		Short: "Publish messages to a stream",
 		Long: `Publish messages: each VALUE argument is one message; with --stdin each line
-of standard input is one; with --file each file is one (of any size: values
-over 64 KiB are split and reassembled by readers).
+of standard input is one; with --file each file is one. Values over 64 KiB
+are split into records and reassembled by readers; a message must fit in one
+publish body (the server's limit, serve --max-body, 32 MiB by default).
+Messages go out in batches of at most --batch messages whose bodies fit that
+limit; a server with a smaller limit says so, and the batches are cut again.
 
 With --stdin, lines go out every --batch lines or --linger after the first
 unsent line, whichever comes first, so a quiet "tail -f" is published as it
@@ -169,7 +174,7 @@ the only one those consumers read. This CLI and the Go client read both.`,
 	f.StringArrayVar(&c.files, "file", nil, "publish the content of a file (repeatable)")
 	f.BoolVar(&c.lz4, "lz4", false, "compress values with LZ4 when it makes them smaller")
 	f.BoolVar(&c.lz4Stream, "lz4-stream", false, "write every value in lz4net's LZ4Stream format, for consumers using the original C# client")
-	f.IntVar(&c.batch, "batch", 1000, "messages per publish request")
+	f.IntVar(&c.batch, "batch", 1000, "largest number of messages per publish request (fewer when their bytes would pass the server's body limit)")
 	f.DurationVar(&c.linger, "linger", 200*time.Millisecond, "with --stdin, the longest a line waits before it is sent")
 	f.StringVar(&c.producer, "producer", "", "producer id (1 to 64 of A-Z a-z 0-9 . _ : -); default a random one")
 	f.Int64Var(&c.expect, "expect-position", -1, "publish only if the stream's position is exactly this (one batch only)")
@@ -232,6 +237,7 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		sent++
 		return nil
 	}
+	c.maxBody = server.DefaultMaxBodyBytes
 	if c.lines {
 		if err := c.publishLines(ctx, key, msgs, send); err != nil {
 			return err
@@ -240,16 +246,54 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		if len(msgs) == 0 {
 			return usageError("nothing to publish: give values, --stdin or --file")
 		}
-		for len(msgs) > 0 {
-			n := min(len(msgs), c.batch)
-			if err := send(ctx, msgs[:n]); err != nil {
-				return err
-			}
-			msgs = msgs[n:]
+		if err := c.sendAll(ctx, &msgs, send); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(c.stdout, "published %d messages to %s in %d batches; position %d\n", total, stream, sent, last.Position)
 	return nil
+}
+
+// sendAll publishes *msgs in batches of at most --batch messages whose
+// bodies fit the server's limit, taking each batch off *msgs once it is
+// stored. The limit is taken to be the server's default until a 413 names
+// a smaller one; the refused batch (nothing of it stored) is then cut
+// again.
+func (c *PublishCommand) sendAll(ctx context.Context, msgs *[]client.Message, send func(context.Context, []client.Message) error) error {
+	for len(*msgs) > 0 {
+		n, err := c.fit(*msgs)
+		if err != nil {
+			return err
+		}
+		err = send(ctx, (*msgs)[:n])
+		if limit, ok := client.IsTooLarge(err); ok && limit > 0 && limit < c.maxBody {
+			c.maxBody = limit
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		*msgs = (*msgs)[n:]
+	}
+	return nil
+}
+
+// fit returns how many messages from the start of msgs make one batch:
+// at most --batch of them, of at most messagevault.MaxBatchCount records,
+// in a body of at most c.maxBody bytes.
+func (c *PublishCommand) fit(msgs []client.Message) (int, error) {
+	body, records := formats.TransferHeaderSize+formats.TransferTrailerSize, 0
+	for i, m := range msgs {
+		r, b := client.EncodedSize(m)
+		if i == c.batch || records+r > messagevault.MaxBatchCount || int64(body+b) > c.maxBody {
+			if i == 0 {
+				return 0, fmt.Errorf("a message of %d bytes does not fit in one publish: the server accepts bodies of at most %d bytes (serve --max-body)", len(m.Value), c.maxBody)
+			}
+			return i, nil
+		}
+		body, records = body+b, records+r
+	}
+	return len(msgs), nil
 }
 
 // flushTimeout bounds the last publish after Ctrl-C or SIGTERM.
@@ -278,12 +322,8 @@ func (c *PublishCommand) publishLines(ctx context.Context, key []byte, held []cl
 	timer.Stop()
 	flush := func(ctx context.Context) error {
 		timer.Stop()
-		for len(held) > 0 {
-			n := min(len(held), c.batch)
-			if err := send(ctx, held[:n]); err != nil {
-				return fmt.Errorf("%w (%d lines were not stored)", err, len(held))
-			}
-			held = held[n:]
+		if err := c.sendAll(ctx, &held, send); err != nil {
+			return fmt.Errorf("%w (%d lines were not stored)", err, len(held))
 		}
 		return nil
 	}

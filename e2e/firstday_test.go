@@ -1,0 +1,68 @@
+package e2e_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/messagevault/messagevault/internal/mvtest"
+)
+
+// TestLargeInputIsGroupedByBytes: publish --stdin with 600 lines of 60 KB
+// (36 MB, over the default 32 MiB body limit) stores every line, on a
+// server with the default limit and on one with a 1 MiB limit, which the
+// CLI learns from its first 413. A message that cannot fit in one body is
+// refused before anything is sent, naming the limit and its flag, and a
+// 413 says the same to any client.
+func TestLargeInputIsGroupedByBytes(t *testing.T) {
+	line := strings.Repeat("x", 60_000)
+	input := strings.Repeat(line+"\n", 600)
+	for _, limit := range []string{"", "1048576"} {
+		t.Run("max-body="+limit, func(t *testing.T) {
+			var args []string
+			if limit != "" {
+				args = []string{"--max-body", limit}
+			}
+			s := mvtest.Start(t, t.TempDir(), nil, args...)
+			out := mustCLI(t, s, input, "publish", "big", "--stdin")
+			if !strings.Contains(out, "published 600 messages to big") {
+				t.Fatalf("publish --stdin: %s", out)
+			}
+			read := mustCLI(t, s, "", "read", "big", "--via-server")
+			if n := strings.Count(read, "\tx"); n != 600 {
+				t.Fatalf("read back %d messages, want 600", n)
+			}
+		})
+	}
+
+	s := mvtest.Start(t, t.TempDir(), nil, "--max-body", "1048576")
+	file := filepath.Join(t.TempDir(), "two-mb")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("y"), 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The CLI learns the limit from the server's 413 to its first try.
+	out, errs, code := cli(t, s, "", "publish", "one", "--file", file)
+	if code != 1 || !strings.Contains(errs, "at most 1048576 bytes (serve --max-body)") {
+		t.Fatalf("publish of a 2 MiB file to a 1 MiB server: exit %d\n%s%s", code, out, errs)
+	}
+	if p := position(t, s, "one"); p != 0 {
+		t.Fatalf("the refused file left position %d", p)
+	}
+
+	// Any client's 413 names the limit and the flag, in the text, a field
+	// and a header.
+	status, body, h := do(t, s.Request("POST", "/streams/one/messages", admin, adminPass, []byte(`[{"key":"k","value":"`+strings.Repeat("z", 2<<20)+`"}]`), "application/json"))
+	var ans struct {
+		Error, Type string
+		MaxBody     int64
+	}
+	if err := json.Unmarshal(body, &ans); err != nil || status != http.StatusRequestEntityTooLarge || ans.MaxBody != 1<<20 ||
+		!strings.Contains(ans.Error, "over this server's limit of 1048576 bytes (serve --max-body)") || h.Get("X-Messagevault-Max-Body") != strconv.Itoa(1<<20) {
+		t.Fatalf("413: %d %s %v", status, body, h)
+	}
+}
