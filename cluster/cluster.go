@@ -35,6 +35,14 @@ type Lock interface {
 	Leader(ctx context.Context) (string, error)
 }
 
+// Describer is a Lock that can say who holds it, for the log line of a
+// node that starts as a standby.
+type Describer interface {
+	// Holder describes who held the lock at the last failed Acquire, to
+	// follow "the leader lock is held by" ("" if unknown).
+	Holder() string
+}
+
 // Beater is a Lock whose leader proves it is alive with a heartbeat that
 // followers watch, so that a dead leader's lock can be broken long before
 // it would expire (an Azure blob lease lasts at least 15 s). A leader
@@ -136,6 +144,7 @@ type Node struct {
 
 	mu        sync.Mutex
 	leading   bool
+	standby   bool      // "standby" was logged since this node last led
 	validTill time.Time // leadership is safe to use until then
 	leader    string    // last known leader endpoint
 	published bool      // this leader's endpoint is written (SetLeader)
@@ -374,6 +383,9 @@ func (n *Node) run() {
 			n.elected(ctx, sent)
 			continue
 		}
+		if err == nil {
+			n.announceStandby()
+		}
 		select {
 		case <-n.stop:
 		case <-time.After(n.cfg.RetryEvery):
@@ -457,6 +469,27 @@ func (n *Node) setLeader(ep string) {
 	}
 }
 
+// announceStandby logs, once each time this node finds itself following,
+// that it is a standby, who holds the lock and what it waits for.
+func (n *Node) announceStandby() {
+	n.mu.Lock()
+	announce := !n.standby && !n.leading
+	n.standby = true
+	leader := n.leader
+	n.mu.Unlock()
+	if !announce {
+		return
+	}
+	holder := "another node"
+	if d, ok := n.cfg.Lock.(Describer); ok && d.Holder() != "" {
+		holder = d.Holder()
+	}
+	if leader == "" {
+		leader = "(not published yet)"
+	}
+	n.log.Info("standby: the leader lock is held by "+holder+"; this node serves reads, forwards writes to the leader, and takes over when the lock is free", "leader", leader)
+}
+
 // validFrom returns until when a lock acquired or renewed by a request
 // sent at sent is safe to use.
 func (n *Node) validFrom(sent time.Time) time.Time {
@@ -470,7 +503,7 @@ func (n *Node) validFrom(sent time.Time) time.Time {
 func (n *Node) elected(ctx context.Context, sent time.Time) {
 	beater, _ := n.cfg.Lock.(Beater)
 	n.mu.Lock()
-	n.leading, n.renewedAt = true, sent
+	n.leading, n.renewedAt, n.standby = true, sent, false
 	n.leaseTill = n.validFrom(sent)
 	n.beatTill = sent.Add(n.cfg.BeatValid)
 	n.setValidLocked(beater != nil)

@@ -73,6 +73,13 @@ func TestLocalStandbyTakesOver(t *testing.T) {
 	if l := waitLeader(t, []*mvtest.Server{a, b}, 30*time.Second); l != a {
 		t.Fatalf("the second server leads")
 	}
+	// The standby says so, who holds the directory, and what it waits for.
+	want := fmt.Sprintf("standby: the leader lock is held by process %d, which has the data directory", a.Cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(b.Stderr.String(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the standby's log does not say %q:\n%s", want, b.Stderr.String())
+		}
+	}
 	// Writes through the standby are forwarded to the leader.
 	first := publish(t, b, "standby", []messagevault.Message{msg("k", "via the standby")})
 	if got := values(readDirect(t, a, "standby")); fmt.Sprint(got) != "[k=via the standby]" {

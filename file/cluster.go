@@ -29,8 +29,9 @@ const (
 type LeaderLock struct {
 	dir string
 
-	mu    sync.Mutex
-	store *Storage
+	mu     sync.Mutex
+	store  *Storage
+	holder string // who held the directory at the last failed Acquire
 }
 
 // NewLeaderLock returns the leader lock of dir.
@@ -61,6 +62,10 @@ func (l *LeaderLock) Acquire(ctx context.Context) (bool, error) {
 	}
 	s, err := Open(l.dir)
 	if errors.Is(err, messagevault.ErrLocked) {
+		l.holder = fmt.Sprintf("another process, which has the data directory %q locked", l.dir)
+		if b, rerr := os.ReadFile(filepath.Join(l.dir, LockFile)); rerr == nil && strings.TrimSpace(string(b)) != "" {
+			l.holder = fmt.Sprintf("process %s, which has the data directory %q locked", strings.TrimSpace(string(b)), l.dir)
+		}
 		return false, nil
 	}
 	if err != nil {
@@ -68,6 +73,15 @@ func (l *LeaderLock) Acquire(ctx context.Context) (bool, error) {
 	}
 	l.store = s
 	return true, nil
+}
+
+// Holder says who held the directory at the last failed Acquire: "process
+// PID, which has the data directory DIR locked". It implements
+// cluster.Describer.
+func (l *LeaderLock) Holder() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.holder
 }
 
 // Storage returns the writable storage while the lock is held, else nil.

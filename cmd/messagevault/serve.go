@@ -102,8 +102,10 @@ func (c *ServeCommand) Command() *cobra.Command {
 		Long: `Run the MessageVault server.
 
 With no flags it keeps its streams in ./data (created if needed) and listens
-on 127.0.0.1:8001. The data directory is locked: a second server on the same
-directory fails at once.
+on 127.0.0.1:8001. The server that holds the data directory's lock writes;
+a second server started on the same directory (on this machine, on another
+--listen port) becomes a standby: it logs "standby", serves reads, forwards
+writes to the first, and takes over when the first exits.
 
 With --azure it keeps them in Azure Blob Storage page blobs instead: give the
 account's connection string as --azure=<connection string>, or give --azure
