@@ -397,6 +397,11 @@ func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limi
 	}
 	var a rawAnswer
 	h, err := c.do(ctx, http.MethodGet, path, nil, "", &a.data)
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound {
+		// The read route's only 404: as from storage.
+		return rawAnswer{}, fmt.Errorf("%w: %w", messagevault.ErrStreamNotFound, err)
+	}
 	if err != nil {
 		return rawAnswer{}, err
 	}

@@ -54,7 +54,19 @@ type Reader struct {
 	// decompressed; a larger one is a MessageError (an LZ4 bomb cannot
 	// exhaust the reader's memory). Default DefaultMaxValueBytes.
 	MaxValueBytes int
+	// RetryFor bounds how long Follow retries reads that fail for a
+	// reason that may pass (storage or the server unreachable, a 5xx):
+	// 0 takes the client's retry budget (60 s, or WithRetryFor), a
+	// negative value retries for ever.
+	RetryFor time.Duration
+	// OnRetry, if set, is called from Follow when reads start failing,
+	// with the error, and when they work again, with nil.
+	OnRetry func(err error)
 }
+
+// streamPoll is how often Follow looks for a stream that does not exist
+// yet, unless PollInterval is shorter.
+const streamPoll = time.Second
 
 // DefaultMaxValueBytes is a Reader's default MaxValueBytes.
 const DefaultMaxValueBytes = 256 << 20
@@ -290,6 +302,20 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, 
 		var trouble readTrouble
 		for first := true; ; {
 			end, err := r.src.Position(ctx)
+			if errors.Is(err, messagevault.ErrStreamNotFound) && pos == 0 {
+				// Not written yet: wait for its first message.
+				trouble.reset(r)
+				wait := streamPoll
+				if r.PollInterval > 0 {
+					wait = min(r.PollInterval, streamPoll)
+				}
+				r.sleep(ctx, wait)
+				if err := ctx.Err(); err != nil {
+					yield(ReadMessage{}, err)
+					return
+				}
+				continue
+			}
 			if err != nil {
 				if trouble.recover(ctx, r, err) {
 					continue
@@ -327,10 +353,10 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, 
 					yield(ReadMessage{}, failed)
 					return
 				}
-				trouble = readTrouble{}
+				trouble.reset(r)
 				continue
 			}
-			trouble = readTrouble{}
+			trouble.reset(r)
 			r.wait(ctx, pos)
 			if err := ctx.Err(); err != nil {
 				yield(ReadMessage{}, err)
@@ -348,6 +374,15 @@ const FallbackAfter = 2 * time.Second
 type readTrouble struct {
 	since time.Time // the first failure of the run; zero: none
 	delay time.Duration
+	told  bool // OnRetry was told of the failures
+}
+
+// reset ends a run of failures: a read worked.
+func (t *readTrouble) reset(r *Reader) {
+	if t.told && r.OnRetry != nil {
+		r.OnRetry(nil)
+	}
+	*t = readTrouble{}
 }
 
 // recover decides, for the error err of a read while following, whether to
@@ -362,10 +397,17 @@ func (t *readTrouble) recover(ctx context.Context, r *Reader, err error) bool {
 	if r.c != nil && r.c.retryFor > 0 {
 		budget = r.c.retryFor
 	}
+	if r.RetryFor != 0 {
+		budget = r.RetryFor
+	}
 	if t.since.IsZero() {
 		t.since, t.delay = time.Now(), 100*time.Millisecond
+		t.told = true
+		if r.OnRetry != nil {
+			r.OnRetry(err)
+		}
 	}
-	if time.Since(t.since) > budget {
+	if budget > 0 && time.Since(t.since) > budget {
 		return false
 	}
 	if r.c != nil && !r.ViaServer && time.Since(t.since) >= FallbackAfter {
@@ -382,6 +424,24 @@ func (t *readTrouble) recover(ctx context.Context, r *Reader, err error) bool {
 	}
 	t.delay = min(t.delay*2, 5*time.Second)
 	return true
+}
+
+// poll is the reader's PollInterval or its default.
+func (r *Reader) poll() time.Duration {
+	if r.PollInterval > 0 {
+		return r.PollInterval
+	}
+	return 200 * time.Millisecond
+}
+
+// sleep waits d or until ctx ends.
+func (r *Reader) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // transientRead reports a read error that may pass: storage or the network
@@ -409,16 +469,7 @@ func (r *Reader) wait(ctx context.Context, pos int64) {
 			return
 		}
 	}
-	poll := r.PollInterval
-	if poll <= 0 {
-		poll = 200 * time.Millisecond
-	}
-	t := time.NewTimer(poll)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	r.sleep(ctx, r.poll())
 }
 
 // VerifyResult is what a full scan of a stream found.

@@ -138,7 +138,14 @@ func wantError(t *testing.T, rec *httptest.ResponseRecorder, status int, typ, ms
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
 		t.Errorf("Content-Type %q, want application/json; charset=utf-8", ct)
 	}
-	e := decodeError(t, rec.Body.Bytes())
+	var extra []string
+	if status == http.StatusRequestEntityTooLarge {
+		extra = []string{"MaxBody"} // the limit, to regroup by
+		if rec.Header().Get(server.MaxBodyHeader) == "" {
+			t.Errorf("a 413 without %s", server.MaxBodyHeader)
+		}
+	}
+	e := decodeError(t, rec.Body.Bytes(), extra...)
 	if e.Type != typ {
 		t.Errorf("Type %q, want %q (Error %q)", e.Type, typ, e.Error)
 	}
@@ -231,7 +238,7 @@ func TestErrorAnswersForRequests(t *testing.T) {
 	}{
 		// 404
 		{"read of a stream never written", call{method: "GET", path: "/streams/nowhere/messages", user: "admin"}, 404, "not-found", `stream "nowhere" has never been written`},
-		{"events of a stream never written", call{method: "GET", path: "/streams/nowhere/events", user: "admin"}, 404, "not-found", `stream "nowhere" has never been written`},
+		{"events from inside a stream never written", call{method: "GET", path: "/streams/nowhere/events?from=5", user: "admin"}, 404, "not-found", `stream "nowhere" has never been written`},
 		{"unknown route", call{method: "GET", path: "/nothing/here", user: "admin"}, 404, "not-found", "no route GET /nothing/here"},
 		{"known route, wrong method", call{method: "PUT", path: "/streams/orders/messages", user: "admin"}, 404, "not-found", "no route PUT /streams/orders/messages"},
 		{"removing an unknown user", call{method: "DELETE", path: "/users/ghost", user: "admin"}, 404, "not-found", "user not found"},
@@ -270,9 +277,9 @@ func TestErrorAnswersForRequests(t *testing.T) {
 		// 409
 		{"adding a user that exists", call{method: "POST", path: "/users", user: "admin", body: `{"Name":"reader","Password":"another-pw"}`, contentType: "application/json"}, 409, "exists", "the user exists"},
 		// 413
-		{"a body declared too large", call{method: "POST", path: "/streams/orders/messages", user: "writer", body: tooLarge, contentType: "application/json"}, 413, "too-large", "request body too large"},
-		{"a chunked body too large", call{method: "POST", path: "/streams/orders/messages", user: "writer", body: tooLarge, chunked: true, contentType: "application/json"}, 413, "too-large", "request body too large"},
-		{"a transfer body too large", call{method: "POST", path: "/streams/orders", user: "writer", body: tooLarge, chunked: true}, 413, "too-large", "request body too large"},
+		{"a body declared too large", call{method: "POST", path: "/streams/orders/messages", user: "writer", body: tooLarge, contentType: "application/json"}, 413, "too-large", "over this server's limit of 1024 bytes (serve --max-body)"},
+		{"a chunked body too large", call{method: "POST", path: "/streams/orders/messages", user: "writer", body: tooLarge, chunked: true, contentType: "application/json"}, 413, "too-large", "over this server's limit of 1024 bytes (serve --max-body)"},
+		{"a transfer body too large", call{method: "POST", path: "/streams/orders", user: "writer", body: tooLarge, chunked: true}, 413, "too-large", "over this server's limit of 1024 bytes (serve --max-body)"},
 		// 415
 		{"a JSON publish as text/plain", call{method: "POST", path: "/streams/orders/messages", user: "writer", body: `[{"key":"k","value":"v"}]`, contentType: "text/plain"}, 415, "unsupported-media-type", "Content-Type: application/json"},
 		// 501
@@ -699,6 +706,47 @@ func checkMessageEvent(t *testing.T, ev sseEvent, offset, next int64, key, value
 	if rec != (eventRecord{Offset: offset, Next: next, Key: key, Value: value}) {
 		t.Fatalf("event data %+v, want %s=%s from %d to %d", rec, key, value, offset, next)
 	}
+}
+
+// TestEventsFollowTheTail: an event stream without from starts at the end
+// (from=0 replays), and one of a stream not written yet waits for it and
+// sends it from its first message.
+func TestEventsFollowTheTail(t *testing.T) {
+	users := usersWith(t, map[string][]string{"writer": {"all:write"}})
+	h := startServer(t, server.Config{Vault: memVault(t), Users: users})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { h.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open := func(path string) *bufio.Reader {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("writer", testPassword)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, resp.StatusCode)
+		}
+		return bufio.NewReader(resp.Body)
+	}
+
+	waiting := open("/streams/later/events")
+	first := publishOne(t, h, "later", "writer", "k1", "v1")
+	checkMessageEvent(t, readEvent(t, waiting), 0, first.Position, "k1", "v1")
+
+	tail := open("/streams/later/events")
+	replay := open("/streams/later/events?from=0")
+	second := publishOne(t, h, "later", "writer", "k2", "v2")
+	checkMessageEvent(t, readEvent(t, tail), first.Position, second.Position, "k2", "v2")
+	checkMessageEvent(t, readEvent(t, replay), 0, first.Position, "k1", "v1")
+	checkMessageEvent(t, readEvent(t, replay), first.Position, second.Position, "k2", "v2")
+	checkMessageEvent(t, readEvent(t, waiting), first.Position, second.Position, "k2", "v2")
 }
 
 // TestEventsResumeFromLastEventID: an event stream opened with

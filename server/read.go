@@ -246,6 +246,10 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 		return nil, false
 	}
 	reader, closeReader, err := s.reader(ctx, name)
+	if events && errors.Is(err, messagevault.ErrStreamNotFound) && p.from == 0 {
+		// A stream not written yet: its event stream waits for it.
+		return &readRequest{name: name, p: p, close: func() { slots.Add(-1) }}, true
+	}
 	if err != nil {
 		slots.Add(-1)
 		s.writeError(w, r, err)
@@ -265,6 +269,9 @@ func (s *Server) openRead(w http.ResponseWriter, r *http.Request, ctx context.Co
 	if e, err = reader.Extent(ctx); err == nil {
 		rr.pos, rr.start = e.Position, e.Start
 		switch {
+		case events && !p.hasFrom && !p.hasSince:
+			// An event stream without from follows the tail.
+			p.from, rr.p.from = e.Position, e.Position
 		case !p.hasFrom && !p.hasSince && p.from < e.Start:
 			// No from: the oldest record still stored.
 			p.from, rr.p.from = e.Start, e.Start
@@ -400,6 +407,10 @@ func jsonString(s string) string {
 // after it, so a client that reconnects with Last-Event-ID resumes exactly
 // where it stopped. It is woken by the append itself; an idle tail sends a
 // keep-alive comment every KeepAliveInterval.
+// missingPoll is how often an event stream looks for its stream while it
+// has not been written yet.
+const missingPoll = 250 * time.Millisecond
+
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.untilShutdown(r.Context())
 	defer cancel()
@@ -411,7 +422,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer rr.close()
+	defer func() { rr.close() }() // rr.close changes once a missing stream appears
 	name := rr.name
 	var revoked atomic.Bool
 	go s.recheckClaims(ctx, r, name, func() { revoked.Store(true); cancelTail() })
@@ -443,6 +454,29 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// commit, sending a keep-alive when nothing went out for
 	// KeepAliveInterval.
 	pos := rr.p.from
+	for rr.reader == nil {
+		// The stream has not been written yet: wait for it, keeping the
+		// connection alive, and send it from its first record.
+		reader, closeReader, err := s.reader(ctx, name)
+		if err == nil {
+			release := rr.close
+			rr.reader, rr.close = reader, func() { closeReader(); release() }
+			break
+		}
+		if !errors.Is(err, messagevault.ErrStreamNotFound) || ctx.Err() != nil {
+			if ctx.Err() == nil {
+				_, typ := classify(err)
+				writeErr(err.Error(), typ)
+			}
+			flush()
+			return
+		}
+		if time.Since(lastWrite) >= KeepAliveInterval {
+			out.WriteString(": keep-alive\n\n")
+			flush()
+		}
+		s.vault.Load().Wait(ctx, name, 0, missingPoll)
+	}
 	for {
 		var failed error
 		for rec, err := range rr.reader.Records(ctx, pos, -1) {

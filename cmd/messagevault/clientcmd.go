@@ -499,8 +499,24 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		}
 	}
 	if from < 0 {
-		if from, err = r.Position(ctx); err != nil {
+		from, err = r.Position(ctx)
+		if c.tail && errors.Is(err, messagevault.ErrStreamNotFound) {
+			fmt.Fprintf(c.stderr, "messagevault: stream %s has not been written yet; waiting for its first message\n", stream)
+			from, err = 0, nil
+		}
+		if err != nil {
 			return err
+		}
+	}
+	if c.tail {
+		// A tail outlives servers and storage that come and go.
+		r.RetryFor = -1
+		r.OnRetry = func(err error) {
+			if err != nil {
+				fmt.Fprintf(c.stderr, "messagevault: reading failed (%v); retrying with backoff until it works (Ctrl-C to stop)\n", err)
+			} else {
+				fmt.Fprintf(c.stderr, "messagevault: reading again\n")
+			}
 		}
 	}
 	var cur client.Cursor
