@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -64,5 +67,57 @@ func TestLargeInputIsGroupedByBytes(t *testing.T) {
 	if err := json.Unmarshal(body, &ans); err != nil || status != http.StatusRequestEntityTooLarge || ans.MaxBody != 1<<20 ||
 		!strings.Contains(ans.Error, "over this server's limit of 1048576 bytes (serve --max-body)") || h.Get("X-Messagevault-Max-Body") != strconv.Itoa(1<<20) {
 		t.Fatalf("413: %d %s %v", status, body, h)
+	}
+}
+
+// TestTailWaitsAndReconnects: tail of a stream not written yet waits for
+// its first message, from storage and through the server; tail
+// --via-server outlives a server restart, saying so on stderr, and prints
+// what was published meanwhile.
+func TestTailWaitsAndReconnects(t *testing.T) {
+	dir := t.TempDir()
+	listen := freePort(t)
+	s := mvtest.Start(t, dir, nil, "--listen", listen)
+	type tailer struct {
+		cmd      *exec.Cmd
+		out, err *mvtest.Buffer
+	}
+	start := func(args ...string) tailer {
+		cmd := exec.Command(mvtest.Binary(t), append([]string{"tail", "later"}, args...)...)
+		cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_URL="+s.URL, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD="+adminPass)
+		tl := tailer{cmd, &mvtest.Buffer{}, &mvtest.Buffer{}}
+		cmd.Stdout, cmd.Stderr = tl.out, tl.err
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return tl
+	}
+	waitFor := func(b *mvtest.Buffer, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(b.String(), what); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in:\n%s", what, b.String())
+			}
+		}
+	}
+	direct, via := start(), start("--via-server")
+	for _, tl := range []tailer{direct, via} {
+		waitFor(tl.err, "stream later has not been written yet; waiting for its first message")
+	}
+	mustCLI(t, s, "", "publish", "later", "first", "--key", "k")
+	for _, tl := range []tailer{direct, via} {
+		waitFor(tl.out, "\tk\tfirst\n")
+	}
+
+	s.Signal(syscall.SIGTERM)
+	s.Wait(30 * time.Second)
+	waitFor(via.err, "retrying with backoff until it works")
+	s = mvtest.Start(t, dir, nil, "--listen", listen)
+	mustCLI(t, s, "", "publish", "later", "second", "--key", "k")
+	waitFor(via.out, "\tk\tsecond\n")
+	waitFor(via.err, "reading again")
+	if via.cmd.ProcessState != nil {
+		t.Fatalf("tail --via-server exited: %s", via.err.String())
 	}
 }
