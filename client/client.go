@@ -3,16 +3,21 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/messagevault/messagevault"
@@ -45,13 +50,18 @@ type Client struct {
 	grants    GrantReader // opens http(s) grants; nil: read those through the server
 	producers *producers
 	retryFor  time.Duration // if > 0, retry for this long instead of retries times
+	reached   atomic.Bool   // the server has answered a request of this client
+	failFast  bool          // see WithFailFast
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client. Default: one with a 2-minute
-// timeout.
+// DefaultTimeout bounds each request of the default HTTP client.
+const DefaultTimeout = 2 * time.Minute
+
+// WithHTTPClient sets the HTTP client (for example, to trust a private
+// CA). Default: one with a timeout of DefaultTimeout.
 func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
 
 // WithRetries sets how often a publish is retried (default
@@ -73,6 +83,15 @@ func WithRetryFor(d time.Duration) Option {
 		}
 	}
 }
+
+// WithFailFast makes a request fail at once, with a hint, when nothing
+// listens at the server's URL (connection refused) or its host name does
+// not resolve, as long as the server has not answered this client yet:
+// for a command-line tool that is a wrong URL or a server not started, not
+// something to wait out. Once the server has answered, such errors are a
+// restart or a failover, and are retried as always. Default: off (a
+// service that starts before its server waits for it).
+func WithFailFast(on bool) Option { return func(c *Client) { c.failFast = on } }
 
 // WithToken authenticates with a bearer token (made with CreateToken or
 // "messagevault tokens create") instead of the user name and password.
@@ -136,7 +155,7 @@ func New(serverURL, user, password string, opts ...Option) *Client {
 	}
 	c := &Client{
 		url: strings.TrimRight(serverURL, "/"), user: user, password: password,
-		http:    &http.Client{Timeout: 2 * time.Minute},
+		http:    &http.Client{Timeout: DefaultTimeout},
 		retries: DefaultMaxRetries, delay: DefaultRetryDelay, maxDelay: DefaultMaxRetryDelay,
 	}
 	for _, o := range opts {
@@ -232,8 +251,12 @@ func (c *Client) doWith(ctx context.Context, method, path string, body []byte, c
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if hint := c.hopeless(err); hint != "" && ctx.Err() == nil {
+			return nil, &hopelessError{err: err, hint: hint}
+		}
 		return nil, err
 	}
+	c.reached.Store(true)
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -308,10 +331,52 @@ func (c *Client) retry(ctx context.Context, op func() error) error {
 	}
 }
 
+// hopeless returns, for a connection error that retrying will not fix, a
+// hint for the user; "" for any other error. A certificate that is not
+// trusted, or a plain-HTTP answer to HTTPS, stays so. With WithFailFast,
+// nothing listening at the URL, or a host name that does not resolve, is
+// taken as the user's mistake until the server has answered once: after
+// that it is a server restarting or failing over, and worth retrying.
+func (c *Client) hopeless(err error) string {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return ""
+	}
+	var cert *tls.CertificateVerificationError
+	var header tls.RecordHeaderError
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &cert), errors.As(err, new(x509.UnknownAuthorityError)), errors.As(err, new(x509.HostnameError)), errors.As(err, new(x509.CertificateInvalidError)):
+		return "the server's certificate is not trusted for this host name: trust its CA (the CLI's --cacert), or check the URL"
+	case errors.As(err, &header):
+		return "the server does not speak TLS: use an http:// URL"
+	case !c.failFast || c.reached.Load():
+		return ""
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "is the server running at " + c.url + "?"
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "no such host: check the URL " + c.url
+	}
+	return ""
+}
+
+// hopelessError is a connection error that retrying will not fix, with
+// a hint for the user.
+type hopelessError struct {
+	err  error
+	hint string
+}
+
+func (e *hopelessError) Error() string { return e.err.Error() + " (" + e.hint + ")" }
+func (e *hopelessError) Unwrap() error { return e.err }
+
 func retryable(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Retryable()
+	}
+	if errors.As(err, new(*hopelessError)) {
+		return false
 	}
 	var ue *url.Error
 	return errors.As(err, &ue) && !errors.Is(err, context.Canceled) // connection refused, reset, timeout

@@ -200,7 +200,7 @@ func TestPublishRetriesUntilTheServerIsUp(t *testing.T) {
 		t.Fatalf("publish across the server's start: %v", err)
 	}
 	// A client error is not retried.
-	_, err = c.Publish(context.Background(), "x", []client.Message{{Value: []byte("v")}})
+	_, err = c.Publish(context.Background(), "x_y", []client.Message{{Value: []byte("v")}})
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != 400 {
 		t.Fatalf("publish to a bad stream name: %v", err)
@@ -213,6 +213,45 @@ func TestPublishRetriesUntilTheServerIsUp(t *testing.T) {
 	if _, err := dead.Publish(ctx, "abc", []client.Message{{Value: []byte("v")}}); err == nil || time.Since(start) > 10*time.Second {
 		t.Fatalf("publish to nowhere with a deadline: %v after %v", err, time.Since(start))
 	}
+}
+
+// TestFailFast: with WithFailFast, a publish to a URL where nothing listens
+// fails at once with a hint; once the server has answered, a refused
+// connection (a restart) is retried again.
+func TestFailFast(t *testing.T) {
+	addr := freeAddr(t)
+	c := client.New("http://"+addr, "admin", mvtest.AdminPassword, client.WithFailFast(true), client.WithRetryFor(time.Minute))
+	start := time.Now()
+	_, err := c.Publish(context.Background(), "s", []client.Message{{Value: []byte("v")}})
+	if err == nil || !strings.Contains(err.Error(), "is the server running at http://"+addr+"?") || time.Since(start) > 5*time.Second {
+		t.Fatalf("publish to nothing: %v after %v", err, time.Since(start))
+	}
+	dir := t.TempDir()
+	s := mvtest.Start(t, dir, nil, "--listen", addr)
+	if _, err := c.Publish(context.Background(), "s", []client.Message{{Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Signal(syscall.SIGTERM)
+	s.Wait(30 * time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Publish(context.Background(), "s", []client.Message{{Value: []byte("after the restart")}})
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // refused meanwhile: retried
+	mvtest.Start(t, dir, nil, "--listen", addr)
+	if err := <-done; err != nil {
+		t.Fatalf("publish across a restart: %v", err)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func TestFollowResumes(t *testing.T) {

@@ -452,7 +452,8 @@ func transientRead(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, messagevault.ErrCorrupt),
 		errors.Is(err, messagevault.ErrOutOfRange), errors.Is(err, messagevault.ErrStreamNotFound),
-		errors.Is(err, messagevault.ErrNotRecordStart), errors.Is(err, messagevault.ErrTrimmed), errors.As(err, &bad):
+		errors.Is(err, messagevault.ErrNotRecordStart), errors.Is(err, messagevault.ErrTrimmed), errors.As(err, &bad),
+		errors.As(err, new(*hopelessError)):
 		return false
 	case errors.As(err, &e):
 		return e.Retryable()

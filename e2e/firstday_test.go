@@ -121,3 +121,60 @@ func TestTailWaitsAndReconnects(t *testing.T) {
 		t.Fatalf("tail --via-server exited: %s", via.err.String())
 	}
 }
+
+// runCLI runs the binary with the given environment added, returning
+// stdout, stderr, the exit code and how long it took.
+func runCLI(t *testing.T, env []string, args ...string) (string, string, int, time.Duration) {
+	t.Helper()
+	cmd := exec.Command(mvtest.Binary(t), args...)
+	cmd.Env = append(mvtest.Env(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	cmd.Run()
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode(), time.Since(start)
+}
+
+// TestCLIFailsFastAndTrustsPrivateCAs: with nothing listening at the URL,
+// publish and bench fail at once and say to check the server, rather than
+// retrying for a minute; a server whose certificate is not trusted fails
+// at once too, and --cacert (or MESSAGEVAULT_CACERT) trusts it, or
+// --insecure skips the check with a warning.
+func TestCLIFailsFastAndTrustsPrivateCAs(t *testing.T) {
+	nothing := "http://" + freePort(t)
+	env := []string{"MESSAGEVAULT_URL=" + nothing, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD=x"}
+	for _, args := range [][]string{{"publish", "s", "v"}, {"bench", "--duration", "2s"}, {"tail", "s"}} {
+		out, errs, code, took := runCLI(t, env, args...)
+		if code != 1 || !strings.Contains(errs, "(is the server running at "+nothing+"?)") || took > 10*time.Second || strings.Contains(out, "published 0") {
+			t.Fatalf("%v with nothing listening: exit %d after %v\n%s%s", args, code, took, out, errs)
+		}
+	}
+
+	dir := t.TempDir()
+	certFile, keyFile, _ := selfSigned(t, dir)
+	s := mvtest.Start(t, dir, nil, "--tls-cert", certFile, "--tls-key", keyFile)
+	env = []string{"MESSAGEVAULT_URL=" + s.URL, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD=" + adminPass}
+	out, errs, code, took := runCLI(t, env, "publish", "secure", "v")
+	if code != 1 || !strings.Contains(errs, "certificate is not trusted") || took > 10*time.Second {
+		t.Fatalf("publish to an untrusted certificate: exit %d after %v\n%s%s", code, took, out, errs)
+	}
+	for _, c := range []struct {
+		env  []string
+		args []string
+	}{
+		{nil, []string{"--cacert", certFile}},
+		{[]string{"MESSAGEVAULT_CACERT=" + certFile}, nil},
+		{nil, []string{"--insecure"}},
+	} {
+		out, errs, code, _ := runCLI(t, append(env, c.env...), append([]string{"publish", "secure", "v"}, c.args...)...)
+		if code != 0 || !strings.Contains(out, "published 1 message to secure") {
+			t.Fatalf("publish %v %v: exit %d\n%s%s", c.env, c.args, code, out, errs)
+		}
+		if insecure := len(c.args) > 0 && c.args[0] == "--insecure"; insecure != strings.Contains(errs, "WARNING: --insecure") {
+			t.Fatalf("publish %v %v: stderr %q", c.env, c.args, errs)
+		}
+	}
+	if _, errs, code, _ := runCLI(t, env, "publish", "secure", "v", "--cacert", keyFile); code != 2 || !strings.Contains(errs, "no PEM certificate") {
+		t.Fatalf("--cacert of a key file: exit %d %s", code, errs)
+	}
+}

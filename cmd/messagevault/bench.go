@@ -126,6 +126,9 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	rep, err := bench.Run(ctx, c.cfg)
+	if rep != nil && rep.Batches == 0 && err != nil {
+		return err // nothing was published: a report of zeros says nothing
+	}
 	if rep != nil {
 		c.print(rep)
 		if c.jsonOut != "" {
@@ -148,13 +151,13 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 
 func (c *BenchCommand) print(r *bench.Report) {
 	fmt.Fprintf(c.stdout, "threads %d, batches of %d, values %d..%d bytes, %d stream(s): %s\n", r.Threads, r.Batch, r.MinSize, r.MaxSize, r.Streams, strings.Join(r.StreamNames, " "))
-	fmt.Fprintf(c.stdout, "published %d messages in %d batches in %.2f s\n", r.Messages, r.Batches, r.Seconds)
+	fmt.Fprintf(c.stdout, "published %s in %s in %.2f s\n", count(r.Messages, "message"), count(r.Batches, "batch"), r.Seconds)
 	fmt.Fprintf(c.stdout, "  %.0f messages/s, %.0f batches/s, %.1f MB/s of payload\n", r.MessagesPerSecond, r.BatchesPerSecond, r.PayloadMBPerSecond)
 	fmt.Fprintf(c.stdout, "  latency ms: p50 %.2f, p90 %.2f, p99 %.2f, max %.2f\n", r.LatencyMs.P50, r.LatencyMs.P90, r.LatencyMs.P99, r.LatencyMs.Max)
 	if r.Verified > 0 {
-		fmt.Fprintf(c.stdout, "verified %d messages from storage in %.2f s (%.0f messages/s)\n", r.Verified, r.VerifySeconds, r.ReadMessagesPerSecond)
+		fmt.Fprintf(c.stdout, "verified %s from storage in %.2f s (%.0f messages/s)\n", count(r.Verified, "message"), r.VerifySeconds, r.ReadMessagesPerSecond)
 	}
 	if r.Errors > 0 {
-		fmt.Fprintf(c.stdout, "%d publishes failed\n", r.Errors)
+		fmt.Fprintf(c.stdout, "%s failed\n", count(r.Errors, "publish"))
 	}
 }

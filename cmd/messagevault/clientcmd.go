@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -33,12 +35,17 @@ const (
 	PasswordEnv = "MESSAGEVAULT_PASSWORD"
 	// TokenEnv holds a bearer token, used instead of a user and password.
 	TokenEnv = "MESSAGEVAULT_TOKEN"
+	// CACertEnv names a PEM file of CA certificates to trust (--cacert).
+	CACertEnv = "MESSAGEVAULT_CACERT"
 )
 
 // conn holds the server flags shared by the client commands.
 type conn struct {
 	url, user, password string
 	retryFor            time.Duration
+	caCert              string
+	insecure            bool
+	tls                 *tls.Config // from --cacert or --insecure; nil: the system's
 }
 
 // DefaultRetryFor is how long the CLI keeps retrying a request that fails
@@ -56,9 +63,41 @@ func (c *conn) flags(cmd *cobra.Command) {
 	// environment's secret. It is read from the environment when used.
 	f.StringVar(&c.password, "password", "", "password (default $"+PasswordEnv+", which is better: a flag shows in the process list)")
 	f.DurationVar(&c.retryFor, "retry-for", DefaultRetryFor, "keep retrying a request that fails with 429, 5xx or a connection error for this long (0: do not retry)")
-	// A malformed --url is a usage error at once, not a connection error
-	// retried for --retry-for.
-	cmd.PreRunE = func(*cobra.Command, []string) error { return c.checkURL() }
+	f.StringVar(&c.caCert, "cacert", os.Getenv(CACertEnv), "PEM file of CA certificates to trust besides the system's, for a server with a private certificate (env "+CACertEnv+")")
+	f.BoolVar(&c.insecure, "insecure", false, "do not verify the server's TLS certificate (DANGEROUS: anyone on the path can read and change the traffic; for tests only)")
+	// A malformed --url or --cacert is a usage error at once, not a
+	// connection error retried for --retry-for.
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if err := c.checkURL(); err != nil {
+			return err
+		}
+		return c.loadTLS()
+	}
+}
+
+// loadTLS builds the TLS settings of --cacert and --insecure.
+func (c *conn) loadTLS() error {
+	if c.insecure {
+		fmt.Fprintln(os.Stderr, "messagevault: WARNING: --insecure: the server's certificate is not checked; anyone on the network path can read and change this traffic")
+		c.tls = &tls.Config{InsecureSkipVerify: true}
+		return nil
+	}
+	if c.caCert == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(c.caCert)
+	if err != nil {
+		return usageError("--cacert: %v", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return usageError("--cacert %s: no PEM certificate in it", c.caCert)
+	}
+	c.tls = &tls.Config{RootCAs: pool}
+	return nil
 }
 
 // checkURL reports a --url that is not an http:// or https:// URL with a
@@ -82,8 +121,29 @@ func (c *conn) client(opts ...client.Option) *client.Client {
 	if token := os.Getenv(TokenEnv); token != "" && c.password == "" {
 		opts = append(opts, client.WithToken(token))
 	}
-	base := []client.Option{client.WithRetryFor(c.retryFor), client.WithGrantReader(azure.GrantReader{})}
+	base := []client.Option{client.WithRetryFor(c.retryFor), client.WithGrantReader(azure.GrantReader{}), client.WithFailFast(true)}
+	if c.tls != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = c.tls
+		base = append(base, client.WithHTTPClient(&http.Client{Timeout: client.DefaultTimeout, Transport: tr}))
+	}
 	return client.New(c.url, user, password, append(base, opts...)...)
+}
+
+// count says n things: "1 message", "2 messages". forms are the singular
+// and, if adding "s" or "es" does not make the plural, the plural.
+func count[N int | int64](n N, forms ...string) string {
+	one, many := forms[0], forms[0]+"s"
+	switch {
+	case len(forms) > 1:
+		many = forms[1]
+	case strings.HasSuffix(one, "ch"), strings.HasSuffix(one, "s"):
+		many = one + "es"
+	}
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func envOr(key, def string) string {
@@ -250,7 +310,11 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 			return err
 		}
 	}
-	fmt.Fprintf(c.stdout, "published %d messages to %s in %d batches; position %d\n", total, stream, sent, last.Position)
+	renamed := ""
+	if name, err := messagevault.NormalizeStreamName(stream); err == nil && name != stream {
+		stream, renamed = name, " (stream names are lower case)"
+	}
+	fmt.Fprintf(c.stdout, "published %s to %s%s in %s; position %d\n", count(total, "message"), stream, renamed, count(sent, "batch"), last.Position)
 	return nil
 }
 
@@ -610,7 +674,7 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	if len(bad) > 0 {
 		// The rest was read, but a backup must not look complete (and
 		// the cursor does not move past what was skipped).
-		return fmt.Errorf("%d messages could not be read and were skipped; the first at %d (see above)", len(bad), bad[0].Offset)
+		return fmt.Errorf("%s could not be read (skipped); the first at %d (see above)", count(len(bad), "message"), bad[0].Offset)
 	}
 	return commit(ctx)
 }
@@ -977,13 +1041,13 @@ mirror) with --dir.`,
 			res, err := r.Verify(ctx, update)
 			done()
 			if err != nil {
-				return fmt.Errorf("verify %s: %d records good, then: %w", args[0], res.Records, err)
+				return fmt.Errorf("verify %s: %s good, then: %w", args[0], count(res.Records, "record"), err)
 			}
 			if res.Start > 0 {
-				fmt.Fprintf(c.stdout, "%s: %d records from its start %d (trimmed before), position %d: all good\n", args[0], res.Records, res.Start, res.Position)
+				fmt.Fprintf(c.stdout, "%s: %s from its start %d (trimmed before), position %d: all good\n", args[0], count(res.Records, "record"), res.Start, res.Position)
 				return nil
 			}
-			fmt.Fprintf(c.stdout, "%s: %d records, position %d: all good\n", args[0], res.Records, res.Position)
+			fmt.Fprintf(c.stdout, "%s: %s, position %d: all good\n", args[0], count(res.Records, "record"), res.Position)
 			return nil
 		},
 	}
