@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -176,5 +177,62 @@ func TestCLIFailsFastAndTrustsPrivateCAs(t *testing.T) {
 	}
 	if _, errs, code, _ := runCLI(t, env, "publish", "secure", "v", "--cacert", keyFile); code != 2 || !strings.Contains(errs, "no PEM certificate") {
 		t.Fatalf("--cacert of a key file: exit %d %s", code, errs)
+	}
+}
+
+// TestFirstStartChecksFirst: a first start that cannot serve (the port is
+// taken, the TLS key is bad) exits 1 before it creates the admin, so the
+// password's only showing is not spent on it; with --log-format json the
+// password comes as one JSON record among the log's.
+func TestFirstStartChecksFirst(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	if err := os.WriteFile(bad, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--listen", taken.Addr().String()},
+		{"--listen", "127.0.0.1:0", "--tls-cert", bad, "--tls-key", bad},
+	} {
+		data := filepath.Join(dir, "data")
+		out, errs, code, _ := runCLI(t, []string{"MESSAGEVAULT_ADMIN_PASSWORD="}, append([]string{"serve", "--data", data}, args...)...)
+		if code != 1 || strings.Contains(out+errs, "shown only this once") {
+			t.Fatalf("serve %v: exit %d\n%s%s", args, code, out, errs)
+		}
+		if _, err := os.Stat(filepath.Join(data, "auth.json")); !os.IsNotExist(err) {
+			t.Fatalf("serve %v left a users file (%v)", args, err)
+		}
+	}
+
+	cmd := exec.Command(mvtest.Binary(t), "serve", "--data", filepath.Join(dir, "json"), "--listen", "127.0.0.1:0", "--log-format", "json")
+	cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_ADMIN_PASSWORD=")
+	stderr := &mvtest.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(stderr.String(), `"msg":"serving"`); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no serving record:\n%s", stderr.String())
+		}
+	}
+	password := ""
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("a line of the JSON log is not JSON: %q", line)
+		}
+		if p, ok := rec["password"].(string); ok && rec["user"] == "admin" {
+			password = p
+		}
+	}
+	if len(password) < 16 {
+		t.Fatalf("no admin password record in:\n%s", stderr.String())
 	}
 }

@@ -202,19 +202,28 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, b.store.Close()) }()
+	// Everything that can fail is checked (the port, the TLS key, the
+	// cluster CA) before the first admin is created and its password
+	// shown: a start that then fails must not have used the only showing.
+	l, err := c.listen(log)
+	if err != nil {
+		return err
+	}
+	serving := false
+	defer func() {
+		if !serving {
+			l.ln.Close()
+		}
+	}()
+	secret, roots, err := c.clusterTrust(ctx, b)
+	if err != nil {
+		return err
+	}
 	users, err := c.firstAdmin(ctx, b, log, stderr)
 	if err != nil {
 		return err
 	}
 	defer users.Close()
-	secret, roots, err := c.clusterTrust(ctx, b)
-	if err != nil {
-		return err
-	}
-	l, err := c.listen(log)
-	if err != nil {
-		return err
-	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(registry)
@@ -223,9 +232,9 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	instance := hex.EncodeToString(inst[:]) // this process, in /readyz
 	node, err := c.joinElection(ctx, b, l.advertise, instance, registry, m, log)
 	if err != nil {
-		l.ln.Close()
 		return err
 	}
+	serving = true // the listener is the HTTP server's to close from here
 	api := server.New(server.Config{
 		Registry:         registry,
 		Storage:          m.Storage(b.store),
@@ -291,8 +300,16 @@ func (c *ServeCommand) firstAdmin(ctx context.Context, b *backend, log *slog.Log
 	switch {
 	case password != "" && envPassword != "":
 		log.Info("created user admin (claim all:write) with the password from "+AdminPasswordEnv, "users", usersPath)
+	case password != "" && c.LogFormat == "json":
+		// One JSON record, as log collectors expect, written past the
+		// logger (which redacts passwords).
+		json.NewEncoder(stderr).Encode(map[string]string{
+			"time": time.Now().Format(time.RFC3339Nano), "level": "WARN",
+			"msg":  "created the first admin; its password is shown only this once, and stored as a bcrypt hash",
+			"user": auth.DefaultAdmin, "claim": "all:write", "password": password, "users": usersPath,
+		})
 	case password != "":
-		fmt.Fprintf(stderr, "\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n\n", auth.DefaultAdmin, password, usersPath)
+		fmt.Fprintf(stderr, "\n========================================================================\nCreated user %q (claim all:write) with password:\n\n    %s\n\nIt is shown only this once; it is stored as a bcrypt hash in %s.\n========================================================================\n\n", auth.DefaultAdmin, password, usersPath)
 	}
 	return users, nil
 }
