@@ -157,6 +157,10 @@ func wantError(t *testing.T, rec *httptest.ResponseRecorder, status int, typ, ms
 		if got := rec.Header().Get("WWW-Authenticate"); !strings.HasPrefix(got, "Basic ") {
 			t.Errorf("a 401 with WWW-Authenticate %q", got)
 		}
+	case http.StatusMethodNotAllowed:
+		if got := rec.Header().Get("Allow"); got == "" || !strings.Contains(msg, got) {
+			t.Errorf("a 405 with Allow %q (the message says %q)", got, msg)
+		}
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		if got := rec.Header().Get("Retry-After"); got != "1" {
 			t.Errorf("a %d with Retry-After %q, want 1", status, got)
@@ -240,7 +244,8 @@ func TestErrorAnswersForRequests(t *testing.T) {
 		{"read of a stream never written", call{method: "GET", path: "/streams/nowhere/messages", user: "admin"}, 404, "not-found", `stream "nowhere" has never been written`},
 		{"events from inside a stream never written", call{method: "GET", path: "/streams/nowhere/events?from=5", user: "admin"}, 404, "not-found", `stream "nowhere" has never been written`},
 		{"unknown route", call{method: "GET", path: "/nothing/here", user: "admin"}, 404, "not-found", "no route GET /nothing/here"},
-		{"known route, wrong method", call{method: "PUT", path: "/streams/orders/messages", user: "admin"}, 404, "not-found", "no route PUT /streams/orders/messages"},
+		{"known route, wrong method", call{method: "PUT", path: "/streams/orders/messages", user: "admin"}, 405, "method-not-allowed", "PUT is not a method of /streams/orders/messages: it takes GET, HEAD, POST, DELETE"},
+		{"a JSON object as a value", call{method: "POST", path: "/streams/orders/messages", user: "writer", body: `[{"key":"k","value":{"a":1}}]`, contentType: "application/json"}, 400, "bad-request", "message 0: value must be a string, not a JSON object"},
 		{"removing an unknown user", call{method: "DELETE", path: "/users/ghost", user: "admin"}, 404, "not-found", "user not found"},
 		// 400: the query
 		{"from=-1", call{method: "GET", path: "/streams/orders/messages?from=-1", user: "reader"}, 400, "bad-request", `from="-1"`},

@@ -299,6 +299,10 @@ func decodeJSON(body []byte, dst []messagevault.Message) ([]messagevault.Message
 	one := func(i int) error {
 		var m jsonMessage
 		if err := dec.Decode(&m); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) && (te.Field == "key" || te.Field == "value" || te.Field == "value_base64") {
+				return badRequest("JSON body: message %d: %s must be a string, not a JSON %s (send a JSON document as a string, bytes as value_base64)", i, te.Field, te.Value)
+			}
 			return badRequest("JSON body: message %d: %v %s", i, err, want)
 		}
 		msg, err := m.message(i)

@@ -332,10 +332,23 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	s.MetricsHandler().ServeHTTP(w, r)
 }
 
-// handleNotFound answers unknown routes, and known ones with the wrong
-// method, in JSON like every other error.
+// handleNotFound answers unknown routes with 404, and known ones with
+// the wrong method with 405 and the methods they take in Allow, in JSON
+// like every other error.
 func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no route %s %s (see docs/API.md)", r.Method, r.URL.Path), Type: "not-found"})
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && m != r.Method {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, apiError{Error: fmt.Sprintf("%s is not a method of %s: it takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")), Type: "method-not-allowed"})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no route %s %s (the API's routes are listed in docs/API.md of the MessageVault repository)", r.Method, r.URL.Path), Type: "not-found"})
 }
 
 // ServeHTTP serves one request.
