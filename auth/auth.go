@@ -408,6 +408,16 @@ func (u *Users) Cached(name, password string) (Principal, bool) {
 func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Lock()
 	user := u.file.Users[name]
+	u.mu.Unlock()
+	if _, local := u.src.(*FileSource); user == nil && local {
+		// A user just added to a local file ("messagevault users add")
+		// works at once, not at the next watch: a stat tells.
+		if err := u.reload(context.Background()); err != nil {
+			u.log.Debug("users file not reloaded", "source", u.src.String(), "err", err)
+		}
+	}
+	u.mu.Lock()
+	user = u.file.Users[name]
 	var stored string
 	var claims []string
 	if user != nil {

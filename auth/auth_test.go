@@ -115,15 +115,42 @@ func TestClaims(t *testing.T) {
 			t.Errorf("%v on %s: read %v write %v readAll %v admin %v", tt.claims, tt.stream, p.CanRead(tt.stream), p.CanWrite(tt.stream), p.CanReadAll(), p.CanAdmin())
 		}
 	}
-	for c, want := range map[string]string{"all:read": "all:read", "all:write": "all:write", "Orders:read": "orders:read", "a-b-c:write": "a-b-c:write", "Orders-*:read": "orders-*:read", "o*:write": "o*:write"} {
+	for c, want := range map[string]string{"all:read": "all:read", "all:write": "all:write", "Orders:read": "orders:read", "a-b-c:write": "a-b-c:write", "Orders-*:read": "orders-*:read", "o*:write": "o*:write", "x:read": "x:read"} {
 		if got, err := auth.ValidateClaim(c); err != nil || got != want {
 			t.Errorf("ValidateClaim(%q) = %q, %v; want %q", c, got, err, want)
 		}
 	}
-	for _, c := range []string{"all", "orders:admin", "x:read", ":read", "../etc:write", "*:read", "-x*:read", "a*b*:read", "a_*:read", "o**:read"} {
+	for _, c := range []string{"all", "orders:admin", "x_y:read", ":read", "../etc:write", "*:read", "-x*:read", "a*b*:read", "a_*:read", "o**:read"} {
 		if _, err := auth.ValidateClaim(c); !errors.Is(err, auth.ErrInvalidClaim) {
 			t.Errorf("ValidateClaim(%q) = %v; want ErrInvalidClaim", c, err)
 		}
+	}
+}
+
+// TestUserAddedElsewhereWorksAtOnce: a user added to the local users file
+// by another process ("messagevault users add" while the server runs) can
+// log in at once, not only after the next watch.
+func TestUserAddedElsewhereWorksAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	ctx := context.Background()
+	server, err := auth.Open(ctx, auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	if _, err := server.Authenticate("late", "late-password"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("before the add: %v", err)
+	}
+	cli, err := auth.Open(ctx, auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := cli.Add(ctx, "late", "late-password", "orders:read"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := server.Authenticate("late", "late-password"); err != nil || p.Name != "late" {
+		t.Fatalf("right after the add: %v, %v", p, err)
 	}
 }
 

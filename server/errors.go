@@ -20,7 +20,7 @@ import (
 
 // Errors of the HTTP layer itself.
 var (
-	errNoCredentials = errors.New("credentials required: use HTTP Basic auth")
+	errNoCredentials = errors.New("credentials required: send a user name and password (HTTP Basic) or a bearer token")
 	errBusy          = errors.New("server busy")
 	errBadRequest    = errors.New("bad request")
 	errNoGrants      = errors.New("this storage cannot hand out read grants")

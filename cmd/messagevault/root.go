@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/redact"
 )
 
@@ -70,6 +72,10 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	// Errors can quote URLs with SAS signatures, or a connection string
 	// given where it did not belong: their secrets are never printed.
 	fmt.Fprintf(m.Stderr, "messagevault: %s\n", redact.String(err.Error()))
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Status == http.StatusUnauthorized && strings.HasPrefix(ce.Message, "credentials required") {
+		fmt.Fprintf(m.Stderr, "messagevault: give a user and password with --user and --password, or in %s and %s (or a token in %s)\n", UserEnv, PasswordEnv, TokenEnv)
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
