@@ -50,6 +50,11 @@ func startAt(ctx context.Context, pw messagevault.PageWriter, start int64) error
 // returns the mirror's position. progress, if set, is called now and then
 // with the position reached and the source's position.
 func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, total int64)) (int64, error) {
+	// The source first: a stream that cannot be read leaves no folder.
+	src, err := r.src.Extent(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("mirror of %q: %w", r.stream, err)
+	}
 	store, err := file.Open(dir)
 	if err != nil {
 		return 0, err
@@ -65,10 +70,6 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
 	}
 	local := tail.Position()
-	src, err := r.src.Extent(ctx)
-	if err != nil {
-		return local, err
-	}
 	remote := src.Position
 	if local == 0 && src.Start > 0 {
 		// A new mirror of a trimmed stream starts where the source does:
@@ -114,7 +115,9 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 	}
 	lastRecord := int64(-1)
 	commit := func() error {
-		if err := tail.Commit(ctx, nil, nil); err != nil {
+		// Local writes: what was read is kept even when ctx has ended
+		// (Ctrl-C), so the next run starts after it.
+		if err := tail.Commit(context.WithoutCancel(ctx), nil, nil); err != nil {
 			return err
 		}
 		local = tail.Position()

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/messagevault/messagevault/internal/faultproxy"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
 
@@ -234,5 +236,47 @@ func TestFirstStartChecksFirst(t *testing.T) {
 	}
 	if len(password) < 16 {
 		t.Fatalf("no admin password record in:\n%s", stderr.String())
+	}
+}
+
+// TestMirrorStopsCleanly: a mirror of a stream that does not exist fails
+// without leaving a folder; Ctrl-C during a mirror exits 0 like tail,
+// keeping what was copied, and the next run finishes the copy.
+func TestMirrorStopsCleanly(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	target := filepath.Join(t.TempDir(), "m")
+	if _, errs, code := cli(t, s, "", "mirror", "nosuch", target); code != 1 || !strings.Contains(errs, "has never been written") {
+		t.Fatalf("mirror of a missing stream: exit %d %s", code, errs)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Fatalf("a failed mirror left %s (%v)", target, err)
+	}
+
+	lines := strings.Repeat("a line to mirror\n", 20000)
+	mustCLI(t, s, lines, "publish", "big", "--stdin")
+	proxy, err := faultproxy.Start(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	proxy.Set(faultproxy.Latency, 200*time.Millisecond, 0) // about 20 reads of 1,000 records: 4 s
+	cmd := exec.Command(mvtest.Binary(t), "mirror", "big", target, "--via-server")
+	cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_URL="+proxy.URL, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD="+adminPass)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(out.String(), "interrupted at position") {
+		t.Fatalf("mirror interrupted: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	if got := mustCLI(t, s, "", "mirror", "big", target); !strings.Contains(got, fmt.Sprintf("up to position %d", position(t, s, "big"))) {
+		t.Fatalf("mirror again: %s", got)
+	}
+	if got := mustCLI(t, s, "", "verify", "big", "--dir", target); !strings.Contains(got, "20000 records") {
+		t.Fatalf("verify the mirror: %s", got)
 	}
 }

@@ -973,6 +973,7 @@ in one segment (the default --segment-size of serve) has nothing to remove.`,
 type MirrorCommand struct {
 	conn
 	stdout, stderr io.Writer
+	viaServer      bool
 }
 
 // Command returns the cobra command.
@@ -981,13 +982,18 @@ func (c *MirrorCommand) Command() *cobra.Command {
 		Use:   "mirror STREAM DIR",
 		Short: "Copy a stream into a local directory, incrementally",
 		Long: `Copy a stream into DIR/STREAM/ in the local layout (byte-identical records and
-position), from where the last run stopped. Interrupt it at any time; run it
-again to continue. The copy can be read with "verify --dir" or served.`,
+position), from where the last run stopped. Interrupt it at any time (Ctrl-C
+keeps what was copied and exits 0); run it again to continue. The copy can be
+read with "verify --dir" or served.`,
 		Example: "  messagevault mirror orders ./mirror",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := c.client().Reader(ctx, args[0])
+			var opts []client.Option
+			if c.viaServer {
+				opts = append(opts, client.WithServerReads())
+			}
+			r, err := c.client(opts...).Reader(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -995,6 +1001,12 @@ again to continue. The copy can be read with "verify --dir" or served.`,
 			update, done := progress(c.stderr, "mirror "+args[0])
 			pos, err := r.Mirror(ctx, args[1], update)
 			done()
+			if err != nil && ctx.Err() != nil {
+				// Interrupted (Ctrl-C, SIGTERM): a normal end, as for
+				// tail; what was copied is kept.
+				fmt.Fprintf(c.stdout, "mirror of %s to %s interrupted at position %d; run it again to continue\n", args[0], args[1], pos)
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -1003,6 +1015,7 @@ again to continue. The copy can be read with "verify --dir" or served.`,
 		},
 	}
 	c.flags(cmd)
+	cmd.Flags().BoolVar(&c.viaServer, "via-server", false, "read through the server instead of straight from storage")
 	return cmd
 }
 
