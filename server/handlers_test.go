@@ -1317,8 +1317,10 @@ func TestReadFromInsideARecord(t *testing.T) {
 		{method: "GET", path: "/streams/orders/events", user: "ann", header: map[string]string{"Last-Event-ID": inside}},
 		{method: "GET", path: "/streams/orders/events?from=" + inside, user: "ann"},
 	} {
-		wantError(t, serve(t, h, c), http.StatusBadRequest, "bad-request", "no record starts at "+inside)
+		wantError(t, serve(t, h, c), http.StatusBadRequest, "bad-request", "no record starts at "+inside+"; the nearest record starts are "+fmt.Sprint(res.Offsets[1])+" and "+fmt.Sprint(res.Position))
 	}
+	// Inside the first record: its start and the second's.
+	wantError(t, serve(t, h, call{method: "GET", path: "/streams/orders/messages?from=5", user: "ann"}), http.StatusBadRequest, "bad-request", "no record starts at 5; the nearest record starts are 0 and "+fmt.Sprint(res.Offsets[1]))
 	// From a record's start, the read works.
 	rec := serve(t, h, call{method: "GET", path: "/streams/orders/messages?from=" + strconv.FormatInt(res.Offsets[1], 10), user: "ann"})
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"Value":"two"`) {

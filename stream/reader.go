@@ -124,7 +124,7 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, asked boo
 		if err == formats.ErrTruncated {
 			at := off + int64(p)
 			if off+int64(n) >= to {
-				yield(formats.Record{}, r.bad(at, asked && at == from, buf[p:n], fmt.Errorf("record runs past the committed position %d: %w", to, formats.ErrTruncated)))
+				yield(formats.Record{}, r.bad(ctx, at, asked && at == from, buf[p:n], fmt.Errorf("record runs past the committed position %d: %w", to, formats.ErrTruncated)))
 				return at, false
 			}
 			if short != nil {
@@ -157,11 +157,11 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, asked boo
 		}
 		at := off + int64(p)
 		if err != nil {
-			yield(formats.Record{}, r.bad(at, asked && at == from, buf[p:n], err))
+			yield(formats.Record{}, r.bad(ctx, at, asked && at == from, buf[p:n], err))
 			return at, false
 		}
 		if got := rec.ID.Offset(); got != at {
-			yield(formats.Record{}, r.bad(at, asked && at == from, buf[p:n], fmt.Errorf("record id carries position %d: not a record boundary", got)))
+			yield(formats.Record{}, r.bad(ctx, at, asked && at == from, buf[p:n], fmt.Errorf("record id carries position %d: not a record boundary", got)))
 			return at, false
 		}
 		rec.Offset = at
@@ -178,11 +178,40 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, asked boo
 // not begin with a record header naming at (version 1, then an id carrying
 // the position), which a record written there always does: then the
 // caller asked to start inside a record.
-func (r *Reader) bad(at int64, first bool, b []byte, err error) error {
+func (r *Reader) bad(ctx context.Context, at int64, first bool, b []byte, err error) error {
 	if first && at != 0 && !startsRecordAt(b, at) {
-		return fmt.Errorf("stream %q: no record starts at %d: read from 0, or from a position a read returned (a record's offset, or the position after one): %w", r.name, at, messagevault.ErrNotRecordStart)
+		nearest := ""
+		if prev, next, ok := r.around(ctx, at); ok {
+			nearest = fmt.Sprintf("; the nearest record starts are %d and %d", prev, next)
+		}
+		return fmt.Errorf("stream %q: no record starts at %d%s (positions are byte offsets: read from 0, or from a position a read returned, a record's offset or the position after one): %w", r.name, at, nearest, messagevault.ErrNotRecordStart)
 	}
 	return r.corrupt(at, err)
+}
+
+// around returns, for a position inside a record, the start of that
+// record and that of the next one (or the committed position); ok is
+// false when they cannot be found.
+func (r *Reader) around(ctx context.Context, at int64) (prev, next int64, ok bool) {
+	pos, err := r.Position(ctx)
+	if err != nil || at >= pos {
+		return 0, 0, false
+	}
+	limit := min(at+formats.MaxRecordSize+1, pos)
+	buf := make([]byte, min(limit+formats.MaxRecordSize, pos)-at)
+	next = pos
+	rec, _, found, err := r.recordFrom(ctx, buf, at, limit, pos)
+	if err != nil {
+		return 0, 0, false
+	}
+	if found {
+		next = rec.Offset
+	}
+	last, found, err := LastRecord(ctx, r.pages, next)
+	if err != nil || !found || last.Offset > at {
+		return 0, 0, false
+	}
+	return last.Offset, next, true
 }
 
 // startsRecordAt reports whether b may begin with the header of a record
