@@ -13,6 +13,7 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/internal/mvtest"
 	"github.com/messagevault/messagevault/vault"
 )
 
@@ -165,5 +166,37 @@ func TestDecompressionIsLimited(t *testing.T) {
 	got = readAll(t, r.Messages(context.Background(), 0, -1), 0)
 	if len(got) != 2 || len(got[0].text) != 4<<20 {
 		t.Fatalf("with a higher limit: %d messages, first %d bytes", len(got), len(got[0].text))
+	}
+}
+
+// TestReadFromInsideASplitValue: a read that starts at a record inside a
+// value split into records gets the rest of that value as an error of its
+// own, naming where the message starts, never as a cut value; from
+// storage and through the server.
+func TestReadFromInsideASplitValue(t *testing.T) {
+	s := mvtest.Start(t, t.TempDir(), nil)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("0123456789"), 15_000) // 150 kB: three records
+	res, err := newClient(s).Publish(ctx, "split", []client.Message{{Key: []byte("big"), Value: big}, {Key: []byte("next"), Value: []byte("after")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := res.Offsets[0] + int64(25+len("big")+messagevault.MaxValueSize) // the value's second record
+	for _, via := range []bool{false, true} {
+		var opts []client.Option
+		if via {
+			opts = append(opts, client.WithServerReads())
+		}
+		r, err := newClient(s, opts...).Reader(ctx, "split")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(t, r.Messages(ctx, second, -1), 0)
+		r.Close()
+		if len(got) != 2 || got[0].offset != res.Offsets[0] || got[0].next != res.Offsets[1] ||
+			got[0].text != fmt.Sprintf("error: the read starts at %d, inside a message split into records that starts at %d: read from %d for its whole value", second, res.Offsets[0], res.Offsets[0]) ||
+			got[1].text != "after" {
+			t.Fatalf("via server %v: %+v", via, got)
+		}
 	}
 }

@@ -447,6 +447,7 @@ func (c *Client) Trim(ctx context.Context, stream string, before int64) (int64, 
 type rawAnswer struct {
 	data             []byte
 	next, pos, start int64
+	msgStart         int64 // where the message holding from starts, if before from; else -1
 }
 
 // rawRecords reads up to limit records from position from (the stream's
@@ -470,11 +471,12 @@ func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limi
 	if err != nil {
 		return rawAnswer{}, err
 	}
+	a.msgStart = -1
 	for _, f := range []struct {
 		header   string
 		to       *int64
 		optional bool
-	}{{"X-Messagevault-Next", &a.next, false}, {"X-Messagevault-Position", &a.pos, false}, {"X-Messagevault-Start", &a.start, true}} {
+	}{{"X-Messagevault-Next", &a.next, false}, {"X-Messagevault-Position", &a.pos, false}, {"X-Messagevault-Start", &a.start, true}, {"X-Messagevault-Message-Start", &a.msgStart, true}} {
 		if f.optional && h.Get(f.header) == "" {
 			continue // a server from before trimming: the stream starts at 0
 		}

@@ -36,6 +36,9 @@ type source interface {
 	Extent(ctx context.Context) (messagevault.Extent, error)
 	Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error]
 	FindTime(ctx context.Context, t time.Time) (int64, error)
+	// MessageStart returns where the message holding the record at at
+	// starts: at, unless at is inside a value split into records.
+	MessageStart(ctx context.Context, at int64) (int64, error)
 }
 
 // Reader reads one stream.
@@ -210,7 +213,26 @@ func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.
 // by one with another key or bit, or by the end of the range, is a broken
 // chain. So a range must end on a message boundary.
 func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMessage, error] {
+	return r.messages(ctx, from, to, true)
+}
+
+// messages is Messages; check says to look whether from is inside a value
+// split into records (from is the caller's, not a message boundary the
+// reader reached by itself).
+func (r *Reader) messages(ctx context.Context, from, to int64, check bool) iter.Seq2[ReadMessage, error] {
 	return func(yield func(ReadMessage, error) bool) {
+		// A read from inside a split value yields the rest of that value
+		// as a MessageError, never as a cut value.
+		inside := int64(-1)
+		if check && from > 0 {
+			if ms, err := r.src.MessageStart(ctx, from); err == nil && ms < from {
+				inside = ms
+			}
+		}
+		insideErr := func(next int64) bool {
+			err := fmt.Errorf("the read starts at %d, inside a message split into records that starts at %d: read from %d for its whole value", from, inside, inside)
+			return yield(ReadMessage{Offset: inside, Next: next}, &MessageError{Stream: r.stream, Offset: inside, Next: next, Err: err})
+		}
 		limit := r.MaxValueBytes
 		if limit <= 0 {
 			limit = DefaultMaxValueBytes
@@ -232,6 +254,16 @@ func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMes
 				return
 			}
 			end = rec.Offset + int64(rec.Size())
+			if inside >= 0 {
+				if rec.Attributes&messagevault.AttrContinued != 0 {
+					continue
+				}
+				if !insideErr(end) {
+					return
+				}
+				inside = -1
+				continue
+			}
 			if collecting && (!bytes.Equal(rec.Key, cur.Key) || (rec.Attributes&messagevault.AttrLZ4 != 0) != lz4) {
 				if !fail(rec.Offset, fmt.Errorf("broken chain: its last record is flagged \"to be continued\", but the record at %d belongs to another message", rec.Offset)) {
 					return
@@ -277,6 +309,9 @@ func (r *Reader) Messages(ctx context.Context, from, to int64) iter.Seq2[ReadMes
 			if !yield(cur, nil) {
 				return
 			}
+		}
+		if inside >= 0 && end > from {
+			insideErr(end)
 		}
 		if collecting {
 			fail(end, errors.New("broken chain: the last record is flagged \"to be continued\", and nothing follows it"))
@@ -335,7 +370,7 @@ func (r *Reader) Follow(ctx context.Context, from int64) iter.Seq2[ReadMessage, 
 			first = false
 			if end > pos {
 				var failed error
-				for m, err := range r.Messages(ctx, pos, end) {
+				for m, err := range r.messages(ctx, pos, end, pos == from) {
 					var bad *MessageError
 					if err != nil && !errors.As(err, &bad) {
 						failed = err
@@ -528,6 +563,17 @@ func (s *serverSource) Extent(ctx context.Context) (messagevault.Extent, error) 
 }
 
 // FindTime asks the server for the first record at or after t.
+func (s *serverSource) MessageStart(ctx context.Context, at int64) (int64, error) {
+	a, err := s.c.rawRecords(ctx, s.stream, at, 1, 0)
+	if err != nil {
+		return 0, err
+	}
+	if a.msgStart >= 0 && a.msgStart < at {
+		return a.msgStart, nil
+	}
+	return at, nil
+}
+
 func (s *serverSource) FindTime(ctx context.Context, t time.Time) (int64, error) {
 	path := fmt.Sprintf("/streams/%s/messages?format=raw&limit=1&since=%s", url.PathEscape(s.stream), url.QueryEscape(t.UTC().Format(time.RFC3339Nano)))
 	var data []byte

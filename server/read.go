@@ -152,6 +152,14 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	w.Header().Set(StartHeader, strconv.FormatInt(rr.start, 10))
+	if p.hasFrom && p.from > rr.start && p.from < pos {
+		// A read that starts inside a value split into records says
+		// where that message starts, so no reader takes its rest for a
+		// whole value.
+		if ms, err := reader.MessageStart(ctx, p.from); err == nil && ms < p.from {
+			w.Header().Set(MessageStartHeader, strconv.FormatInt(ms, 10))
+		}
+	}
 	if p.raw {
 		s.writeRaw(w, r, reader, name, p, pos)
 		return
@@ -213,6 +221,11 @@ type readRequest struct {
 // StartHeader is the read answers' header that gives the stream's first
 // stored position (0 until it is trimmed).
 const StartHeader = "X-Messagevault-Start"
+
+// MessageStartHeader is set on a read answer whose from is a record start
+// inside a value split into records (the record before it is flagged "to
+// be continued"): it gives the offset of that message's first record.
+const MessageStartHeader = "X-Messagevault-Message-Start"
 
 // openRead is the prologue the read routes share: the stream and the
 // claim to read it, the query (and, for events, Last-Event-ID), a slot

@@ -207,6 +207,28 @@ func walk(b []byte, base int64, k int) (end int, ok bool) {
 	return k, true
 }
 
+// maxChain bounds how many records MessageStart walks back: the records
+// of the largest value a reader takes by default (256 MiB) and then some.
+const maxChain = 8192
+
+// MessageStart returns where the message holding position at starts: at
+// itself, unless at is a record start inside a value split into records
+// (the record before it is flagged "to be continued"), then the offset of
+// the chain's first record. at must be a record start.
+func (r *Reader) MessageStart(ctx context.Context, at int64) (int64, error) {
+	for i := 0; i < maxChain && at > 0; i++ {
+		last, found, err := LastRecord(ctx, r.pages, at)
+		if err != nil {
+			return 0, fmt.Errorf("stream %q: the message before %d: %w", r.name, at, err)
+		}
+		if !found || last.Attributes&messagevault.AttrContinued == 0 {
+			break
+		}
+		at = last.Offset
+	}
+	return at, nil
+}
+
 // LastRecord returns the record that ends at pos, the committed position
 // of pages, and where it starts: the record whose header names its own
 // position and that decodes to end exactly there. pos 0 has none
