@@ -61,7 +61,7 @@ peers:
 	cd bench/peers && $(GO) run . -producers 4 -batch 1000 -size 100 -duration 10s
 
 build:
-	$(GO) build -o bin/messagevault ./cmd/messagevault
+	$(GO) build -buildvcs=auto -o bin/messagevault ./cmd/messagevault
 
 serve:
 	$(GO) run ./cmd/messagevault serve

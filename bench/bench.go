@@ -246,7 +246,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.MessagesPerSecond = float64(rep.Messages) / rep.Seconds
 	rep.BatchesPerSecond = float64(rep.Batches) / rep.Seconds
 	rep.PayloadMBPerSecond = float64(rep.PayloadBytes) / 1e6 / rep.Seconds
-	rep.LatencyMs, rep.Timeline = summarize(samples)
+	rep.LatencyMs, rep.Timeline = summarize(samples, elapsed)
 	if firstErr != nil {
 		return rep, firstErr
 	}
@@ -256,7 +256,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, verify(ctx, cfg, rep, acked)
 }
 
-func summarize(samples []sent) (Latency, []Sample) {
+func summarize(samples []sent, elapsed time.Duration) (Latency, []Sample) {
 	if len(samples) == 0 {
 		return Latency{}, nil
 	}
@@ -289,7 +289,17 @@ func summarize(samples []sent) (Latency, []Sample) {
 			ls[i] = s.latency
 		}
 		slices.Sort(ls)
-		tl = append(tl, Sample{Second: sec, MessagesPerSecond: float64(n), P99Ms: float64(ls[min(int(0.99*float64(len(ls))), len(ls)-1)].Microseconds()) / 1000})
+		rate := float64(n)
+		if part := elapsed - time.Duration(sec)*time.Second; part < time.Second {
+			// The run ended inside this second: its rate is over the
+			// part that ran, and a sliver too short to say anything is
+			// left out rather than drawn as a drop.
+			if part < time.Second/2 {
+				continue
+			}
+			rate = float64(n) / part.Seconds()
+		}
+		tl = append(tl, Sample{Second: sec, MessagesPerSecond: rate, P99Ms: float64(ls[min(int(0.99*float64(len(ls))), len(ls)-1)].Microseconds()) / 1000})
 	}
 	return l, tl
 }

@@ -131,6 +131,9 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		}
 		return nil
 	}
+	if progress != nil {
+		progress(local, remote) // where this run starts
+	}
 	var last time.Time
 	for rec, err := range r.src.Records(ctx, local, remote) {
 		if err != nil {

@@ -280,3 +280,72 @@ func TestMirrorStopsCleanly(t *testing.T) {
 		t.Fatalf("verify the mirror: %s", got)
 	}
 }
+
+// TestSmallThings: what a new user and an operator notice first: the
+// version (stamped from the build), refused negative --from and --limit,
+// the stored name of a stream given in capitals, singular counts, users
+// commands that say what they did or that their file is missing, the build
+// and error metrics from the start, and log durations with units.
+func TestSmallThings(t *testing.T) {
+	version, _, code, _ := runCLI(t, nil, "version")
+	flag, _, code2, _ := runCLI(t, nil, "--version")
+	if code != 0 || code2 != 0 || version != flag || !strings.HasPrefix(version, "messagevault ") || !strings.Contains(version, "go1.") {
+		t.Fatalf("version %q (exit %d), --version %q (exit %d)", version, code, flag, code2)
+	}
+
+	dir := t.TempDir()
+	s := mvtest.Start(t, dir, nil, "--log-format", "json")
+	for _, args := range [][]string{{"read", "x", "--from", "-5"}, {"tail", "x", "--from", "-2"}, {"read", "x", "--limit", "-1"}} {
+		if _, errs, code := cli(t, s, "", args...); code != 2 || !strings.Contains(errs, "give ") {
+			t.Fatalf("%v: exit %d %s", args, code, errs)
+		}
+	}
+	if out := mustCLI(t, s, "", "publish", "Orders", "one"); !strings.HasPrefix(out, "published 1 message to orders (stream names are lower case) in 1 batch;") {
+		t.Fatalf("publish Orders: %q", out)
+	}
+	missing := filepath.Join(dir, "missing.json")
+	if _, errs, code := cli(t, s, "", "users", "list", "--users", missing); code != 1 || !strings.Contains(errs, "no users file at "+missing) {
+		t.Fatalf("users list of a missing file: exit %d %s", code, errs)
+	}
+	users := filepath.Join(dir, "auth.json")
+	mustCLI(t, s, "", "users", "add", "carol", "orders:read", "--users", users, "--password", "carol-password")
+	for args, want := range map[string]string{
+		"grant carol orders:write":  "gave carol the claims orders:write\n",
+		"revoke carol orders:write": "took the claims orders:write from carol\n",
+		"remove carol":              "removed user carol\n",
+	} {
+		if out := mustCLI(t, s, "", append(append([]string{"users"}, strings.Fields(args)...), "--users", users)...); out != want {
+			t.Fatalf("users %s: %q, want %q", args, out, want)
+		}
+	}
+
+	status, body, _ := do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
+	for _, want := range []string{
+		`messagevault_build_info{goversion="go1.`,
+		`messagevault_http_errors_total{type="storage"} 0`,
+		`messagevault_auth_failures_total{reason="wrong-password"} 0`,
+		`messagevault_storage_errors_total{op="write_pages"} 0`,
+	} {
+		if status != 200 || !strings.Contains(string(body), want) {
+			t.Fatalf("/metrics has no %q", want)
+		}
+	}
+	var logged bool
+	for _, line := range strings.Split(s.Stderr.String(), "\n") {
+		var rec struct {
+			Msg      string `json:"msg"`
+			Duration any    `json:"duration"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "request" {
+			continue
+		}
+		d, ok := rec.Duration.(string)
+		if _, err := time.ParseDuration(d); !ok || err != nil {
+			t.Fatalf("a request's duration is logged as %v, want a duration with its unit", rec.Duration)
+		}
+		logged = true
+	}
+	if !logged {
+		t.Fatalf("no request logged:\n%s", s.Stderr.String())
+	}
+}

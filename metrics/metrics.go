@@ -79,6 +79,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.appendedMsgs, m.appendedBytes, m.groupAppends, m.groupMsgs, m.commitSeconds, m.commitErrors,
 		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted, m.removed)
+	// The operations whose failures alerts watch exist at zero from
+	// the start, so that the first failure is an increase.
+	for _, op := range []string{"read", "read_position", "write_pages", "flush", "commit_position", "grow", "open_writer", "open_reader"} {
+		m.storageErrors.WithLabelValues(op)
+	}
 	return m
 }
 
@@ -336,3 +341,13 @@ func (w *pageWriter) Refence(ctx context.Context) error {
 }
 
 func (w *pageWriter) Close() error { return w.w.Close() }
+
+// BuildInfo returns the gauge messagevault_build_info, always 1, whose
+// labels say which build is running: version, revision and goversion.
+func BuildInfo(version, revision, goVersion string) prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "messagevault_build_info", Help: "Always 1; its labels name the running build (module version, VCS revision, Go toolchain).",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(version, revision, goVersion).Set(1)
+	return g
+}

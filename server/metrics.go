@@ -55,6 +55,14 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		Help: "Requests refused at authentication, by reason: wrong-password (or unknown user), throttled (inside a backoff after failures), busy (too many password checks waiting), no-credentials.",
 	}, []string{"reason"})
 	reg.MustRegister(m.requests, m.duration, m.appendedMsgs, m.appendedBytes, m.errors, m.forwards, m.authFailures, inflight)
+	// Counters exist at zero from the start, so that rates and alerts see
+	// the first failure as an increase.
+	for _, typ := range []string{"storage", "corrupt", "unavailable", "timeout", "not-leader"} {
+		m.errors.WithLabelValues(typ)
+	}
+	for _, reason := range []string{"wrong-password", "throttled", "busy", "no-credentials"} {
+		m.authFailures.WithLabelValues(reason)
+	}
 	return m
 }
 

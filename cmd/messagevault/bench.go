@@ -82,7 +82,7 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		return usageError("give --data or --azure, not both")
 	}
 	ctx := cmd.Context()
-	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}), client.WithGrantReader(azure.GrantReader{})}
+	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256, TLSClientConfig: c.tls}}), client.WithGrantReader(azure.GrantReader{})}
 	if c.noSequences {
 		copts = append(copts, client.WithoutSequences())
 	}

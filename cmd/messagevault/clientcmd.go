@@ -161,13 +161,18 @@ func progress(stderr io.Writer, what string) (func(done, total int64), func()) {
 		return nil, func() {}
 	}
 	var bar *progressbar.ProgressBar
+	var base int64 // done at the first update: a resumed run's bar (and rate) counts from there
 	update := func(done, total int64) {
 		if bar == nil {
-			bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(f), progressbar.OptionSetDescription(what),
+			base = done
+			if done > 0 {
+				what += fmt.Sprintf(" (resumed at %d)", done)
+			}
+			bar = progressbar.NewOptions64(total-base, progressbar.OptionSetWriter(f), progressbar.OptionSetDescription(what),
 				progressbar.OptionShowBytes(true), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
 		}
-		bar.ChangeMax64(total)
-		bar.Set64(done)
+		bar.ChangeMax64(total - base)
+		bar.Set64(done - base)
 	}
 	return update, func() {
 		if bar != nil {
@@ -498,6 +503,15 @@ func (c *ReadCommand) Command() *cobra.Command {
 			}
 			if c.commit && c.format == "raw" {
 				return usageError("--commit works with --format text or json")
+			}
+			if c.fromSet && c.from < 0 && !(c.tail && c.from == -1) {
+				if c.tail {
+					return usageError("--from %d: give a position (0 or more, a byte offset a read printed), or -1 for the end", c.from)
+				}
+				return usageError("--from %d: give a position (0 or more, a byte offset a read printed)", c.from)
+			}
+			if c.limit < 0 {
+				return usageError("--limit %d: give 0 for every message, or how many to print", c.limit)
 			}
 			if c.since != "" && c.fromSet {
 				return usageError("--from and --since: give one")

@@ -9,15 +9,17 @@ import (
 	"os"
 	"strings"
 
+	"github.com/messagevault/messagevault/internal/buildinfo"
+
 	"github.com/spf13/cobra"
 
 	"github.com/messagevault/messagevault/client"
 	"github.com/messagevault/messagevault/internal/redact"
 )
 
-// Version is the binary's version, set at build time with
-// -ldflags "-X main.Version=...".
-var Version = "dev"
+// Version, if set at build time with -ldflags "-X main.Version=...",
+// replaces the module version the Go toolchain stamps into the binary.
+var Version = ""
 
 // Main is the command line: it parses the arguments and runs one command.
 type Main struct {
@@ -39,7 +41,9 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		Long:          "MessageVault keeps per-stream append-only logs in Azure page blobs or a local directory.\nProducers publish over HTTP; consumers read straight from storage.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Read(Version).String(),
 	}
+	root.SetVersionTemplate("messagevault {{.Version}}\n")
 	root.SetOut(m.Stdout)
 	root.SetErr(m.Stderr)
 	root.SetArgs(args)
@@ -147,7 +151,7 @@ func (c *VersionCommand) Command() *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fmt.Fprintf(c.stdout, "messagevault %s\n", Version)
+			fmt.Fprintf(c.stdout, "messagevault %s\n", buildinfo.Read(Version))
 			return nil
 		},
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/cluster"
 	"github.com/messagevault/messagevault/file"
+	"github.com/messagevault/messagevault/internal/buildinfo"
 	"github.com/messagevault/messagevault/internal/redact"
 	"github.com/messagevault/messagevault/metrics"
 	"github.com/messagevault/messagevault/server"
@@ -225,7 +226,9 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	}
 	defer users.Close()
 	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := buildinfo.Read(Version)
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.BuildInfo(build.Version, build.Revision, build.GoVersion))
 	m := metrics.New(registry)
 	var inst [8]byte
 	rand.Read(inst[:])
@@ -272,7 +275,13 @@ func (c *ServeCommand) logger(stderr io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return nil, usageError("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		// Durations with their unit ("1.5ms"), not JSON's bare nanoseconds.
+		if a.Value.Kind() == slog.KindDuration {
+			return slog.String(a.Key, a.Value.Duration().String())
+		}
+		return a
+	}}
 	switch c.LogFormat {
 	case "text":
 		return slog.New(redact.Handler(slog.NewTextHandler(stderr, opts))), nil
@@ -477,7 +486,7 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 		}
 		served <- srv.Serve(l.ln)
 	}()
-	log.Info("serving", "url", l.scheme+"://"+l.ln.Addr().String(), "advertise", l.advertise, "storage", b.describe, "users", b.users.String())
+	log.Info("serving", "url", l.scheme+"://"+l.ln.Addr().String(), "advertise", l.advertise, "storage", b.describe, "users", b.users.String(), "version", buildinfo.Read(Version).String())
 
 	select {
 	case err := <-served:

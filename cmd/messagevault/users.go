@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +72,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 					return err
 				}
 				defer u.close()
+				if path := c.filePath(); path != "" {
+					if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+						return fmt.Errorf("no users file at %s (the server creates it on its first start, and users add creates it too)", path)
+					}
+				}
 				list, err := u.list(cmd.Context())
 				if err != nil {
 					return err
@@ -120,7 +127,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 					return err
 				}
 				defer u.close()
-				return u.remove(cmd.Context(), args[0])
+				if err := u.remove(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "removed user %s\n", args[0])
+				return nil
 			}},
 		&cobra.Command{Use: "grant NAME CLAIM...", Short: "Give a user claims", Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,7 +140,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 					return err
 				}
 				defer u.close()
-				return u.claims(cmd.Context(), args[0], args[1:], nil)
+				if err := u.claims(cmd.Context(), args[0], args[1:], nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "gave %s the claims %s\n", args[0], strings.Join(args[1:], " "))
+				return nil
 			}},
 		&cobra.Command{Use: "revoke NAME CLAIM...", Short: "Take claims from a user", Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -138,7 +153,11 @@ Claims: all:read, all:write, <stream>:read, <stream>:write, and <prefix>*:read o
 					return err
 				}
 				defer u.close()
-				return u.claims(cmd.Context(), args[0], nil, args[1:])
+				if err := u.claims(cmd.Context(), args[0], nil, args[1:]); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "took the claims %s from %s\n", strings.Join(args[1:], " "), args[0])
+				return nil
 			}},
 	)
 	return cmd
@@ -224,14 +243,24 @@ func (c *UsersCommand) open(ctx context.Context) (*auth.Users, error) {
 		}
 		return auth.Open(ctx, s.Users(), nil)
 	}
-	path := c.file
-	if path == "" {
-		path = filepath.Join(c.dataDir, UsersFileName)
+	if c.file == "" {
 		if _, err := os.Stat(c.dataDir); err != nil {
 			return nil, fmt.Errorf("data directory %s: %w", c.dataDir, err)
 		}
 	}
-	return auth.Open(ctx, auth.NewFileSource(path), nil)
+	return auth.Open(ctx, auth.NewFileSource(c.filePath()), nil)
+}
+
+// filePath is the local users file the command edits ("" with --url or
+// --azure).
+func (c *UsersCommand) filePath() string {
+	switch {
+	case c.url != "" || c.azure != "":
+		return ""
+	case c.file != "":
+		return c.file
+	}
+	return filepath.Join(c.dataDir, UsersFileName)
 }
 
 func (c *UsersCommand) newPassword() (string, error) {

@@ -48,7 +48,7 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binDir, binPath = dir, filepath.Join(dir, "messagevault")
-		cmd := exec.Command("go", "build", "-race", "-o", binPath, "./cmd/messagevault")
+		cmd := exec.Command("go", "build", "-race", "-buildvcs=auto", "-o", binPath, "./cmd/messagevault")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
