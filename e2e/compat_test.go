@@ -2,8 +2,8 @@ package e2e_test
 
 import (
 	"bytes"
-	"os"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
