@@ -60,6 +60,32 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		return 0, err
 	}
 	defer store.Close()
+	return r.copyInto(ctx, store, dir, src, progress)
+}
+
+// MirrorTo copies the stream into the same-named stream of store, any
+// backend, as Mirror does into a local directory: byte-identical records,
+// resumable, and refused if store's stream is not a copy of this one's
+// beginning. It restores a local mirror into Azure: open the mirror with
+// OpenDir and give the Azure storage. The writer it opens fences any
+// other writer of that stream (a server's): restore with the servers
+// stopped, or into a stream no server writes.
+func (r *Reader) MirrorTo(ctx context.Context, store messagevault.Storage, progress func(done, total int64)) (int64, error) {
+	src, err := r.src.Extent(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("copy of %q: %w", r.stream, err)
+	}
+	return r.copyInto(ctx, store, "", src, progress)
+}
+
+// copyInto copies the stream into store from where store's copy ends;
+// dir, if set, is the local mirror's directory, where a mark file keeps
+// the last record copied.
+func (r *Reader) copyInto(ctx context.Context, store messagevault.Storage, dir string, src messagevault.Extent, progress func(done, total int64)) (int64, error) {
+	where := dir
+	if where == "" {
+		where = fmt.Sprint(store)
+	}
 	pw, err := store.OpenWriter(ctx, r.stream)
 	if err != nil {
 		return 0, err
@@ -67,7 +93,7 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 	defer pw.Close()
 	tail := stream.NewTail(pw, stream.DefaultGrowStep, 0)
 	if err := tail.Load(ctx); err != nil {
-		return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+		return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, where, err)
 	}
 	local := tail.Position()
 	remote := src.Position
@@ -75,37 +101,40 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 		// A new mirror of a trimmed stream starts where the source does:
 		// an empty segment at its Start, and nothing before it.
 		if err := startAt(ctx, pw, src.Start); err != nil {
-			return 0, fmt.Errorf("mirror of %q in %s: start at %d: %w", r.stream, dir, src.Start, err)
+			return 0, fmt.Errorf("mirror of %q in %s: start at %d: %w", r.stream, where, src.Start, err)
 		}
 		if err := tail.Load(ctx); err != nil {
-			return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+			return 0, fmt.Errorf("mirror of %q in %s: %w", r.stream, where, err)
 		}
 		local = tail.Position()
 	}
 	if local > remote {
-		return local, fmt.Errorf("mirror of %q in %s is at %d, past the source's position %d: it is not a mirror of this stream", r.stream, dir, local, remote)
+		return local, fmt.Errorf("mirror of %q in %s is at %d, past the source's position %d: it is not a mirror of this stream", r.stream, where, local, remote)
 	}
 	// The mirror's last records must be the source's: from the mark
 	// file's record, or, without one (a crash before it was written, a
 	// folder copied by hand), from the mirror's last record.
 	mine, err := pw.Extent(ctx)
 	if err != nil {
-		return local, fmt.Errorf("mirror of %q in %s: %w", r.stream, dir, err)
+		return local, fmt.Errorf("mirror of %q in %s: %w", r.stream, where, err)
 	}
 	if mine.Segment == local && mine.Start < local {
 		// An empty active segment after older ones: only startAt makes
 		// that, and it was cut off before its trim. Finish it.
 		if err := pw.Trim(ctx, local); err != nil {
-			return local, fmt.Errorf("mirror of %q in %s: finish starting at %d: %w", r.stream, dir, local, err)
+			return local, fmt.Errorf("mirror of %q in %s: finish starting at %d: %w", r.stream, where, local, err)
 		}
 		mine.Start = local
 	}
 	if local > mine.Start {
-		mark, ok := readMark(dir, r.stream)
+		mark, ok := int64(0), false
+		if dir != "" {
+			mark, ok = readMark(dir, r.stream)
+		}
 		if !ok || mark >= local {
 			last, _, err := stream.LastRecord(ctx, pw, local)
 			if err != nil {
-				return local, fmt.Errorf("mirror of %q in %s: it is not a mirror: %w", r.stream, dir, err)
+				return local, fmt.Errorf("mirror of %q in %s: it is not a mirror: %w", r.stream, where, err)
 			}
 			mark = last.Offset
 		}
@@ -121,7 +150,7 @@ func (r *Reader) Mirror(ctx context.Context, dir string, progress func(done, tot
 			return err
 		}
 		local = tail.Position()
-		if lastRecord >= 0 {
+		if lastRecord >= 0 && dir != "" {
 			if err := writeMark(dir, r.stream, lastRecord); err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/messagevault/messagevault/internal/azurite"
 	"github.com/messagevault/messagevault/internal/faultproxy"
 	"github.com/messagevault/messagevault/internal/mvtest"
 )
@@ -347,5 +348,56 @@ func TestSmallThings(t *testing.T) {
 	}
 	if !logged {
 		t.Fatalf("no request logged:\n%s", s.Stderr.String())
+	}
+}
+
+// TestRestoreAMirrorIntoAzure: a stream mirrored to a local directory is
+// restored into another Azure account byte for byte (same offsets, a split
+// value whole), again incrementally after more was published, and a
+// target stream holding something else is refused without a change.
+func TestRestoreAMirrorIntoAzure(t *testing.T) {
+	from, to := azurite.Start(t), azurite.Start(t)
+	src := startAzure(t, from)
+	big := strings.Repeat("a value over one record ", 4000) // 96 kB: split
+	file := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(file, []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, src, "", "publish", "orders", "one", "two", "--key", "k")
+	mustCLI(t, src, "", "publish", "orders", "--file", file, "--key", "big")
+	backup := filepath.Join(t.TempDir(), "backup")
+	mustCLI(t, src, "", "mirror", "orders", backup)
+	restore := func() (string, string, int) {
+		out, errs, code, _ := runCLI(t, nil, "restore", backup, "orders", "--azure="+to.ConnectionString())
+		return out, errs, code
+	}
+	out, errs, code := restore()
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("restored orders from %s up to position %d", backup, position(t, src, "orders"))) {
+		t.Fatalf("restore: exit %d\n%s%s", code, out, errs)
+	}
+	mustCLI(t, src, "", "publish", "orders", "three", "--key", "k")
+	mustCLI(t, src, "", "mirror", "orders", backup)
+	if out, errs, code := restore(); code != 0 || !strings.Contains(out, fmt.Sprintf("up to position %d", position(t, src, "orders"))) {
+		t.Fatalf("restore again: exit %d\n%s%s", code, out, errs)
+	}
+	dst := startAzure(t, to)
+	want := mustCLI(t, src, "", "read", "orders")
+	if got := mustCLI(t, dst, "", "read", "orders"); got != want || !strings.Contains(got, big) {
+		t.Fatalf("restored stream reads\n%.300s\nwant\n%.300s", got, want)
+	}
+	if out := mustCLI(t, dst, "", "verify", "orders"); !strings.Contains(out, "all good") {
+		t.Fatalf("verify the restored stream: %s", out)
+	}
+
+	// The target moves on by itself: the mirror is no longer its copy.
+	mustCLI(t, dst, "", "publish", "orders", "written in the new account", "--key", "k")
+	before := position(t, dst, "orders")
+	dst.Signal(syscall.SIGTERM)
+	dst.Wait(30 * time.Second)
+	if out, errs, code := restore(); code != 1 || !strings.Contains(errs, "not a mirror") {
+		t.Fatalf("restore over another stream: exit %d\n%s%s", code, out, errs)
+	}
+	if p := position(t, startAzure(t, to), "orders"); p != before {
+		t.Fatalf("the refused restore moved the target from %d to %d", before, p)
 	}
 }

@@ -62,6 +62,7 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 		(&TokensCommand{stdout: m.Stdout}).Command(),
 		(&UsersCommand{stdout: m.Stdout, stdin: m.Stdin}).Command(),
 		(&MirrorCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
+		(&RestoreCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VerifyCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&BenchCommand{stdout: m.Stdout, stderr: m.Stderr}).Command(),
 		(&VersionCommand{stdout: m.Stdout}).Command(),
