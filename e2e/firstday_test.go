@@ -320,6 +320,27 @@ func TestSmallThings(t *testing.T) {
 		}
 	}
 
+	// A user added to the server's file while it runs logs in at once.
+	mustCLI(t, s, "", "users", "add", "dave", "orders:write", "--users", users, "--password", "dave-password")
+	if out, errs, code, _ := runCLI(t, []string{"MESSAGEVAULT_URL=" + s.URL, "MESSAGEVAULT_USER=dave", "MESSAGEVAULT_PASSWORD=dave-password"}, "publish", "orders", "two"); code != 0 {
+		t.Fatalf("publish right after users add: exit %d %s%s", code, out, errs)
+	}
+	// No credentials: how to give them.
+	if _, errs, code, _ := runCLI(t, []string{"MESSAGEVAULT_URL=" + s.URL, "MESSAGEVAULT_USER=", "MESSAGEVAULT_PASSWORD=", "MESSAGEVAULT_TOKEN="}, "streams"); code != 1 || !strings.Contains(errs, "give a user and password with --user and --password, or in MESSAGEVAULT_USER and MESSAGEVAULT_PASSWORD") {
+		t.Fatalf("streams without credentials: exit %d %s", code, errs)
+	}
+	// A position inside a record: the nearest record starts, not "corrupt".
+	if _, errs, code := cli(t, s, "", "read", "orders", "--from", "5"); code != 1 || !strings.Contains(errs, "no record starts at 5; the nearest record starts are 0 and ") || strings.Contains(errs, "corrupt") {
+		t.Fatalf("read --from 5: exit %d %s", code, errs)
+	}
+	// A wrong method: 405 with Allow. A JSON object as a value: a string is wanted.
+	if status, body, h := do(t, s.Request("PUT", "/streams/orders/messages", admin, adminPass, nil, "")); status != 405 || h.Get("Allow") != "GET, HEAD, POST, DELETE" {
+		t.Fatalf("PUT /streams/orders/messages: %d %v %s", status, h.Get("Allow"), body)
+	}
+	if status, body, _ := do(t, s.Request("POST", "/streams/orders/messages", admin, adminPass, []byte(`[{"key":"k","value":{"a":1}}]`), "application/json")); status != 400 || !strings.Contains(string(body), "value must be a string") {
+		t.Fatalf("a JSON object as a value: %d %s", status, body)
+	}
+
 	status, body, _ := do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
 	for _, want := range []string{
 		`messagevault_build_info{goversion="go1.`,
