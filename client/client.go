@@ -52,6 +52,9 @@ type Client struct {
 	retryFor  time.Duration // if > 0, retry for this long instead of retries times
 	reached   atomic.Bool   // the server has answered a request of this client
 	failFast  bool          // see WithFailFast
+	// transferV1 makes publishes send v1 transfer bodies (MD5): set by
+	// WithTransferV1, or once the server refused a v2 body.
+	transferV1 atomic.Bool
 }
 
 // Option configures a Client.
@@ -92,6 +95,13 @@ func WithRetryFor(d time.Duration) Option {
 // restart or a failover, and are retried as always. Default: off (a
 // service that starts before its server waits for it).
 func WithFailFast(on bool) Option { return func(c *Client) { c.failFast = on } }
+
+// WithTransferV1 makes Publish send v1 transfer bodies, with an MD5 of the
+// body, as the original MessageVault's clients do, instead of v2 bodies
+// (a CRC-32C, which costs a small part of an MD5). Use it with a server
+// that takes only v1, such as the original's; a server of this project
+// from before v2 is detected by its refusal, and v1 used from then on.
+func WithTransferV1() Option { return func(c *Client) { c.transferV1.Store(true) } }
 
 // WithToken authenticates with a bearer token (made with CreateToken or
 // "messagevault tokens create") instead of the user name and password.

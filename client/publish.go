@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,14 @@ func records(msgs []Message, compress compression) ([]messagevault.Message, []in
 	return out, first, nil
 }
 
+// refusedV2 reports a server's refusal of a v2 transfer body: a server
+// from before them names the version byte, or the media type.
+func refusedV2(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Status == http.StatusBadRequest && strings.Contains(e.Message, "version 0x02") ||
+		e.Status == http.StatusUnsupportedMediaType)
+}
+
 // bodyPool keeps transfer bodies between publishes.
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
@@ -114,7 +123,13 @@ func (c *Client) Publish(ctx context.Context, stream string, msgs []Message, opt
 	if n := formats.TransferSize(recs); cap(*bp) < n {
 		*bp = make([]byte, 0, n)
 	}
-	body, err := formats.AppendTransfer((*bp)[:0], recs)
+	// A v2 body (CRC-32C instead of MD5) unless this server refused one.
+	v1 := c.transferV1.Load()
+	encode := formats.AppendTransferV2
+	if v1 {
+		encode = formats.AppendTransfer
+	}
+	body, err := encode((*bp)[:0], recs)
 	if err != nil {
 		return Result{}, fmt.Errorf("publish to %q: %w", stream, err)
 	}
@@ -136,7 +151,23 @@ func (c *Client) Publish(ctx context.Context, stream string, msgs []Message, opt
 	var ans publishAnswer
 	dup := false
 	err = c.retry(ctx, func() error {
-		h, err := c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", hdr, &ans)
+		contentType := formats.TransferV2ContentType
+		if v1 {
+			contentType = "application/octet-stream"
+		}
+		h, err := c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, contentType, hdr, &ans)
+		if !v1 && refusedV2(err) {
+			// A server from before v2 bodies: v1 from now on. It refused
+			// the body before applying anything, so the same sequence
+			// goes again.
+			c.transferV1.Store(true)
+			v1 = true
+			if body, err = formats.AppendTransfer((*bp)[:0], recs); err != nil {
+				return err
+			}
+			*bp = body
+			h, err = c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", hdr, &ans)
+		}
 		if err == nil {
 			dup = h.Get(DuplicateHeader) == "true"
 		}

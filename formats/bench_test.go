@@ -58,20 +58,37 @@ func BenchmarkDecodeRecord(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/msg")
 }
 
+// The transfer benchmarks run v1 (MD5) and v2 (CRC-32C) bodies side by
+// side: -bench 'Transfer/' compares them in one run.
+var transferVersions = []struct {
+	name   string
+	append func([]byte, []messagevault.Message) ([]byte, error)
+}{{"v1-md5", formats.AppendTransfer}, {"v2-crc32c", formats.AppendTransferV2}}
+
 func BenchmarkAppendTransfer(b *testing.B) {
-	msgs := benchBatchMessages()
-	dst := make([]byte, 0, formats.TransferSize(msgs))
-	b.SetBytes(int64(formats.TransferSize(msgs)))
-	b.ReportAllocs()
-	for b.Loop() {
-		dst, _ = formats.AppendTransfer(dst[:0], msgs)
+	for _, v := range transferVersions {
+		b.Run(v.name, func(b *testing.B) {
+			msgs := benchBatchMessages()
+			dst := make([]byte, 0, formats.TransferSize(msgs))
+			b.SetBytes(int64(formats.TransferSize(msgs)))
+			b.ReportAllocs()
+			for b.Loop() {
+				dst, _ = v.append(dst[:0], msgs)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchBatch, "ns/msg")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchBatch, "ns/msg")
 }
 
 func BenchmarkDecodeTransfer(b *testing.B) {
+	for _, v := range transferVersions {
+		b.Run(v.name, func(b *testing.B) { benchDecodeTransfer(b, v.append) })
+	}
+}
+
+func benchDecodeTransfer(b *testing.B, appendTransfer func([]byte, []messagevault.Message) ([]byte, error)) {
 	msgs := benchBatchMessages()
-	body, err := formats.AppendTransfer(nil, msgs)
+	body, err := appendTransfer(nil, msgs)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,4 +53,10 @@
 //	16   MD5 of every byte before it
 //
 // The body carries no id: the server assigns ids when it writes records.
+//
+// A v2 body (this implementation's own; Content-Type
+// application/vnd.messagevault.transfer-v2) is the same with version = 2 and,
+// instead of the MD5, a u32 (LE) CRC-32C (Castagnoli) of every byte before
+// it: computed by the processor, it costs a small part of an MD5. The
+// server takes both; the original's clients send v1.
 package formats

@@ -11,12 +11,14 @@ var (
 	ErrTruncated = errors.New("truncated")
 	// ErrNoRecord reports a version byte of 0x00: no record here.
 	ErrNoRecord = errors.New("no record (version byte 0x00)")
-	// ErrVersion reports a version byte other than 0x01.
+	// ErrVersion reports an unknown version byte (records: 0x01;
+	// transfer bodies: 0x01 or 0x02).
 	ErrVersion = errors.New("unknown format version")
 	// ErrCRC reports a record whose crc does not match its attributes, key
 	// and value.
 	ErrCRC = errors.New("crc mismatch")
-	// ErrMD5 reports a transfer body whose MD5 does not match.
+	// ErrMD5 reports a transfer body whose MD5 (v1) or CRC-32C (v2) does
+	// not match.
 	ErrMD5 = errors.New("md5 mismatch")
 	// ErrCount reports a transfer count of zero, or a count that disagrees
 	// with the body.

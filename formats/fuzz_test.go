@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"testing"
 
 	"github.com/messagevault/messagevault"
@@ -42,11 +43,15 @@ func sealRecord(b []byte) ([]byte, bool) {
 // fits rewritten to match, then the MD5; false if body is too short to
 // hold a header and an MD5.
 func sealTransfer(body []byte) ([]byte, bool) {
-	if len(body) < formats.TransferHeaderSize+md5.Size {
+	trailer := md5.Size
+	if len(body) > 0 && body[0] == formats.TransferV2 {
+		trailer = formats.TransferV2TrailerSize
+	}
+	if len(body) < formats.TransferHeaderSize+trailer {
 		return nil, false
 	}
 	out := bytes.Clone(body)
-	end := len(out) - md5.Size
+	end := len(out) - trailer
 	count := int(binary.LittleEndian.Uint16(out[1:]))
 	p := formats.TransferHeaderSize
 	for range count {
@@ -65,6 +70,10 @@ func sealTransfer(body []byte) ([]byte, bool) {
 		crc := messagevault.Checksum(out[p], out[p+2:p+2+k], out[p+4+k:q])
 		binary.LittleEndian.PutUint32(out[q:], crc)
 		p = q + 4
+	}
+	if trailer == formats.TransferV2TrailerSize {
+		binary.LittleEndian.PutUint32(out[end:], crc32.Checksum(out[:end], crc32.MakeTable(crc32.Castagnoli)))
+		return out, true
 	}
 	sum := md5.Sum(out[:end])
 	copy(out[end:], sum[:])
@@ -172,7 +181,12 @@ func FuzzDecodeTransfer(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
+		if b, err = formats.AppendTransferV2(nil, msgs); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
+	f.Add(readHex(f, "transfer_three_v2.hex"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeTransfer(t, data)
@@ -208,10 +222,14 @@ func checkDecodeTransfer(t *testing.T, data []byte) {
 			t.Fatalf("message %d does not validate: %v", i, err)
 		}
 	}
-	if got := formats.TransferSize(msgs); got != len(data) {
-		t.Fatalf("TransferSize %d, body %d bytes", got, len(data))
+	appendTransfer, size := formats.AppendTransfer, formats.TransferSize(msgs)
+	if data[0] == formats.TransferV2 {
+		appendTransfer, size = formats.AppendTransferV2, size-formats.TransferTrailerSize+formats.TransferV2TrailerSize
 	}
-	again, err := formats.AppendTransfer(nil, msgs)
+	if size != len(data) {
+		t.Fatalf("size %d, body %d bytes", size, len(data))
+	}
+	again, err := appendTransfer(nil, msgs)
 	if err != nil {
 		t.Fatalf("AppendTransfer of decoded messages: %v", err)
 	}

@@ -20,8 +20,10 @@ package formats_test
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/messagevault/messagevault"
@@ -220,6 +222,37 @@ func TestGoldenTransfer(t *testing.T) {
 		if !equalMessage(msgs[i], g.msgs[i]) {
 			t.Errorf("message %d = %s, want %s", i, fmtMessage(msgs[i]), fmtMessage(g.msgs[i]))
 		}
+	}
+}
+
+// TestGoldenTransferV2: the v2 body of the same three messages, its
+// CRC-32C computed outside this package.
+func TestGoldenTransferV2(t *testing.T) {
+	g := transferGolden
+	want := readHex(t, "transfer_three_v2.hex")
+	got, err := formats.AppendTransferV2(nil, g.msgs)
+	if err != nil {
+		t.Fatalf("AppendTransferV2: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("AppendTransferV2 differs from golden at byte %d\n got %x\nwant %x", firstDiff(got, want), got, want)
+	}
+	if len(want) != formats.TransferSize(g.msgs)-formats.TransferTrailerSize+formats.TransferV2TrailerSize {
+		t.Errorf("v2 golden is %d bytes", len(want))
+	}
+	msgs, err := formats.DecodeTransfer(want, nil)
+	if err != nil || len(msgs) != len(g.msgs) {
+		t.Fatalf("DecodeTransfer: %d messages, %v", len(msgs), err)
+	}
+	for i := range msgs {
+		if !equalMessage(msgs[i], g.msgs[i]) {
+			t.Errorf("message %d = %s, want %s", i, fmtMessage(msgs[i]), fmtMessage(g.msgs[i]))
+		}
+	}
+	bad := bytes.Clone(want)
+	bad[5] ^= 1
+	if _, err := formats.DecodeTransfer(bad, nil); !errors.Is(err, formats.ErrMD5) || !strings.Contains(err.Error(), "crc32c") {
+		t.Errorf("a changed v2 body: %v, want a crc32c mismatch", err)
 	}
 }
 

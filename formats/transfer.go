@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/messagevault/messagevault"
 )
@@ -14,9 +15,20 @@ const (
 	TransferHeaderSize = 3
 	// TransferMessageOverhead is a message's bytes besides key and value.
 	TransferMessageOverhead = 1 + 1 + 2 + 4
-	// TransferTrailerSize is the MD5 at the end of a body.
+	// TransferTrailerSize is the MD5 at the end of a v1 body.
 	TransferTrailerSize = md5.Size
+	// TransferV2 is the version byte of a v2 body: the v1 layout with a
+	// CRC-32C of the body instead of its MD5, which costs a small part of
+	// an MD5 (CRC-32C is computed by the processor).
+	TransferV2 = 0x02
+	// TransferV2TrailerSize is the CRC-32C at the end of a v2 body.
+	TransferV2TrailerSize = 4
+	// TransferV2ContentType is the media type of a v2 body.
+	TransferV2ContentType = "application/vnd.messagevault.transfer-v2"
 )
+
+// castagnoli is the CRC-32C table (hardware-accelerated on amd64 and arm64).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // TransferSize returns the length of a transfer body holding msgs.
 func TransferSize(msgs []messagevault.Message) int {
@@ -32,6 +44,16 @@ func TransferSize(msgs []messagevault.Message) int {
 // returns an error, and dst unchanged, if msgs is empty, holds more than
 // messagevault.MaxBatchCount messages, or a key or value is too large.
 func AppendTransfer(dst []byte, msgs []messagevault.Message) ([]byte, error) {
+	return appendTransfer(dst, msgs, Version)
+}
+
+// AppendTransferV2 appends the v2 transfer body of msgs to dst: as
+// AppendTransfer, with version byte TransferV2 and a CRC-32C trailer.
+func AppendTransferV2(dst []byte, msgs []messagevault.Message) ([]byte, error) {
+	return appendTransfer(dst, msgs, TransferV2)
+}
+
+func appendTransfer(dst []byte, msgs []messagevault.Message, version byte) ([]byte, error) {
 	if len(msgs) == 0 || len(msgs) > messagevault.MaxBatchCount {
 		return dst, fmt.Errorf("%w: %d messages (want 1..%d)", ErrCount, len(msgs), messagevault.MaxBatchCount)
 	}
@@ -42,7 +64,7 @@ func AppendTransfer(dst []byte, msgs []messagevault.Message) ([]byte, error) {
 		}
 	}
 	start := len(dst)
-	dst = append(dst, Version)
+	dst = append(dst, version)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(msgs)))
 	for i := range msgs {
 		m := &msgs[i]
@@ -52,14 +74,18 @@ func AppendTransfer(dst []byte, msgs []messagevault.Message) ([]byte, error) {
 		dst = append(dst, m.Value...)
 		dst = binary.LittleEndian.AppendUint32(dst, m.CRC)
 	}
+	if version == TransferV2 {
+		return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
+	}
 	sum := md5.Sum(dst[start:])
 	return append(dst, sum[:]...), nil
 }
 
-// DecodeTransfer checks a whole transfer body and appends its messages to
-// dst, as views into body. It checks, in order: the version, the count, every
-// length against the body, that nothing follows the last message but the
-// MD5, the MD5, and every message's crc. On any error it returns dst
+// DecodeTransfer checks a whole transfer body, v1 or v2, and appends its
+// messages to dst, as views into body. It checks, in order: the version,
+// the count, every length against the body, that nothing follows the last
+// message but the trailer, the trailer (MD5, or CRC-32C in v2), and every
+// message's crc. On any error it returns dst
 // unchanged and an error that says what is wrong and at which byte, so a
 // publish is rejected whole.
 func DecodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Message, error) {
@@ -68,25 +94,33 @@ func DecodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Mes
 		clear(dst[start:]) // drop views into a rejected body
 		return dst[:start], err
 	}
-	if len(body) < TransferHeaderSize+TransferTrailerSize {
-		return fail(fmt.Errorf("%w: body is %d bytes, the smallest is %d (version, count, md5)",
-			ErrTruncated, len(body), TransferHeaderSize+TransferTrailerSize))
+	if len(body) == 0 {
+		return fail(fmt.Errorf("%w: body is 0 bytes, the smallest is %d (version, count, md5)", ErrTruncated, TransferHeaderSize+TransferTrailerSize))
 	}
-	if body[0] != Version {
-		return fail(fmt.Errorf("%w 0x%02x at byte 0 (want 0x01)", ErrVersion, body[0]))
+	trailer, sumName := TransferTrailerSize, "md5"
+	switch body[0] {
+	case Version:
+	case TransferV2:
+		trailer, sumName = TransferV2TrailerSize, "crc32c"
+	default:
+		return fail(fmt.Errorf("%w 0x%02x at byte 0 (want 0x01, or 0x02 for a v2 body)", ErrVersion, body[0]))
+	}
+	if len(body) < TransferHeaderSize+trailer {
+		return fail(fmt.Errorf("%w: body is %d bytes, the smallest is %d (version, count, %s)",
+			ErrTruncated, len(body), TransferHeaderSize+trailer, sumName))
 	}
 	count := int(binary.LittleEndian.Uint16(body[1:3]))
 	if count == 0 {
 		return fail(fmt.Errorf("%w: count is 0 at byte 1, a batch needs at least one message", ErrCount))
 	}
-	end := len(body) - TransferTrailerSize
+	end := len(body) - trailer
 	p := TransferHeaderSize
 	for i := 0; i < count; i++ {
 		if p == end {
 			return fail(fmt.Errorf("%w: count says %d messages but the body holds %d", ErrCount, count, i))
 		}
 		if end-p < 2 {
-			return fail(fmt.Errorf("%w: message %d at byte %d: header needs 2 bytes, %d left before the md5", ErrTruncated, i, p, end-p))
+			return fail(fmt.Errorf("%w: message %d at byte %d: header needs 2 bytes, %d left before the %s", ErrTruncated, i, p, end-p, sumName))
 		}
 		attr, k := body[p], int(body[p+1])
 		q := p + 2
@@ -98,7 +132,7 @@ func DecodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Mes
 		v := int(binary.LittleEndian.Uint16(body[q:]))
 		q += 2
 		if end-q < v+4 {
-			return fail(fmt.Errorf("%w: message %d at byte %d: value of %d bytes and crc overrun the body (%d bytes left before the md5)", ErrTruncated, i, p, v, end-q))
+			return fail(fmt.Errorf("%w: message %d at byte %d: value of %d bytes and crc overrun the body (%d bytes left before the %s)", ErrTruncated, i, p, v, end-q, sumName))
 		}
 		value := body[q : q+v : q+v]
 		q += v
@@ -107,9 +141,13 @@ func DecodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Mes
 		p = q + 4
 	}
 	if p != end {
-		return fail(fmt.Errorf("%w: count says %d messages but %d bytes follow the last one before the md5", ErrCount, count, end-p))
+		return fail(fmt.Errorf("%w: count says %d messages but %d bytes follow the last one before the %s", ErrCount, count, end-p, sumName))
 	}
-	if sum := md5.Sum(body[:end]); string(sum[:]) != string(body[end:]) {
+	if trailer == TransferV2TrailerSize {
+		if got, want := binary.LittleEndian.Uint32(body[end:]), crc32.Checksum(body[:end], castagnoli); got != want {
+			return fail(fmt.Errorf("%w: body of %d bytes: crc32c at byte %d is %#08x, the body gives %#08x", ErrMD5, len(body), end, got, want))
+		}
+	} else if sum := md5.Sum(body[:end]); string(sum[:]) != string(body[end:]) {
 		return fail(fmt.Errorf("%w: body of %d bytes: md5 at byte %d is %x, the body gives %x", ErrMD5, len(body), end, body[end:], sum))
 	}
 	msgs := dst[start:]

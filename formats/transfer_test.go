@@ -117,10 +117,10 @@ func TestDecodeTransferErrors(t *testing.T) {
 			wantText: []string{"0x00", "byte 0"},
 		},
 		{
-			name:     "version 0x02",
-			mutate:   func(b []byte) []byte { b[0] = 0x02; return reseal(b) },
+			name:     "version 0x03",
+			mutate:   func(b []byte) []byte { b[0] = 0x03; return reseal(b) },
 			wantErr:  formats.ErrVersion,
-			wantText: []string{"0x02", "byte 0"},
+			wantText: []string{"0x03", "byte 0"},
 		},
 		{
 			name:     "count 0",
@@ -367,12 +367,16 @@ func TestTransferRoundTrip(t *testing.T) {
 		// Encode after a prefix, to check that the MD5 covers only this body.
 		prefix := rng.IntN(3)
 		var err error
-		body, err = formats.AppendTransfer(append(body[:0], make([]byte, prefix)...), msgs)
+		appendTransfer, size := formats.AppendTransfer, formats.TransferSize(msgs)
+		if batch%2 == 1 {
+			appendTransfer, size = formats.AppendTransferV2, size-formats.TransferTrailerSize+formats.TransferV2TrailerSize
+		}
+		body, err = appendTransfer(append(body[:0], make([]byte, prefix)...), msgs)
 		if err != nil {
 			t.Fatalf("batch %d: AppendTransfer: %v", batch, err)
 		}
 		body = body[prefix:]
-		if len(body) != formats.TransferSize(msgs) {
+		if len(body) != size {
 			t.Fatalf("batch %d: body %d bytes, TransferSize %d", batch, len(body), formats.TransferSize(msgs))
 		}
 		dst, err = formats.DecodeTransfer(body, dst[:0])

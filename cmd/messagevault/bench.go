@@ -31,6 +31,7 @@ type BenchCommand struct {
 	jsonOut, chart string
 	cpuProfile     string
 	noSequences    bool
+	transferV1     bool
 	segmentSize    byteSize
 }
 
@@ -63,6 +64,7 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 	f.IntVar(&c.cfg.Rate, "rate", 0, "cap on messages per second over all producers (0: as fast as possible)")
 	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
 	f.BoolVar(&c.noSequences, "no-sequences", false, "publish without producer sequences (at-least-once), to measure what exactly-once costs")
+	f.BoolVar(&c.transferV1, "transfer-v1", false, "send v1 transfer bodies (MD5), as the original's clients do, instead of v2 (CRC-32C), to compare")
 	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
 	c.segmentSize = stream.DefaultSegmentSize
 	f.Var(&c.segmentSize, "segment-size", "with --data or --azure, the in-process server's segment size (as serve --segment-size)")
@@ -85,6 +87,9 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256, TLSClientConfig: c.tls}}), client.WithGrantReader(azure.GrantReader{})}
 	if c.noSequences {
 		copts = append(copts, client.WithoutSequences())
+	}
+	if c.transferV1 {
+		copts = append(copts, client.WithTransferV1())
 	}
 	cl := c.client(copts...)
 	var store messagevault.Storage
