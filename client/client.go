@@ -55,6 +55,9 @@ type Client struct {
 	// transferV1 makes publishes send v1 transfer bodies (MD5): set by
 	// WithTransferV1, or once the server refused a v2 body.
 	transferV1 atomic.Bool
+	// rawLimit10k: the server takes at most 10,000 records per raw read
+	// (one from before raw reads were cut by bytes only).
+	rawLimit10k atomic.Bool
 }
 
 // Option configures a Client.
@@ -458,6 +461,27 @@ type rawAnswer struct {
 	data             []byte
 	next, pos, start int64
 	msgStart         int64 // where the message holding from starts, if before from; else -1
+}
+
+// Raw read batches: as many records as the server's byte limit allows
+// (8 MiB), or 10,000 from a server that takes no more.
+const (
+	rawBatchLimit    = 1 << 20
+	rawBatchLimitOld = 10000
+)
+
+// rawBatch reads the next records from position from through the server,
+// as many as one answer holds.
+func (c *Client) rawBatch(ctx context.Context, stream string, from int64) (rawAnswer, error) {
+	if !c.rawLimit10k.Load() {
+		a, err := c.rawRecords(ctx, stream, from, rawBatchLimit, 0)
+		var e *Error
+		if !errors.As(err, &e) || e.Status != http.StatusBadRequest || !strings.Contains(e.Message, "limit=") {
+			return a, err
+		}
+		c.rawLimit10k.Store(true)
+	}
+	return c.rawRecords(ctx, stream, from, rawBatchLimitOld, 0)
 }
 
 // rawRecords reads up to limit records from position from (the stream's

@@ -592,7 +592,7 @@ func (s *serverSource) Records(ctx context.Context, from, to int64) iter.Seq2[fo
 	return func(yield func(formats.Record, error) bool) {
 		pos := from
 		for to < 0 || pos < to {
-			a, err := s.c.rawRecords(ctx, s.stream, pos, 1000, 0)
+			a, err := s.c.rawBatch(ctx, s.stream, pos)
 			data, next, end := a.data, a.next, a.pos
 			if err != nil {
 				yield(formats.Record{}, err)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -84,13 +85,7 @@ func parseReadParams(r *http.Request) (readParams, error) {
 		}
 		p.from, p.hasFrom = n, true
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxReadLimit {
-			return p, badRequest("limit=%q: want a number of messages from 1 to %d", v, MaxReadLimit)
-		}
-		p.limit = n
-	}
+	limit := q.Get("limit")
 	if v := q.Get("wait"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || math.IsNaN(f) || f > MaxWait.Seconds() {
@@ -116,6 +111,17 @@ func parseReadParams(r *http.Request) (readParams, error) {
 		p.raw = true
 	default:
 		return p, badRequest("format=%q: want json or raw", f)
+	}
+	if limit != "" {
+		most := MaxReadLimit
+		if p.raw {
+			most = MaxRawReadLimit
+		}
+		n, err := strconv.Atoi(limit)
+		if err != nil || n < 1 || n > most {
+			return p, badRequest("limit=%q: want a number of messages from 1 to %d", limit, most)
+		}
+		p.limit = n
 	}
 	return p, nil
 }
@@ -358,18 +364,22 @@ func take(slots *atomic.Int32, limit int) bool {
 	return true
 }
 
-// rawBuffer is how much of a raw answer is kept in memory to send after
-// its headers; a larger answer is read from storage a second time.
+// rawBuffer is how much of a raw answer is kept in memory, from the pass
+// that checks its records, to send after its headers; the rest is read
+// from storage a second time and sent as stored.
 const rawBuffer = 1 << 20
 
 // writeRaw answers a read in the raw format: the records' bytes, after
 // headers that say where the answer ends (X-Messagevault-Next), so the
-// range is found first. Up to rawBuffer bytes are kept from that pass;
-// beyond, the range is streamed in a second pass.
+// range is found first, by a pass that checks every record (so that an
+// error can still be the answer). Its first rawBuffer bytes are kept from
+// that pass; the rest is streamed from storage as stored.
 func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, reader *stream.Reader, name string, p readParams, pos int64) {
 	ctx := r.Context()
+	bp := rawPool.Get().(*[]byte)
+	defer rawPool.Put(bp)
+	kept := (*bp)[:0]
 	next := p.from
-	var raw []byte
 	n, size := 0, 0
 	for rec, err := range reader.Records(ctx, p.from, pos) {
 		if err != nil {
@@ -379,8 +389,8 @@ func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, reader *stream
 		if n == p.limit || (n > 0 && size+rec.Size() > MaxReadBytes) {
 			break
 		}
-		if size+rec.Size() <= rawBuffer {
-			raw, _ = formats.AppendRecord(raw, rec.ID, rec.Message())
+		if size == len(kept) && len(kept)+rec.Size() <= cap(kept) {
+			kept, _ = formats.AppendRecord(kept, rec.ID, rec.Message())
 		}
 		n++
 		size += rec.Size()
@@ -393,21 +403,17 @@ func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, reader *stream
 	h.Set("X-Messagevault-Next", strconv.FormatInt(next, 10))
 	h.Set("X-Messagevault-Count", strconv.Itoa(n))
 	w.WriteHeader(http.StatusOK)
-	if size <= rawBuffer {
-		w.Write(raw)
-		return
+	if _, err := w.Write(kept); err != nil {
+		return // the client went away
 	}
-	out := bufio.NewWriterSize(w, 64<<10)
-	for rec, err := range reader.Records(ctx, p.from, next) {
-		if err != nil {
-			s.log.Error("raw read failed after the answer began", "id", requestID(ctx), "stream", name, "err", err)
-			panic(http.ErrAbortHandler)
-		}
-		raw, _ = formats.AppendRecord(raw[:0], rec.ID, rec.Message())
-		out.Write(raw)
+	if err := reader.WriteRange(ctx, w, p.from+int64(len(kept)), next, (*bp)[:cap(*bp)]); err != nil {
+		s.log.Error("raw read failed after the answer began", "id", requestID(ctx), "stream", name, "err", err)
+		panic(http.ErrAbortHandler)
 	}
-	out.Flush()
 }
+
+// rawPool keeps the buffers of raw answers.
+var rawPool = sync.Pool{New: func() any { b := make([]byte, 0, rawBuffer); return &b }}
 
 // jsonString encodes s as a JSON string.
 func jsonString(s string) string {

@@ -43,8 +43,11 @@ const (
 	DefaultMaxInflightBytes = 256 << 20
 	// DefaultReadLimit is how many messages a read returns without ?limit=.
 	DefaultReadLimit = 100
-	// MaxReadLimit is the largest ?limit= accepted.
+	// MaxReadLimit is the largest ?limit= of a JSON read.
 	MaxReadLimit = 10000
+	// MaxRawReadLimit is the largest ?limit= of a raw read: its answers
+	// are cut by MaxReadBytes rather than by a count.
+	MaxRawReadLimit = 1 << 20
 	// MaxReadBytes caps the record bytes of one read answer.
 	MaxReadBytes = 8 << 20
 	// MaxWait caps ?wait= of a long-poll read.
