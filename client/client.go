@@ -460,7 +460,6 @@ func (c *Client) Trim(ctx context.Context, stream string, before int64) (int64, 
 type rawAnswer struct {
 	data             []byte
 	next, pos, start int64
-	msgStart         int64 // where the message holding from starts, if before from; else -1
 }
 
 // Raw read batches: as many records as the server's byte limit allows
@@ -505,12 +504,11 @@ func (c *Client) rawRecords(ctx context.Context, stream string, from int64, limi
 	if err != nil {
 		return rawAnswer{}, err
 	}
-	a.msgStart = -1
 	for _, f := range []struct {
 		header   string
 		to       *int64
 		optional bool
-	}{{"X-Messagevault-Next", &a.next, false}, {"X-Messagevault-Position", &a.pos, false}, {"X-Messagevault-Start", &a.start, true}, {"X-Messagevault-Message-Start", &a.msgStart, true}} {
+	}{{"X-Messagevault-Next", &a.next, false}, {"X-Messagevault-Position", &a.pos, false}, {"X-Messagevault-Start", &a.start, true}} {
 		if f.optional && h.Get(f.header) == "" {
 			continue // a server from before trimming: the stream starts at 0
 		}

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -77,10 +78,10 @@ func isLZ4Frame(v []byte) bool {
 func decompressLZ4(v []byte, limit int) ([]byte, error) {
 	if !isLZ4Frame(v) {
 		out, err := lz4stream.Decode(v, limit)
-		if err != nil {
+		if errors.Is(err, lz4stream.ErrCorrupt) {
 			return nil, fmt.Errorf("neither an LZ4 frame nor an LZ4Stream value: %w", err)
 		}
-		return out, nil
+		return out, err
 	}
 	out, err := io.ReadAll(io.LimitReader(lz4.NewReader(bytes.NewReader(v)), int64(limit)+1))
 	if err != nil {

@@ -167,7 +167,9 @@ func (c *Client) startCursor(ctx context.Context, stream, cursor string, cfg con
 // nextBatch reads up to n whole messages from pos, without waiting.
 func (c *Client) nextBatch(ctx context.Context, r *Reader, pos int64, n int) ([]ReadMessage, error) {
 	var batch []ReadMessage
-	for m, err := range r.Messages(ctx, pos, -1) {
+	// pos is a message boundary (a cursor moves from one message's Next
+	// to another's), so no check for a split value around it.
+	for m, err := range r.messages(ctx, pos, -1, false) {
 		if err != nil {
 			return nil, err
 		}

@@ -75,7 +75,46 @@ func (r *Reader) MirrorTo(ctx context.Context, store messagevault.Storage, progr
 	if err != nil {
 		return 0, fmt.Errorf("copy of %q: %w", r.stream, err)
 	}
+	// Check the target with a reader first: opening its writer fences
+	// any other writer of it, which a refused copy must not do.
+	if err := r.checkTarget(ctx, store, src.Position); err != nil {
+		return 0, err
+	}
 	return r.copyInto(ctx, store, "", src, progress)
+}
+
+// checkTarget refuses a target stream that is not a beginning of this
+// one: longer, or whose last record is not this stream's at the same place.
+func (r *Reader) checkTarget(ctx context.Context, store messagevault.Storage, remote int64) error {
+	pr, err := store.OpenReader(ctx, r.stream)
+	if errors.Is(err, messagevault.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("copy of %q: open the target: %w", r.stream, err)
+	}
+	defer pr.Close()
+	e, err := pr.Extent(ctx)
+	if errors.Is(err, messagevault.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("copy of %q: read the target's position: %w", r.stream, err)
+	}
+	if e.Position > remote {
+		return fmt.Errorf("copy of %q: the target holds %d bytes, past the copy's %d: it is not a mirror of this stream; nothing was changed", r.stream, e.Position, remote)
+	}
+	if e.Position <= e.Start {
+		return nil
+	}
+	last, found, err := stream.LastRecord(ctx, pr, e.Position)
+	if err != nil || !found {
+		return fmt.Errorf("copy of %q: the target is not a mirror of this stream (its last record: %v); nothing was changed", r.stream, err)
+	}
+	if err := r.sameAsSource(ctx, pr, last.Offset, e.Position); err != nil {
+		return fmt.Errorf("%w; nothing was changed", err)
+	}
+	return nil
 }
 
 // copyInto copies the stream into store from where store's copy ends;
@@ -144,9 +183,12 @@ func (r *Reader) copyInto(ctx context.Context, store messagevault.Storage, dir s
 	}
 	lastRecord := int64(-1)
 	commit := func() error {
-		// Local writes: what was read is kept even when ctx has ended
-		// (Ctrl-C), so the next run starts after it.
-		if err := tail.Commit(context.WithoutCancel(ctx), nil, nil); err != nil {
+		// What was read is kept even when ctx has ended (Ctrl-C), so
+		// the next run starts after it; within a bound, for remote
+		// storage that does not answer.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := tail.Commit(cctx, nil, nil); err != nil {
 			return err
 		}
 		local = tail.Position()

@@ -563,13 +563,19 @@ func (s *serverSource) Extent(ctx context.Context) (messagevault.Extent, error) 
 }
 
 // FindTime asks the server for the first record at or after t.
+// MessageStart asks the server (message_start=1) where the message
+// holding the record at at starts.
 func (s *serverSource) MessageStart(ctx context.Context, at int64) (int64, error) {
-	a, err := s.c.rawRecords(ctx, s.stream, at, 1, 0)
+	path := fmt.Sprintf("/streams/%s/messages?format=raw&limit=1&from=%d&message_start=1", url.PathEscape(s.stream), at)
+	var data []byte
+	h, err := s.c.do(ctx, http.MethodGet, path, nil, "", &data)
 	if err != nil {
 		return 0, err
 	}
-	if a.msgStart >= 0 && a.msgStart < at {
-		return a.msgStart, nil
+	if v := h.Get("X-Messagevault-Message-Start"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n < at {
+			return n, nil
+		}
 	}
 	return at, nil
 }

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -253,14 +254,15 @@ func TestMirrorStopsCleanly(t *testing.T) {
 		t.Fatalf("a failed mirror left %s (%v)", target, err)
 	}
 
-	lines := strings.Repeat("a line to mirror\n", 20000)
+	// Over 8 MiB, so that the copy takes two reads through the server.
+	lines := strings.Repeat(strings.Repeat("a line to mirror ", 6)+"\n", 100000)
 	mustCLI(t, s, lines, "publish", "big", "--stdin")
 	proxy, err := faultproxy.Start(s.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	proxy.Set(faultproxy.Latency, 200*time.Millisecond, 0) // about 20 reads of 1,000 records: 4 s
+	proxy.Set(faultproxy.Latency, 100*time.Millisecond, 0)
 	cmd := exec.Command(mvtest.Binary(t), "mirror", "big", target, "--via-server")
 	cmd.Env = append(mvtest.Env(), "MESSAGEVAULT_URL="+proxy.URL, "MESSAGEVAULT_USER=admin", "MESSAGEVAULT_PASSWORD="+adminPass)
 	var out, errb bytes.Buffer
@@ -268,16 +270,33 @@ func TestMirrorStopsCleanly(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Once the first read is copied, hold the next one, and interrupt.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(target, "big", "position.c7"))
+		if len(b) >= 8 && binary.LittleEndian.Uint64(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror copied nothing in 30 s:\n%s%s", out.String(), errb.String())
+		}
+	}
+	proxy.Set(faultproxy.Stall, 0, 0)
+	time.Sleep(200 * time.Millisecond)
 	cmd.Process.Signal(os.Interrupt)
 	cmd.Wait()
+	proxy.Set(faultproxy.Pass, 0, 0)
+	var at int64
 	if code := cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(out.String(), "interrupted at position") {
 		t.Fatalf("mirror interrupted: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+	fmt.Sscanf(out.String()[strings.Index(out.String(), "interrupted at position"):], "interrupted at position %d", &at)
+	if at <= 0 || at >= position(t, s, "big") {
+		t.Fatalf("the interrupted mirror kept %d bytes of %d, want some, not all:\n%s", at, position(t, s, "big"), out.String())
 	}
 	if got := mustCLI(t, s, "", "mirror", "big", target); !strings.Contains(got, fmt.Sprintf("up to position %d", position(t, s, "big"))) {
 		t.Fatalf("mirror again: %s", got)
 	}
-	if got := mustCLI(t, s, "", "verify", "big", "--dir", target); !strings.Contains(got, "20000 records") {
+	if got := mustCLI(t, s, "", "verify", "big", "--dir", target); !strings.Contains(got, "100000 records") {
 		t.Fatalf("verify the mirror: %s", got)
 	}
 }
@@ -413,6 +432,10 @@ func TestRestoreAMirrorIntoAzure(t *testing.T) {
 	// The target moves on by itself: the mirror is no longer its copy.
 	mustCLI(t, dst, "", "publish", "orders", "written in the new account", "--key", "k")
 	before := position(t, dst, "orders")
+	// While a server leads the account, a restore refuses to write.
+	if out, errs, code := restore(); code != 1 || !strings.Contains(errs, "a server leads this account") {
+		t.Fatalf("restore while a server leads: exit %d\n%s%s", code, out, errs)
+	}
 	dst.Signal(syscall.SIGTERM)
 	dst.Wait(30 * time.Second)
 	if out, errs, code := restore(); code != 1 || !strings.Contains(errs, "not a mirror") {

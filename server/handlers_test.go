@@ -675,9 +675,10 @@ func readEvent(t *testing.T, rd *bufio.Reader) sseEvent {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			if ev != (sseEvent{}) {
+			if ev.event != "" || ev.data != "" {
 				return ev
 			}
+			ev = sseEvent{} // an id alone (where the stream starts) dispatches no event
 		case strings.HasPrefix(line, ":"):
 		case strings.HasPrefix(line, "id: "):
 			ev.id = strings.TrimPrefix(line, "id: ")

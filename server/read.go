@@ -69,6 +69,8 @@ type readParams struct {
 	limit   int
 	wait    time.Duration
 	raw     bool
+	// msgStart (message_start=1) asks for X-Messagevault-Message-Start.
+	msgStart bool
 	// since, if set, starts the read at the first record at or after
 	// this time instead of from.
 	since    time.Time
@@ -86,6 +88,7 @@ func parseReadParams(r *http.Request) (readParams, error) {
 		p.from, p.hasFrom = n, true
 	}
 	limit := q.Get("limit")
+	p.msgStart = q.Get("message_start") == "1"
 	if v := q.Get("wait"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || math.IsNaN(f) || f > MaxWait.Seconds() {
@@ -158,7 +161,7 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	w.Header().Set(StartHeader, strconv.FormatInt(rr.start, 10))
-	if p.hasFrom && p.from > rr.start && p.from < pos {
+	if p.msgStart && p.hasFrom && p.from > rr.start && p.from < pos {
 		// A read that starts inside a value split into records says
 		// where that message starts, so no reader takes its rest for a
 		// whole value.
@@ -428,7 +431,7 @@ func jsonString(s string) string {
 // keep-alive comment every KeepAliveInterval.
 // missingPoll is how often an event stream looks for its stream while it
 // has not been written yet.
-const missingPoll = 250 * time.Millisecond
+const missingPoll = time.Second
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.untilShutdown(r.Context())
@@ -473,6 +476,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// commit, sending a keep-alive when nothing went out for
 	// KeepAliveInterval.
 	pos := rr.p.from
+	// The position the stream starts from, as an event id without an
+	// event: a client that reconnects before its first event resumes
+	// there (EventSource's Last-Event-ID) instead of at a later end.
+	out.WriteString("id: " + strconv.FormatInt(pos, 10) + "\n\n")
+	flush()
 	for rr.reader == nil {
 		// The stream has not been written yet: wait for it, keeping the
 		// connection alive, and send it from its first record.
@@ -483,7 +491,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if !errors.Is(err, messagevault.ErrStreamNotFound) || ctx.Err() != nil {
-			if ctx.Err() == nil {
+			switch {
+			case revoked.Load():
+				writeErr(forbidden(userOf(r), name+":read").Error()+" (no longer)", "forbidden")
+			case ctx.Err() == nil:
 				_, typ := classify(err)
 				writeErr(err.Error(), typ)
 			}

@@ -207,9 +207,10 @@ func walk(b []byte, base int64, k int) (end int, ok bool) {
 	return k, true
 }
 
-// maxChain bounds how many records MessageStart walks back: the records
-// of the largest value a reader takes by default (256 MiB) and then some.
-const maxChain = 8192
+// maxChain bounds how many records MessageStart walks back (64 MiB of
+// parts), so that one request cannot make the server read far; a longer
+// chain's start is reported as the earliest part found.
+const maxChain = 1024
 
 // MessageStart returns where the message holding position at starts: at
 // itself, unless at is a record start inside a value split into records

@@ -62,7 +62,7 @@ func (c *conn) flags(cmd *cobra.Command) {
 	// The password's default is not shown in --help: it would print the
 	// environment's secret. It is read from the environment when used.
 	f.StringVar(&c.password, "password", "", "password (default $"+PasswordEnv+", which is better: a flag shows in the process list)")
-	f.DurationVar(&c.retryFor, "retry-for", DefaultRetryFor, "keep retrying a request that fails with 429, 5xx or a connection error for this long (0: do not retry)")
+	f.DurationVar(&c.retryFor, "retry-for", DefaultRetryFor, "keep retrying a request that fails with 429, 5xx or a connection error for this long (0: do not retry); a refused connection before the server has answered once fails at once")
 	f.StringVar(&c.caCert, "cacert", os.Getenv(CACertEnv), "PEM file of CA certificates to trust besides the system's, for a server with a private certificate (env "+CACertEnv+")")
 	f.BoolVar(&c.insecure, "insecure", false, "do not verify the server's TLS certificate (DANGEROUS: anyone on the path can read and change the traffic; for tests only)")
 	// A malformed --url or --cacert is a usage error at once, not a
@@ -137,7 +137,7 @@ func count[N int | int64](n N, forms ...string) string {
 	switch {
 	case len(forms) > 1:
 		many = forms[1]
-	case strings.HasSuffix(one, "ch"), strings.HasSuffix(one, "s"):
+	case strings.HasSuffix(one, "ch"), strings.HasSuffix(one, "sh"), strings.HasSuffix(one, "s"):
 		many = one + "es"
 	}
 	if n == 1 {
@@ -311,6 +311,14 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		if len(msgs) == 0 {
 			return usageError("nothing to publish: give values, --stdin or --file")
 		}
+		if c.expect >= 0 {
+			// A conditional publish is one batch: check before sending.
+			if n, err := c.fit(msgs); err != nil {
+				return err
+			} else if n < len(msgs) {
+				return usageError("--expect-position publishes one batch, and these %s need more (at most --batch messages, in at most %d bytes)", count(len(msgs), "message"), c.maxBody)
+			}
+		}
 		if err := c.sendAll(ctx, &msgs, send); err != nil {
 			return err
 		}
@@ -355,6 +363,10 @@ func (c *PublishCommand) fit(msgs []client.Message) (int, error) {
 	for i, m := range msgs {
 		r, b := client.EncodedSize(m)
 		if i == c.batch || records+r > messagevault.MaxBatchCount || int64(body+b) > c.maxBody {
+			if i == 0 && (c.lz4 || c.lz4Stream) {
+				// Compressed, it may fit: sent alone, a 413 says if not.
+				return 1, nil
+			}
 			if i == 0 {
 				return 0, fmt.Errorf("a message of %d bytes does not fit in one publish: the server accepts bodies of at most %d bytes (serve --max-body)", len(m.Value), c.maxBody)
 			}
@@ -561,7 +573,11 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	if c.viaServer {
 		opts = append(opts, client.WithServerReads())
 	}
-	r, err := c.client(opts...).Reader(ctx, stream)
+	// One client for the whole command: it remembers that the server
+	// answered, so that a restart later is retried, not taken for a
+	// wrong URL (WithFailFast), and it keeps its connections.
+	cl := c.client(opts...)
+	r, err := cl.Reader(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -600,7 +616,6 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 	var cur client.Cursor
 	switch {
 	case c.cursor != "":
-		cl := c.client(opts...)
 		cur, err = cl.GetCursor(ctx, stream, c.cursor)
 		var e *client.Error
 		if errors.As(err, &e) && e.Status == http.StatusNotFound && e.Type == "not-found" {
@@ -623,7 +638,7 @@ func (c *ReadCommand) Run(ctx context.Context, stream string) error {
 		if !c.commit || done == cur.Position {
 			return nil
 		}
-		set, err := c.client(opts...).SetCursor(ctx, stream, c.cursor, done, cur.ETag)
+		set, err := cl.SetCursor(ctx, stream, c.cursor, done, cur.ETag)
 		if err != nil {
 			return fmt.Errorf("commit cursor %s at %d: %w", c.cursor, done, err)
 		}

@@ -32,9 +32,10 @@ positions stay valid.
 A stream that exists in the target must be a beginning of the mirror: then
 only what it lacks is copied (the command can be interrupted and run again).
 A target stream that holds anything else is refused, and nothing is
-changed. The copy opens the target stream's writer, which fences any other
-writer of it: run it while no server writes that stream (stop the servers,
-or restore into a new account).`,
+changed. The copy writes the target stream as its writer, so no server may
+write it meanwhile: on Azure it refuses while a server holds the account's
+leader lease (stop the servers, or restore into a new account); a local
+data directory is locked by its server.`,
 		Example: `  messagevault mirror orders ./backup            # the backup, on a schedule
   messagevault restore ./backup orders --azure    # back into the account of $AZURE_STORAGE_CONNECTION_STRING`,
 		Args: cobra.ExactArgs(2),
@@ -66,6 +67,23 @@ func (c *RestoreCommand) Run(cmd *cobra.Command, dir, name string) (err error) {
 		s, err := openAzure("--azure", c.azure)
 		if err != nil {
 			return err
+		}
+		// A server that leads this account writes its streams: the
+		// copy would fence it. Take the leader lease to be sure none
+		// does now, and give it back.
+		lock, err := s.LeaderLock()
+		if err != nil {
+			return err
+		}
+		held, err := lock.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("check the account's leader lease: %w", err)
+		}
+		if !held {
+			return fmt.Errorf("a server leads this account (it holds the leader lease in mv-sys): stop the servers, or restore into another account; nothing was changed")
+		}
+		if err := lock.Release(ctx); err != nil {
+			return fmt.Errorf("give the leader lease back: %w", err)
 		}
 		store = s
 	} else {

@@ -38,7 +38,8 @@ const (
 	flagCompressed = 0x01
 	flagHigh       = 0x02
 	knownFlags     = flagCompressed | flagHigh
-	maxVarintBytes = 10 // lz4net reads at most 64 bits' worth of groups
+	maxVarintBytes = 10  // lz4net reads at most 64 bits' worth of groups
+	maxRatio       = 255 // LZ4 expands a block at most about this much
 )
 
 // ErrCorrupt is wrapped by every error Decode returns for input that is
@@ -102,6 +103,11 @@ func Decode(src []byte, limit int) ([]byte, error) {
 			pos += n
 			if stored > orig {
 				return nil, fail("compressed length %d is more than the original length %d", stored, orig)
+			}
+			if orig > maxRatio*stored+16 {
+				// LZ4 cannot expand that much: refused before the
+				// output is allocated.
+				return nil, fail("%d bytes cannot decompress to %d", stored, orig)
 			}
 		}
 		if stored > uint64(len(src)-pos) {
