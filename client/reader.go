@@ -562,7 +562,6 @@ func (s *serverSource) Extent(ctx context.Context) (messagevault.Extent, error) 
 	return messagevault.Extent{Position: a.pos, Start: a.start}, err
 }
 
-// FindTime asks the server for the first record at or after t.
 // MessageStart asks the server (message_start=1) where the message
 // holding the record at at starts.
 func (s *serverSource) MessageStart(ctx context.Context, at int64) (int64, error) {
@@ -580,6 +579,7 @@ func (s *serverSource) MessageStart(ctx context.Context, at int64) (int64, error
 	return at, nil
 }
 
+// FindTime asks the server for the first record at or after t.
 func (s *serverSource) FindTime(ctx context.Context, t time.Time) (int64, error) {
 	path := fmt.Sprintf("/streams/%s/messages?format=raw&limit=1&since=%s", url.PathEscape(s.stream), url.QueryEscape(t.UTC().Format(time.RFC3339Nano)))
 	var data []byte

@@ -424,15 +424,15 @@ func jsonString(s string) string {
 	return string(b)
 }
 
+// missingPoll is how often an event stream looks for its stream while it
+// has not been written yet.
+const missingPoll = time.Second
+
 // handleEvents serves GET /streams/{stream}/events?from=: a server-sent
 // events tail. Each message is an event "message" whose id is the position
 // after it, so a client that reconnects with Last-Event-ID resumes exactly
 // where it stopped. It is woken by the append itself; an idle tail sends a
 // keep-alive comment every KeepAliveInterval.
-// missingPoll is how often an event stream looks for its stream while it
-// has not been written yet.
-const missingPoll = time.Second
-
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.untilShutdown(r.Context())
 	defer cancel()

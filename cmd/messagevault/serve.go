@@ -213,7 +213,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 	serving := false
 	defer func() {
 		if !serving {
-			l.ln.Close()
+			l.close()
 		}
 	}()
 	secret, roots, err := c.clusterTrust(ctx, b)
@@ -355,6 +355,7 @@ func (c *ServeCommand) clusterTrust(ctx context.Context, b *backend) (string, *x
 // if asked), and the URL the node advertises to its peers.
 type listener struct {
 	ln        net.Listener
+	metrics   net.Listener // --metrics-listen; nil without it
 	srv       *http.Server
 	scheme    string
 	advertise string
@@ -389,7 +390,21 @@ func (c *ServeCommand) listen(log *slog.Logger) (*listener, error) {
 	if l.advertise = c.Advertise; l.advertise == "" {
 		l.advertise = advertiseURL(l.scheme, ln.Addr())
 	}
+	if c.MetricsListen != "" {
+		if l.metrics, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("--metrics-listen %s: %w", c.MetricsListen, err)
+		}
+	}
 	return l, nil
+}
+
+// close closes the listeners, for a start that fails before serving.
+func (l *listener) close() {
+	l.ln.Close()
+	if l.metrics != nil {
+		l.metrics.Close()
+	}
 }
 
 // electedNode is this node in the leader election, not campaigning until
@@ -461,13 +476,7 @@ func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, 
 // ShutdownTimeout.
 func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, node *cluster.Node, l *listener, b *backend, log *slog.Logger) error {
 	served := make(chan error, 2)
-	if c.MetricsListen != "" {
-		mln, err := net.Listen("tcp", c.MetricsListen)
-		if err != nil {
-			node.Close()
-			l.ln.Close()
-			return fmt.Errorf("--metrics-listen %s: %w", c.MetricsListen, err)
-		}
+	if mln := l.metrics; mln != nil {
 		msrv := &http.Server{Handler: api.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
 		defer msrv.Close()
 		go func() {
