@@ -59,11 +59,18 @@ type Report struct {
 	PayloadMBPerSecond      float64
 	LatencyMs               Latency
 	Errors                  int64
-	Verified                int64
-	VerifySeconds           float64
-	ReadMessagesPerSecond   float64
-	Timeline                []Sample
-	StreamNames             []string
+	// StorageRequestsPer1000Messages is the storage operations per 1,000
+	// messages of the in-process server (--data, --azure): what storage
+	// costs per message; 0 against a remote server.
+	StorageRequestsPer1000Messages float64 `json:",omitempty"`
+	// FsyncBaselineMs is the bare write + fdatasync latency measured
+	// after the run on the same disk at the same pace (--fsync-baseline).
+	FsyncBaselineMs       *Latency `json:",omitempty"`
+	Verified              int64
+	VerifySeconds         float64
+	ReadMessagesPerSecond float64
+	Timeline              []Sample
+	StreamNames           []string
 }
 
 // Latency holds publish latency percentiles in milliseconds.

@@ -71,11 +71,11 @@ func TestBadInputIsRejectedWhole(t *testing.T) {
 		{"count below the body", "orders", admin, adminPass, func() []byte { b := good(); binary.LittleEndian.PutUint16(b[1:], 2); return resum(b) }, "", 400, "bad-request", "count says 2"},
 		{"value length past the body", "orders", admin, adminPass, func() []byte { b := good(); binary.LittleEndian.PutUint16(b[6:], 60000); return resum(b) }, "", 400, "bad-request", "overrun"},
 		{"empty batch", "orders", admin, adminPass, func() []byte { return resum([]byte{1, 0, 0, 15: 0, 18: 0}) }, "", 400, "bad-request", "count is 0"},
-		{"unknown version", "orders", admin, adminPass, func() []byte { b := good(); b[0] = 2; return resum(b) }, "", 400, "bad-request", "version 0x02"},
+		{"unknown version", "orders", admin, adminPass, func() []byte { b := good(); b[0] = 3; return resum(b) }, "", 400, "bad-request", "version 0x03"},
 		{"empty body", "orders", admin, adminPass, func() []byte { return nil }, "", 400, "bad-request", "truncated"},
 		{"body over the limit", "orders", admin, adminPass, func() []byte {
 			return transfer(t, []messagevault.Message{msg("k", strings.Repeat("x", 60000)), msg("k", strings.Repeat("x", 60000))})
-		}, "", 413, "too-large", "too large"},
+		}, "", 413, "too-large", "over this server's limit of 100000 bytes (serve --max-body)"},
 		{"JSON without content type", "orders", admin, adminPass, func() []byte { return []byte(`[{"key":"k","value":"v"}]`) }, "", 400, "bad-request", "looks like JSON"},
 		{"JSON key over 255 bytes", "orders", admin, adminPass, func() []byte { return []byte(`[{"key":"` + strings.Repeat("k", 256) + `","value":"v"}]`) }, "application/json", 400, "bad-request", "key is 256 bytes"},
 		{"JSON value over 65535 bytes", "orders", admin, adminPass, func() []byte { return []byte(`[{"key":"k","value":"` + strings.Repeat("v", 65536) + `"}]`) }, "application/json", 400, "bad-request", "value is 65536 bytes"},

@@ -329,11 +329,12 @@ func TestSmallThings(t *testing.T) {
 	}
 	users := filepath.Join(dir, "auth.json")
 	mustCLI(t, s, "", "users", "add", "carol", "orders:read", "--users", users, "--password", "carol-password")
-	for args, want := range map[string]string{
-		"grant carol orders:write":  "gave carol the claims orders:write\n",
-		"revoke carol orders:write": "took the claims orders:write from carol\n",
-		"remove carol":              "removed user carol\n",
+	for _, c := range []struct{ args, want string }{
+		{"grant carol orders:write", "gave carol the claims orders:write\n"},
+		{"revoke carol orders:write", "took the claims orders:write from carol\n"},
+		{"remove carol", "removed user carol\n"},
 	} {
+		args, want := c.args, c.want
 		if out := mustCLI(t, s, "", append(append([]string{"users"}, strings.Fields(args)...), "--users", users)...); out != want {
 			t.Fatalf("users %s: %q, want %q", args, out, want)
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,10 @@ type Metrics struct {
 	duplicates    prometheus.Counter
 	evicted       prometheus.Counter
 	removed       prometheus.Counter
+
+	// requests and messages count storage operations and messages made
+	// durable, for RequestsPer1000.
+	requests, messages atomic.Int64
 }
 
 // New makes the collectors and registers them with reg.
@@ -78,7 +83,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.appendedMsgs, m.appendedBytes, m.groupAppends, m.groupMsgs, m.commitSeconds, m.commitErrors,
-		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted, m.removed)
+		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted, m.removed,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "messagevault_storage_requests_per_1000_messages",
+			Help: "Storage operations (on Azure, about one billed request each; retries not counted) per 1,000 messages made durable, since the start: what storage costs per message.",
+		}, m.RequestsPer1000))
 	// The operations whose failures alerts watch exist at zero from
 	// the start, so that the first failure is an increase.
 	for _, op := range []string{"read", "read_position", "write_pages", "flush", "commit_position", "grow", "open_writer", "open_reader"} {
@@ -87,8 +96,19 @@ func New(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// RequestsPer1000 is the storage operations per 1,000 messages made
+// durable since the start (0 before the first message).
+func (m *Metrics) RequestsPer1000() float64 {
+	msgs := m.messages.Load()
+	if msgs == 0 {
+		return 0
+	}
+	return 1000 * float64(m.requests.Load()) / float64(msgs)
+}
+
 // Committed implements stream.Observer.
 func (m *Metrics) Committed(stream string, appends, messages, bytes int, took time.Duration) {
+	m.messages.Add(int64(messages))
 	m.appendedMsgs.Add(float64(messages))
 	m.appendedBytes.Add(float64(bytes))
 	m.groupAppends.Observe(float64(appends))
@@ -110,6 +130,7 @@ func (m *Metrics) Trimmed(stream string, bytes int64) { m.removed.Add(float64(by
 
 // observe records one storage operation.
 func (m *Metrics) observe(op string, start time.Time, err error) {
+	m.requests.Add(1)
 	m.storageOps.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil && !errors.Is(err, context.Canceled) {
 		m.storageErrors.WithLabelValues(op).Inc()

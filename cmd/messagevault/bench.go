@@ -32,6 +32,7 @@ type BenchCommand struct {
 	cpuProfile     string
 	noSequences    bool
 	transferV1     bool
+	fsyncBaseline  bool
 	segmentSize    byteSize
 }
 
@@ -64,6 +65,7 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 	f.IntVar(&c.cfg.Rate, "rate", 0, "cap on messages per second over all producers (0: as fast as possible)")
 	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
 	f.BoolVar(&c.noSequences, "no-sequences", false, "publish without producer sequences (at-least-once), to measure what exactly-once costs")
+	f.BoolVar(&c.fsyncBaseline, "fsync-baseline", false, "with --data: after the run, measure a bare 512-byte write and fdatasync on the same disk at the same pace (--rate, or every 10 ms), and print the publish p99 against it")
 	f.BoolVar(&c.transferV1, "transfer-v1", false, "send v1 transfer bodies (MD5), as the original's clients do, instead of v2 (CRC-32C), to compare")
 	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
 	c.segmentSize = stream.DefaultSegmentSize
@@ -93,6 +95,7 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 	}
 	cl := c.client(copts...)
 	var store messagevault.Storage
+	var inproc *bench.Server
 	switch {
 	case c.data != "":
 		s, err := file.Open(c.data)
@@ -118,6 +121,7 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 		}
 		defer func() { srv.Close(); store.Close() }()
 		cl = client.New(srv.URL, srv.User, srv.Password, copts...)
+		inproc = srv
 	}
 	c.cfg.Client = cl
 	if c.cpuProfile != "" {
@@ -133,6 +137,24 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 	rep, err := bench.Run(ctx, c.cfg)
 	if rep != nil && rep.Batches == 0 && err != nil {
 		return err // nothing was published: a report of zeros says nothing
+	}
+	if rep != nil && inproc != nil {
+		rep.StorageRequestsPer1000Messages = inproc.StorageRequestsPer1000()
+	}
+	if rep != nil && c.fsyncBaseline {
+		if c.data == "" {
+			return usageError("--fsync-baseline measures the disk of --data: give --data")
+		}
+		every := 10 * time.Millisecond
+		if c.cfg.Rate > 0 {
+			every = time.Second * time.Duration(max(c.cfg.Batch, 1)) / time.Duration(c.cfg.Rate)
+		}
+		n := int(min(time.Duration(rep.Seconds*float64(time.Second))/every, 3000))
+		base, ferr := bench.FsyncBaseline(ctx, c.data, every, max(n, 100))
+		if ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		rep.FsyncBaselineMs = &base
 	}
 	if rep != nil {
 		c.print(rep)
@@ -161,6 +183,14 @@ func (c *BenchCommand) print(r *bench.Report) {
 	fmt.Fprintf(c.stdout, "  latency ms: p50 %.2f, p90 %.2f, p99 %.2f, max %.2f\n", r.LatencyMs.P50, r.LatencyMs.P90, r.LatencyMs.P99, r.LatencyMs.Max)
 	if r.Verified > 0 {
 		fmt.Fprintf(c.stdout, "verified %s from storage in %.2f s (%.0f messages/s)\n", count(r.Verified, "message"), r.VerifySeconds, r.ReadMessagesPerSecond)
+	}
+	if b := r.FsyncBaselineMs; b != nil {
+		fmt.Fprintf(c.stdout, "bare 512 B write + fdatasync at the same pace, ms: p50 %.2f, p90 %.2f, p99 %.2f, max %.2f\n", b.P50, b.P90, b.P99, b.Max)
+		fmt.Fprintf(c.stdout, "  publish p99 %.2f ms = %.2f x the fdatasync p99 (goal: at most 2 x it + 1 ms = %.2f ms: %s)\n",
+			r.LatencyMs.P99, r.LatencyMs.P99/b.P99, 2*b.P99+1, map[bool]string{true: "met", false: "not met"}[r.LatencyMs.P99 <= 2*b.P99+1])
+	}
+	if r.StorageRequestsPer1000Messages > 0 {
+		fmt.Fprintf(c.stdout, "storage: %.2f operations per 1,000 messages published (the server's; on Azure each is a billed request)\n", r.StorageRequestsPer1000Messages)
 	}
 	if r.Errors > 0 {
 		fmt.Fprintf(c.stdout, "%s failed\n", count(r.Errors, "publish"))
