@@ -109,19 +109,20 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 		return nil, fmt.Errorf("open writer: %w", err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("open writer %q: %w", stream, messagevault.ErrClosed)
 	}
 	if s.writers[stream] {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("open writer %q: a writer is already open: %w", stream, messagevault.ErrLocked)
 	}
-	w, err := openWriter(ctx, s.StreamDir(stream), s.dir)
-	if err != nil {
-		return nil, fmt.Errorf("open writer %q: %w", stream, err)
-	}
+	// The name is taken; the files are opened (and made durable, three
+	// fsyncs for a new stream) without the lock, so that streams open
+	// side by side rather than one after another.
 	s.writers[stream] = true
-	w.release = func() {
+	s.mu.Unlock()
+	release := func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.writers, stream)
@@ -129,6 +130,12 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 			s.lock.Close() // Close was called with writers open
 		}
 	}
+	w, err := openWriter(ctx, s.StreamDir(stream), s.dir)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("open writer %q: %w", stream, err)
+	}
+	w.release = release
 	return w, nil
 }
 
