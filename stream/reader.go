@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"sync"
 	"time"
 
 	"github.com/messagevault/messagevault"
@@ -102,9 +103,30 @@ func (r *Reader) Records(ctx context.Context, from, to int64) iter.Seq2[formats.
 			yield(formats.Record{}, fmt.Errorf("stream %q: read from %d: the stream's committed position is %d: %w", r.name, from, to, messagevault.ErrOutOfRange))
 			return
 		}
-		buf := make([]byte, min(int64(r.cfg.ChunkSize), max(to-from, 0)))
-		r.scan(ctx, buf, from, to, true, yield)
+		n := min(int64(r.cfg.ChunkSize), max(to-from, 0))
+		if n < int64(r.cfg.ChunkSize) {
+			r.scan(ctx, make([]byte, n), from, to, true, yield)
+			return
+		}
+		// A full chunk comes from a pool: a scan is often short, and
+		// clearing a fresh 4 MiB buffer each time costs as much as the
+		// crc checks of a few MiB of records.
+		bp := chunkPool(r.cfg.ChunkSize).Get().(*[]byte)
+		defer chunkPool(r.cfg.ChunkSize).Put(bp)
+		r.scan(ctx, *bp, from, to, true, yield)
 	}
+}
+
+// chunkPools holds a pool of scan buffers per chunk size.
+var chunkPools sync.Map // int -> *sync.Pool
+
+// chunkPool returns the pool of scan buffers of size bytes.
+func chunkPool(size int) *sync.Pool {
+	if p, ok := chunkPools.Load(size); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := chunkPools.LoadOrStore(size, &sync.Pool{New: func() any { b := make([]byte, size); return &b }})
+	return p.(*sync.Pool)
 }
 
 // scan decodes the records in [from, to) using buf as its window. It
