@@ -300,8 +300,9 @@ func summarize(samples []sent, elapsed time.Duration) (Latency, []Sample) {
 		if part := elapsed - time.Duration(sec)*time.Second; part < time.Second {
 			// The run ended inside this second: its rate is over the
 			// part that ran, and a sliver too short to say anything is
-			// left out rather than drawn as a drop.
-			if part < time.Second/2 {
+			// left out rather than drawn as a drop (unless it is all
+			// there is: a run shorter than a second).
+			if part < time.Second/2 && len(secs) > 1 {
 				continue
 			}
 			rate = float64(n) / part.Seconds()

@@ -22,4 +22,8 @@ func TestTimelineEndsWithoutAPartialSecond(t *testing.T) {
 	if len(tl) != 3 || tl[2].Second != 2 || tl[2].MessagesPerSecond != 125 {
 		t.Fatalf("a run of 2.8 s: %+v, want the last second at 100/0.8 = 125 msgs/s", tl)
 	}
+	_, tl = summarize(samples[:1], 200*time.Millisecond)
+	if len(tl) != 1 || tl[0].MessagesPerSecond != 500 {
+		t.Fatalf("a run of 0.2 s: %+v, want its one part second at 100/0.2 = 500 msgs/s", tl)
+	}
 }

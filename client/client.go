@@ -55,6 +55,9 @@ type Client struct {
 	// transferV1 makes publishes send v1 transfer bodies (MD5): set by
 	// WithTransferV1, or once the server refused a v2 body.
 	transferV1 atomic.Bool
+	// transferV2OK: the server has taken a v2 body; its 400s are about
+	// the batch, not the format.
+	transferV2OK atomic.Bool
 	// rawLimit10k: the server takes at most 10,000 records per raw read
 	// (one from before raw reads were cut by bytes only).
 	rawLimit10k atomic.Bool
@@ -469,11 +472,15 @@ const (
 	rawBatchLimitOld = 10000
 )
 
-// rawBatch reads the next records from position from through the server,
-// as many as one answer holds.
-func (c *Client) rawBatch(ctx context.Context, stream string, from int64) (rawAnswer, error) {
+// rawBatch reads up to limit records (at most rawBatchLimit) from
+// position from through the server.
+func (c *Client) rawBatch(ctx context.Context, stream string, from int64, limit int) (rawAnswer, error) {
+	limit = min(limit, rawBatchLimit)
+	if limit <= rawBatchLimitOld {
+		return c.rawRecords(ctx, stream, from, limit, 0)
+	}
 	if !c.rawLimit10k.Load() {
-		a, err := c.rawRecords(ctx, stream, from, rawBatchLimit, 0)
+		a, err := c.rawRecords(ctx, stream, from, limit, 0)
 		var e *Error
 		if !errors.As(err, &e) || e.Status != http.StatusBadRequest || !strings.Contains(e.Message, "limit=") {
 			return a, err

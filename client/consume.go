@@ -77,6 +77,10 @@ func (c *Client) Consume(ctx context.Context, stream, cursor string, handler Han
 	}
 	defer r.Close()
 	delay := 100 * time.Millisecond
+	// A position this loop moved the cursor to is a message boundary; one
+	// it found (at the start, or set by someone else meanwhile) may be
+	// inside a split value, which the first read from it reports.
+	checked := int64(-1)
 	retry := func(err error) bool {
 		if cfg.onError != nil {
 			cfg.onError(err)
@@ -92,13 +96,14 @@ func (c *Client) Consume(ctx context.Context, stream, cursor string, handler Han
 		}
 	}
 	for ctx.Err() == nil {
-		batch, err := c.nextBatch(ctx, r, cur.Position, cfg.batch)
+		batch, err := c.nextBatch(ctx, r, cur.Position, cfg.batch, cur.Position != checked)
 		if err != nil {
 			if permanent(err) || !retry(err) {
 				return stopped(ctx, err)
 			}
 			continue
 		}
+		checked = cur.Position
 		if len(batch) == 0 {
 			r.wait(ctx, cur.Position)
 			continue
@@ -117,7 +122,7 @@ func (c *Client) Consume(ctx context.Context, stream, cursor string, handler Han
 			set, err := c.SetCursor(cctx, stream, cursor, next, cur.ETag)
 			cancel()
 			if err == nil {
-				cur = set
+				cur, checked = set, next
 				break
 			}
 			var e *Error
@@ -125,7 +130,7 @@ func (c *Client) Consume(ctx context.Context, stream, cursor string, handler Han
 				// A commit whose answer was lost may have landed: then
 				// the cursor is where this one put it.
 				if now, gerr := c.GetCursor(ctx, stream, cursor); gerr == nil && now.Position == next {
-					cur = now
+					cur, checked = now, next
 					break
 				}
 				return fmt.Errorf("consume %q with cursor %q: %w", stream, cursor, ErrCursorTaken)
@@ -165,11 +170,9 @@ func (c *Client) startCursor(ctx context.Context, stream, cursor string, cfg con
 }
 
 // nextBatch reads up to n whole messages from pos, without waiting.
-func (c *Client) nextBatch(ctx context.Context, r *Reader, pos int64, n int) ([]ReadMessage, error) {
+func (c *Client) nextBatch(ctx context.Context, r *Reader, pos int64, n int, check bool) ([]ReadMessage, error) {
 	var batch []ReadMessage
-	// pos is a message boundary (a cursor moves from one message's Next
-	// to another's), so no check for a split value around it.
-	for m, err := range r.messages(ctx, pos, -1, false) {
+	for m, err := range r.messages(ctx, pos, -1, check) {
 		if err != nil {
 			return nil, err
 		}

@@ -184,10 +184,14 @@ func (r *Reader) copyInto(ctx context.Context, store messagevault.Storage, dir s
 	lastRecord := int64(-1)
 	commit := func() error {
 		// What was read is kept even when ctx has ended (Ctrl-C), so
-		// the next run starts after it; within a bound, for remote
+		// the next run starts after it; then within a bound, for remote
 		// storage that does not answer.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
+		cctx := ctx
+		if ctx.Err() != nil {
+			var cancel context.CancelFunc
+			cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+		}
 		if err := tail.Commit(cctx, nil, nil); err != nil {
 			return err
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -82,12 +81,12 @@ func records(msgs []Message, compress compression) ([]messagevault.Message, []in
 	return out, first, nil
 }
 
-// refusedV2 reports a server's refusal of a v2 transfer body: a server
-// from before them names the version byte, or the media type.
+// refusedV2 reports a refusal that a server from before v2 bodies may
+// give one: a 400 (it names the version byte, or, for a small body, a
+// length under v1's smallest) or a 415.
 func refusedV2(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && (e.Status == http.StatusBadRequest && strings.Contains(e.Message, "version 0x02") ||
-		e.Status == http.StatusUnsupportedMediaType)
+	return errors.As(err, &e) && (e.Status == http.StatusBadRequest || e.Status == http.StatusUnsupportedMediaType)
 }
 
 // bodyPool keeps transfer bodies between publishes.
@@ -156,17 +155,24 @@ func (c *Client) Publish(ctx context.Context, stream string, msgs []Message, opt
 			contentType = "application/octet-stream"
 		}
 		h, err := c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, contentType, hdr, &ans)
-		if !v1 && refusedV2(err) {
-			// A server from before v2 bodies: v1 from now on. It refused
-			// the body before applying anything, so the same sequence
-			// goes again.
-			c.transferV1.Store(true)
-			v1 = true
-			if body, err = formats.AppendTransfer((*bp)[:0], recs); err != nil {
-				return err
+		if !v1 && err == nil {
+			c.transferV2OK.Store(true)
+		}
+		if !v1 && !c.transferV2OK.Load() && refusedV2(err) {
+			// Perhaps a server from before v2 bodies: it refused the body
+			// before applying anything (every 400 and 415 comes before
+			// the append), so the same sequence goes again as v1, and v1
+			// is kept if that works.
+			v1Body, aerr := formats.AppendTransfer(make([]byte, 0, formats.TransferSize(recs)), recs)
+			if aerr != nil {
+				return aerr
 			}
-			*bp = body
-			h, err = c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), body, "application/octet-stream", hdr, &ans)
+			h1, err1 := c.doWith(ctx, http.MethodPost, "/streams/"+url.PathEscape(stream), v1Body, "application/octet-stream", hdr, &ans)
+			if err1 != nil {
+				return err // the v1 body failed too: the first answer says why
+			}
+			c.transferV1.Store(true)
+			v1, h, err = true, h1, nil
 		}
 		if err == nil {
 			dup = h.Get(DuplicateHeader) == "true"

@@ -597,8 +597,13 @@ func (s *serverSource) FindTime(ctx context.Context, t time.Time) (int64, error)
 func (s *serverSource) Records(ctx context.Context, from, to int64) iter.Seq2[formats.Record, error] {
 	return func(yield func(formats.Record, error) bool) {
 		pos := from
+		// The first answer asks for 1,000 records (a consumer's batch, a
+		// read --limit need no more), each next one for twice as many, up
+		// to what one answer holds (8 MiB).
+		limit := 1000
 		for to < 0 || pos < to {
-			a, err := s.c.rawBatch(ctx, s.stream, pos)
+			a, err := s.c.rawBatch(ctx, s.stream, pos, limit)
+			limit *= 2
 			data, next, end := a.data, a.next, a.pos
 			if err != nil {
 				yield(formats.Record{}, err)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,7 @@ func TestPublishSendsV2Bodies(t *testing.T) {
 // before them) gets the same batch, with the same sequence, as a v1 body,
 // and every later publish is v1 at once.
 func TestPublishFallsBackToV1(t *testing.T) {
-	type got struct {
+	type got = struct {
 		version byte
 		seq     string
 	}
@@ -71,6 +72,13 @@ func TestPublishFallsBackToV1(t *testing.T) {
 		posts = append(posts, got{body[0], r.Header.Get(client.SequenceHeader)})
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		// As a server from before v2 bodies checks: the length first
+		// (a small v2 body is shorter than any v1 body), then the version.
+		if len(body) < 19 {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"Error": fmt.Sprintf("transfer body: truncated: body is %d bytes, the smallest is 19 (version, count, md5)", len(body)), "Type": "bad-request"})
+			return
+		}
 		if body[0] != 1 {
 			w.WriteHeader(http.StatusBadRequest)
 			json.NewEncoder(w).Encode(map[string]string{"Error": "transfer body: unknown format version 0x02 at byte 0 (want 0x01)", "Type": "bad-request"})
@@ -86,12 +94,23 @@ func TestPublishFallsBackToV1(t *testing.T) {
 		json.NewEncoder(w).Encode(map[string]any{"Position": 100, "Offsets": offsets})
 	}))
 	defer srv.Close()
-	c := client.New(srv.URL, "u", "p")
-	for range 2 {
-		if _, err := c.Publish(context.Background(), "old", []client.Message{{Value: []byte("v")}}); err != nil {
-			t.Fatal(err)
+	for _, value := range []string{"v", "a value long enough for a v2 body of more than 19 bytes"} {
+		posts = nil
+		c := client.New(srv.URL, "u", "p")
+		for range 2 {
+			if _, err := c.Publish(context.Background(), "old", []client.Message{{Value: []byte(value)}}); err != nil {
+				t.Fatalf("value %q: %v", value, err)
+			}
 		}
+		checkFallback(t, posts)
 	}
+}
+
+func checkFallback(t *testing.T, posts []struct {
+	version byte
+	seq     string
+}) {
+	t.Helper()
 	if len(posts) != 3 || posts[0].version != 2 || posts[1].version != 1 || posts[1].seq != posts[0].seq || posts[2].version != 1 || posts[2].seq == posts[1].seq {
 		t.Fatalf("posts %+v: want v2, then v1 with the same sequence, then v1 with the next", posts)
 	}

@@ -86,7 +86,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.storageOps, m.storageErrors, m.fenced, m.duplicates, m.evicted, m.removed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "messagevault_storage_requests_per_1000_messages",
-			Help: "Storage operations (on Azure, about one billed request each; retries not counted) per 1,000 messages made durable, since the start: what storage costs per message.",
+			Help: "Storage operations of every kind (writes, reads through the server, cursors, grants; on Azure, about one billed request each; retries not counted) per 1,000 messages made durable, since the start.",
 		}, m.RequestsPer1000))
 	// The operations whose failures alerts watch exist at zero from
 	// the start, so that the first failure is an increase.

@@ -82,6 +82,9 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 	if c.cfg.Steps > 0 && c.cfg.Duration > 0 {
 		return usageError("give --steps or --duration, not both")
 	}
+	if c.fsyncBaseline && c.data == "" {
+		return usageError("--fsync-baseline measures the disk of --data: give --data")
+	}
 	if c.data != "" && c.azureCS != "" {
 		return usageError("give --data or --azure, not both")
 	}
@@ -141,20 +144,17 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 	if rep != nil && inproc != nil {
 		rep.StorageRequestsPer1000Messages = inproc.StorageRequestsPer1000()
 	}
-	if rep != nil && c.fsyncBaseline {
-		if c.data == "" {
-			return usageError("--fsync-baseline measures the disk of --data: give --data")
-		}
+	if rep != nil && c.fsyncBaseline && err == nil {
 		every := 10 * time.Millisecond
 		if c.cfg.Rate > 0 {
 			every = time.Second * time.Duration(max(c.cfg.Batch, 1)) / time.Duration(c.cfg.Rate)
 		}
 		n := int(min(time.Duration(rep.Seconds*float64(time.Second))/every, 3000))
-		base, ferr := bench.FsyncBaseline(ctx, c.data, every, max(n, 100))
-		if ferr != nil {
-			return errors.Join(err, ferr)
+		if base, ferr := bench.FsyncBaseline(ctx, c.data, every, max(n, 100)); ferr != nil {
+			err = ferr // the report is still printed
+		} else {
+			rep.FsyncBaselineMs = &base
 		}
-		rep.FsyncBaselineMs = &base
 	}
 	if rep != nil {
 		c.print(rep)

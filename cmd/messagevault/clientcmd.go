@@ -311,14 +311,6 @@ func (c *PublishCommand) Run(ctx context.Context, stream string, values []string
 		if len(msgs) == 0 {
 			return usageError("nothing to publish: give values, --stdin or --file")
 		}
-		if c.expect >= 0 {
-			// A conditional publish is one batch: check before sending.
-			if n, err := c.fit(msgs); err != nil {
-				return err
-			} else if n < len(msgs) {
-				return usageError("--expect-position publishes one batch, and these %s need more (at most --batch messages, in at most %d bytes)", count(len(msgs), "message"), c.maxBody)
-			}
-		}
 		if err := c.sendAll(ctx, &msgs, send); err != nil {
 			return err
 		}
@@ -341,6 +333,10 @@ func (c *PublishCommand) sendAll(ctx context.Context, msgs *[]client.Message, se
 		n, err := c.fit(*msgs)
 		if err != nil {
 			return err
+		}
+		if c.expect >= 0 && n < len(*msgs) {
+			// A conditional publish is one batch, or nothing.
+			return usageError("--expect-position publishes one batch, and these %s need more (at most --batch messages, in at most %d bytes)", count(len(*msgs), "message"), c.maxBody)
 		}
 		err = send(ctx, (*msgs)[:n])
 		if limit, ok := client.IsTooLarge(err); ok && limit > 0 && limit < c.maxBody {

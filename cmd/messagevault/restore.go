@@ -70,7 +70,8 @@ func (c *RestoreCommand) Run(cmd *cobra.Command, dir, name string) (err error) {
 		}
 		// A server that leads this account writes its streams: the
 		// copy would fence it. Take the leader lease to be sure none
-		// does now, and give it back.
+		// does now, and give it back (a check at the start: a server
+		// started during the copy is the operator's to avoid).
 		lock, err := s.LeaderLock()
 		if err != nil {
 			return err
@@ -83,7 +84,8 @@ func (c *RestoreCommand) Run(cmd *cobra.Command, dir, name string) (err error) {
 			return fmt.Errorf("a server leads this account (it holds the leader lease in mv-sys): stop the servers, or restore into another account; nothing was changed")
 		}
 		if err := lock.Release(ctx); err != nil {
-			return fmt.Errorf("give the leader lease back: %w", err)
+			s.Close()
+			return fmt.Errorf("give the leader lease back (it lapses by itself within a minute): %w", err)
 		}
 		store = s
 	} else {
