@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"testing"
 
@@ -44,15 +43,7 @@ func BenchmarkServerRead(b *testing.B) {
 		}
 		pos = res.Position
 	}
-	users := newUsers(b)
-	defer users.Close()
-	if err := users.Add(ctx, "ann", "pw", "big:read"); err != nil {
-		b.Fatal(err)
-	}
-	api := server.New(server.Config{Vault: v, Users: users})
-	defer api.Close()
-	srv := httptest.NewServer(api)
-	defer srv.Close()
+	srv := serveOverHTTP(b, v, "big:read")
 	read := func(b *testing.B, query string) {
 		for from := int64(0); from < pos; {
 			req, err := http.NewRequest("GET", srv.URL+"/streams/big/messages?from="+strconv.FormatInt(from, 10)+query, nil)

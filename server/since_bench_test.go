@@ -4,7 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"slices"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
-	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/stream"
 	"github.com/messagevault/messagevault/vault"
 )
@@ -66,15 +64,7 @@ func BenchmarkReadSince(b *testing.B) {
 			b.Fatalf("drop the page cache: %v", err)
 		}
 	}
-	users := newUsers(b)
-	defer users.Close()
-	if err := users.Add(ctx, "ann", "pw", "big:read"); err != nil {
-		b.Fatal(err)
-	}
-	api := server.New(server.Config{Vault: v, Users: users})
-	defer api.Close()
-	srv := httptest.NewServer(api)
-	defer srv.Close()
+	srv := serveOverHTTP(b, v, "big:read")
 	// The first check of a password costs a bcrypt; later ones are cached.
 	get := func(since time.Time) {
 		req, err := http.NewRequest("GET", srv.URL+"/streams/big/messages?limit=1&since="+url.QueryEscape(since.Format(time.RFC3339Nano)), nil)

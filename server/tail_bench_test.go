@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
-	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/vault"
 )
 
@@ -32,15 +30,7 @@ func BenchmarkTailLatency(b *testing.B) {
 	}
 	v := vault.New(store, vault.Config{})
 	defer func() { v.Close(); store.Close() }()
-	users := newUsers(b)
-	defer users.Close()
-	if err := users.Add(ctx, "ann", "pw", "tail:write"); err != nil {
-		b.Fatal(err)
-	}
-	api := server.New(server.Config{Vault: v, Users: users})
-	defer api.Close()
-	srv := httptest.NewServer(api)
-	defer srv.Close()
+	srv := serveOverHTTP(b, v, "tail:write")
 	if _, err := v.Append(ctx, "tail", []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte("first"), 0)}); err != nil {
 		b.Fatal(err)
 	}
