@@ -142,13 +142,15 @@ type PageWriter interface {
 	// outcome unknown: the position may have been recorded.
 	CommitPosition(ctx context.Context, pos int64) error
 
-	// ReadState returns the contents of writer-state slot 0 or 1, or nil
-	// if the slot was never written. What was last written comes first;
-	// a backend may leave stale bytes after it (the file backend
-	// overwrites in place), so callers frame their data. The stream
-	// writer keeps its producer table there; readers of the v1 layout
-	// never look at it.
-	ReadState(ctx context.Context, slot int) ([]byte, error)
+	// ReadState reads len(p) bytes of writer-state slot 0 or 1 from
+	// byte off, as ReadAt does: fewer only with an error, io.EOF past
+	// the end of what the slot holds (at once for a slot never written).
+	// What was last written comes first; a backend may leave stale bytes
+	// after it (the file backend overwrites in place), so callers frame
+	// their data, and read its header before the rest. The stream writer
+	// keeps its producer table there; readers of the v1 layout never
+	// look at it.
+	ReadState(ctx context.Context, slot int, p []byte, off int64) (int, error)
 
 	// WriteState replaces the contents of state slot 0 or 1 with p. Like
 	// WritePages it is conditional on this writer still owning the

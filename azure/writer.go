@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -322,26 +323,32 @@ func (w *writer) refence(ctx context.Context) error {
 	return nil
 }
 
-func (w *writer) ReadState(ctx context.Context, slot int) ([]byte, error) {
+func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (int, error) {
 	if w.closed {
-		return nil, messagevault.ErrClosed
+		return 0, messagevault.ErrClosed
 	}
 	if slot != 0 && slot != 1 {
-		return nil, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
+		return 0, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
 	}
-	resp, err := w.stateBlob(slot).DownloadStream(ctx, nil)
+	if len(p) == 0 {
+		return 0, nil
+	}
+	resp, err := w.stateBlob(slot).DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: int64(len(p))}})
 	if err != nil {
-		if bloberror.HasCode(err, bloberror.BlobNotFound) {
-			return nil, nil
+		if bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.InvalidRange) {
+			return 0, io.EOF // never written, or off is past its end
 		}
-		return nil, fmt.Errorf("read state slot %d: %w", slot, mapError(err))
+		return 0, fmt.Errorf("read state slot %d: %w", slot, mapError(err))
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("read state slot %d: %w", slot, err)
+	n, err := io.ReadFull(resp.Body, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF // the blob ends within p
 	}
-	return b, nil
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read state slot %d: %w", slot, err)
+	}
+	return n, err
 }
 
 func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {

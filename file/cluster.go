@@ -27,15 +27,17 @@ const (
 // standby and takes the lock when the first exits. It implements
 // cluster.Lock.
 type LeaderLock struct {
-	dir string
+	dir  string
+	opts Options
 
 	mu     sync.Mutex
 	store  *Storage
 	holder string // who held the directory at the last failed Acquire
 }
 
-// NewLeaderLock returns the leader lock of dir.
-func NewLeaderLock(dir string) (*LeaderLock, error) {
+// NewLeaderLock returns the leader lock of dir; the Storage it opens
+// once it leads has opts.
+func NewLeaderLock(dir string, opts Options) (*LeaderLock, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -50,7 +52,7 @@ func NewLeaderLock(dir string) (*LeaderLock, error) {
 		return nil, fmt.Errorf("data directory %q cannot be written: %w", abs, err)
 	}
 	f.Close()
-	return &LeaderLock{dir: abs}, nil
+	return &LeaderLock{dir: abs, opts: opts}, nil
 }
 
 // Acquire tries to take the directory lock.
@@ -60,7 +62,7 @@ func (l *LeaderLock) Acquire(ctx context.Context) (bool, error) {
 	if l.store != nil {
 		return true, nil
 	}
-	s, err := Open(l.dir)
+	s, err := OpenWith(l.dir, l.opts)
 	if errors.Is(err, messagevault.ErrLocked) {
 		l.holder = fmt.Sprintf("another process, which has the data directory %q locked", l.dir)
 		if b, rerr := os.ReadFile(filepath.Join(l.dir, LockFile)); rerr == nil && strings.TrimSpace(string(b)) != "" {
@@ -170,16 +172,18 @@ var (
 // ReadOnly is a data directory seen without its lock, as a standby server
 // or a consumer sees it: streams can be listed and read, not written.
 type ReadOnly struct {
-	dir string
+	dir  string
+	open *openFiles
 }
 
-// OpenReadOnly returns the read-only view of dir.
-func OpenReadOnly(dir string) (*ReadOnly, error) {
+// OpenReadOnly returns the read-only view of dir; opts.MaxOpenFiles
+// bounds the files its readers keep open.
+func OpenReadOnly(dir string, opts Options) (*ReadOnly, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &ReadOnly{dir: abs}, nil
+	return &ReadOnly{dir: abs, open: newOpenFiles(opts.maxOpenFiles())}, nil
 }
 
 // Dir returns the absolute path of the data directory.
@@ -192,7 +196,7 @@ func (r *ReadOnly) OpenWriter(ctx context.Context, stream string) (messagevault.
 
 // OpenReader opens stream for reading.
 func (r *ReadOnly) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
-	return openReader(r.dir, stream)
+	return openReader(r.dir, stream, r.open)
 }
 
 // Streams lists the streams of the directory.

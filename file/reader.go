@@ -24,20 +24,27 @@ const (
 	startOffset   = 16
 )
 
-// store is the segment.Store of one stream directory.
+// store is the segment.Store of one stream directory. Its files are
+// handles of the storage's open files, which bounds how many are open.
 type store struct {
 	dir      string
-	position *os.File
+	open     *openFiles
+	position *handle
 
 	mu     sync.Mutex
-	index  *os.File           // the time index, once opened
-	files  map[int64]*os.File // open segment files, by start (at most maxOpenSegments)
-	order  []int64            // their starts, oldest opened first
+	index  *handle           // the time index, once opened
+	segs   map[int64]*handle // segment files, by start (at most maxOpenSegments)
+	order  []int64           // their starts, oldest opened first
 	closed bool
 }
 
-// maxOpenSegments bounds the segment files one reader keeps open: a long
-// reader of a stream of many segments closes the oldest as it goes.
+// newStore returns the store of dir whose position file is position.
+func newStore(dir string, open *openFiles, position *handle) *store {
+	return &store{dir: dir, open: open, position: position, segs: map[int64]*handle{}}
+}
+
+// maxOpenSegments bounds the segment handles one reader keeps: a long
+// reader of a stream of many segments lets the oldest go as it goes.
 const maxOpenSegments = 4
 
 var _ segment.Store = (*store)(nil)
@@ -48,14 +55,19 @@ var _ segment.Store = (*store)(nil)
 // read grant. It returns an error wrapping messagevault.ErrStreamNotFound
 // if dir holds no stream.
 func OpenStreamReader(dir string) (messagevault.PageReader, error) {
-	position, err := os.Open(filepath.Join(dir, PositionFile))
+	return openStreamReader(dir, unbounded)
+}
+
+// openStreamReader opens the stream in dir for reading through open.
+func openStreamReader(dir string, open *openFiles) (messagevault.PageReader, error) {
+	position, err := open.openHandle(filepath.Join(dir, PositionFile), os.O_RDONLY, 0)
 	if err != nil {
 		if isNotExist(err) {
 			return nil, fmt.Errorf("%s: %w", dir, messagevault.ErrStreamNotFound)
 		}
 		return nil, err
 	}
-	return segment.NewReader(&store{dir: dir, position: position, files: map[int64]*os.File{}}), nil
+	return segment.NewReader(newStore(dir, open, position)), nil
 }
 
 func (s *store) Extent(ctx context.Context) (messagevault.Extent, error) {
@@ -87,7 +99,11 @@ func (s *store) Extent(ctx context.Context) (messagevault.Extent, error) {
 
 func (s *store) readExtent() (messagevault.Extent, error) {
 	var b [extentSize]byte
-	n, err := s.position.ReadAt(b[:], 0)
+	var n int
+	err := s.position.read(func(f *os.File) (err error) {
+		n, err = f.ReadAt(b[:], 0)
+		return err
+	})
 	if n < 8 {
 		if n == 0 && errors.Is(err, io.EOF) {
 			return messagevault.Extent{}, nil // created, never committed
@@ -111,10 +127,10 @@ func (s *store) readExtent() (messagevault.Extent, error) {
 func (s *store) closeBefore(start int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for st, f := range s.files {
+	for st, h := range s.segs {
 		if st < start {
-			f.Close()
-			delete(s.files, st)
+			h.Close()
+			delete(s.segs, st)
 		}
 	}
 	s.order = slices.DeleteFunc(s.order, func(st int64) bool { return st < start })
@@ -142,17 +158,17 @@ func listSegments(dir string) ([]int64, error) {
 	return starts, nil
 }
 
-// file returns the open file of the segment that starts at start.
-func (s *store) file(start int64) (*os.File, error) {
+// file returns the handle of the segment that starts at start.
+func (s *store) file(start int64) (*handle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, messagevault.ErrClosed
 	}
-	if f := s.files[start]; f != nil {
-		return f, nil
+	if h := s.segs[start]; h != nil {
+		return h, nil
 	}
-	f, err := os.Open(filepath.Join(s.dir, segment.Name(start)))
+	h, err := s.open.openHandle(filepath.Join(s.dir, segment.Name(start)), os.O_RDONLY, 0)
 	if err != nil {
 		if isNotExist(err) {
 			return nil, fmt.Errorf("segment %s of %s: %w", segment.Name(start), s.dir, messagevault.ErrStreamNotFound)
@@ -160,30 +176,37 @@ func (s *store) file(start int64) (*os.File, error) {
 		return nil, err
 	}
 	if len(s.order) >= maxOpenSegments {
-		// A concurrent ReadAt may still use it: closed files fail their
-		// reads with os.ErrClosed, which ReadSegment retries.
+		// A concurrent read may be about to use it: a closed handle
+		// fails with os.ErrClosed, which ReadSegment retries.
 		old := s.order[0]
 		s.order = s.order[1:]
-		s.files[old].Close()
-		delete(s.files, old)
+		s.segs[old].Close()
+		delete(s.segs, old)
 	}
-	s.files[start] = f
+	s.segs[start] = h
 	s.order = append(s.order, start)
-	return f, nil
+	return h, nil
 }
 
 func (s *store) ReadSegment(ctx context.Context, start int64, p []byte, off int64) (int, error) {
 	for try := 0; ; try++ {
-		f, err := s.file(start)
+		h, err := s.file(start)
 		if err != nil {
 			return 0, err
 		}
-		n, err := f.ReadAt(p, off)
+		var n int
+		err = h.read(func(f *os.File) (err error) {
+			n, err = f.ReadAt(p, off)
+			return err
+		})
 		if errors.Is(err, os.ErrClosed) && try < 3 {
-			continue // closed by another read making room, or a trim
+			continue // let go by another read making room, or a trim
 		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			err = fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, f.Name(), err)
+		if isNotExist(err) {
+			// Opened again after the segment was removed (a trim).
+			err = fmt.Errorf("segment %s of %s: %w", segment.Name(start), s.dir, messagevault.ErrStreamNotFound)
+		} else if err != nil && !errors.Is(err, io.EOF) {
+			err = fmt.Errorf("read %d bytes at %d of %s: %w", len(p), off, h.Name(), err)
 		}
 		return n, err
 	}
@@ -197,7 +220,7 @@ func (s *store) ReadIndex(ctx context.Context, p []byte, off int64) (int, error)
 		return 0, messagevault.ErrClosed
 	}
 	if s.index == nil {
-		f, err := os.Open(filepath.Join(s.dir, IndexFile))
+		h, err := s.open.openHandle(filepath.Join(s.dir, IndexFile), os.O_RDONLY, 0)
 		if err != nil {
 			s.mu.Unlock()
 			if isNotExist(err) {
@@ -205,11 +228,15 @@ func (s *store) ReadIndex(ctx context.Context, p []byte, off int64) (int, error)
 			}
 			return 0, err
 		}
-		s.index = f
+		s.index = h
 	}
-	f := s.index
+	h := s.index
 	s.mu.Unlock()
-	n, err := f.ReadAt(p, off)
+	var n int
+	err := h.read(func(f *os.File) (err error) {
+		n, err = f.ReadAt(p, off)
+		return err
+	})
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = fmt.Errorf("read the time index: %w", err)
 	}
@@ -227,9 +254,9 @@ func (s *store) Close() error {
 	if s.index != nil {
 		errs = append(errs, s.index.Close())
 	}
-	for _, f := range s.files {
-		errs = append(errs, f.Close())
+	for _, h := range s.segs {
+		errs = append(errs, h.Close())
 	}
-	s.files = nil
+	s.segs = nil
 	return errors.Join(errs...)
 }

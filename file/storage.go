@@ -51,6 +51,7 @@ var _ messagevault.Storage = (*Storage)(nil)
 type Storage struct {
 	dir  string
 	lock *os.File
+	open *openFiles
 
 	mu      sync.Mutex
 	writers map[string]bool
@@ -59,10 +60,34 @@ type Storage struct {
 	cursorMu sync.Mutex // serializes cursor writes: their compare-and-swap
 }
 
-// Open creates dir if needed and takes its exclusive lock. If another
-// process holds the lock it fails at once with an error wrapping
-// messagevault.ErrLocked that names the directory and the owner's pid.
-func Open(dir string) (*Storage, error) {
+// Options tune a Storage.
+type Options struct {
+	// MaxOpenFiles bounds the stream files kept open at once, for all
+	// streams together: past it the least recently used file that no
+	// call is using is closed, and opened again when next used.
+	// DefaultMaxOpenFiles if 0; negative means no bound.
+	MaxOpenFiles int
+}
+
+// Open creates dir if needed and takes its exclusive lock, with the
+// default Options. If another process holds the lock it fails at once
+// with an error wrapping messagevault.ErrLocked that names the directory
+// and the owner's pid.
+func Open(dir string) (*Storage, error) { return OpenWith(dir, Options{}) }
+
+// maxOpenFiles is the bound MaxOpenFiles asks for (0: none).
+func (o Options) maxOpenFiles() int {
+	switch {
+	case o.MaxOpenFiles == 0:
+		return DefaultMaxOpenFiles
+	case o.MaxOpenFiles < 0:
+		return 0
+	}
+	return o.MaxOpenFiles
+}
+
+// OpenWith is Open with opts.
+func OpenWith(dir string, opts Options) (*Storage, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open data directory %q: %w", dir, err)
@@ -93,8 +118,12 @@ func Open(dir string) (*Storage, error) {
 	// Deletions a crash interrupted are finished in the background: a
 	// folder that cannot be removed must not keep the node from leading.
 	go removeBuried(abs)
-	return &Storage{dir: abs, lock: lock, writers: map[string]bool{}}, nil
+	return &Storage{dir: abs, lock: lock, open: newOpenFiles(opts.maxOpenFiles()), writers: map[string]bool{}}, nil
 }
+
+// OpenFiles returns how many stream files are open now, and the most
+// that were open at once.
+func (s *Storage) OpenFiles() (now, peak int) { return s.open.Open() }
 
 // Dir returns the absolute path of the data directory.
 func (s *Storage) Dir() string { return s.dir }
@@ -130,7 +159,7 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 			s.lock.Close() // Close was called with writers open
 		}
 	}
-	w, err := openWriter(ctx, s.StreamDir(stream), s.dir)
+	w, err := openWriter(ctx, s.StreamDir(stream), s.dir, s.open)
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("open writer %q: %w", stream, err)
@@ -141,14 +170,14 @@ func (s *Storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 
 // OpenReader opens stream for reading.
 func (s *Storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
-	return openReader(s.dir, stream)
+	return openReader(s.dir, stream, s.open)
 }
 
-func openReader(dir, stream string) (messagevault.PageReader, error) {
+func openReader(dir, stream string, open *openFiles) (messagevault.PageReader, error) {
 	if err := messagevault.CheckStreamName(stream); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
-	r, err := OpenStreamReader(filepath.Join(dir, stream))
+	r, err := openStreamReader(filepath.Join(dir, stream), open)
 	if err != nil {
 		return nil, fmt.Errorf("open reader %q: %w", stream, err)
 	}

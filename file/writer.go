@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,18 +26,42 @@ type writer struct {
 	st      *store
 	ext     messagevault.Extent // as last committed (or loaded)
 	active  int64               // the active segment's start: ext.Segment, or a newer roll
-	records *os.File            // the active segment's file
+	records *handle             // the active segment's file
 	size    int64               // its size
-	dirty   []*os.File          // earlier segments written since the last Flush
-	index   *os.File            // the time index, once written
+	dirty   []*handle           // earlier segments written since the last Flush
+	index   *handle             // the time index, once written
 	pbuf    [extentSize]byte
 	closed  bool
+	slot    bool // holds a write slot of the open-file bound (begin)
 	release func()
 
 	// busy is closed when a call that outlived its context returns;
 	// until then every call fails at once (a stuck disk).
 	busy      chan struct{}
 	busySince time.Time
+}
+
+// begin takes a write slot of the storage's open-file bound before a
+// write that leaves a file to sync, unless the writer holds one already.
+func (w *writer) begin(ctx context.Context) error {
+	if w.slot {
+		return nil
+	}
+	if err := w.st.open.beginWrite(ctx); err != nil {
+		return err
+	}
+	w.slot = true
+	return nil
+}
+
+// settle gives the write slot back once everything the writer wrote is
+// synced.
+func (w *writer) settle() {
+	if !w.slot || len(w.dirty) > 0 || (w.records != nil && w.records.isDirty()) || w.st.position.isDirty() {
+		return
+	}
+	w.st.open.endWrite()
+	w.slot = false
 }
 
 // fdatasync is the system call, a variable so that tests can model a disk
@@ -71,9 +96,14 @@ func (w *writer) call(ctx context.Context, what string, fn func() error) error {
 	}
 }
 
-// sync makes f's data durable, bounded by ctx.
-func (w *writer) sync(ctx context.Context, f *os.File) error {
-	return w.call(ctx, "fdatasync "+f.Name(), func() error {
+// sync makes h's data durable, bounded by ctx.
+func (w *writer) sync(ctx context.Context, h *handle) error {
+	return w.call(ctx, "fdatasync "+h.Name(), func() error { return syncHandle(h) })
+}
+
+// syncHandle fdatasyncs h.
+func syncHandle(h *handle) error {
+	return h.sync(func(f *os.File) error {
 		if err := fdatasync(int(f.Fd())); err != nil {
 			return fmt.Errorf("fdatasync %s: %w", f.Name(), err)
 		}
@@ -81,51 +111,64 @@ func (w *writer) sync(ctx context.Context, f *os.File) error {
 	})
 }
 
-func openWriter(ctx context.Context, dir, parent string) (*writer, error) {
+func openWriter(ctx context.Context, dir, parent string, open *openFiles) (*writer, error) {
 	if err := os.Mkdir(dir, DirMode); err != nil && !os.IsExist(err) {
 		return nil, err
 	}
-	position, err := os.OpenFile(filepath.Join(dir, PositionFile), os.O_RDWR|os.O_CREATE, FileMode)
+	position, err := open.openHandle(filepath.Join(dir, PositionFile), os.O_RDWR|os.O_CREATE, FileMode)
 	if err != nil {
 		return nil, err
 	}
-	st := &store{dir: dir, position: position, files: map[int64]*os.File{}}
+	st := newStore(dir, open, position)
 	w := &writer{Reader: segment.NewReader(st), st: st}
 	fail := func(err error) (*writer, error) {
 		if w.records != nil {
 			w.records.Close()
 		}
 		st.Close()
+		if w.slot {
+			open.endWrite()
+		}
 		return nil, err
 	}
-	info, err := position.Stat()
-	if err != nil {
+	if err := w.begin(ctx); err != nil {
 		return fail(err)
 	}
-	if info.Size() < 8 {
-		// A new stream, or one whose position file was created but never
-		// written: position 0.
-		if _, err := position.WriteAt(make([]byte, 8), 0); err != nil {
-			return fail(err)
+	err = position.write(func(f *os.File) error {
+		info, err := f.Stat()
+		if err != nil {
+			return err
 		}
+		if info.Size() < 8 {
+			// A new stream, or one whose position file was created but
+			// never written: position 0.
+			_, err = f.WriteAt(make([]byte, 8), 0)
+		}
+		return err
+	})
+	if err != nil {
+		return fail(err)
 	}
 	// Whatever position is there is made durable before it is served: an
 	// earlier process may have died between writing it and its fdatasync,
 	// and an OS crash could still roll it back.
-	if err := fdatasync(int(position.Fd())); err != nil {
-		return fail(fmt.Errorf("fdatasync %s: %w", position.Name(), err))
+	if err := syncHandle(position); err != nil {
+		return fail(err)
 	}
 	if err := w.load(ctx); err != nil {
 		return fail(err)
 	}
 	// Make the stream's files and directory durable, whether this call
 	// created them or an earlier process did and crashed before it could.
-	if err := syncDir(dir); err != nil {
+	// The write slot taken above is held until then, which bounds the
+	// streams opening at once, and their descriptors.
+	if err := open.syncDir(dir); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := open.syncDir(parent); err != nil {
 		return fail(err)
 	}
+	w.settle()
 	return w, nil
 }
 
@@ -148,7 +191,7 @@ func (w *writer) load(ctx context.Context) error {
 				return fmt.Errorf("remove a leftover segment: %w", err)
 			}
 		}
-		if err := syncDir(w.st.dir); err != nil {
+		if err := w.st.open.syncDir(w.st.dir); err != nil {
 			return err
 		}
 	}
@@ -156,15 +199,18 @@ func (w *writer) load(ctx context.Context) error {
 	if e.Segment == 0 {
 		flags |= os.O_CREATE
 	}
-	f, err := os.OpenFile(filepath.Join(w.st.dir, segment.Name(e.Segment)), flags, FileMode)
+	f, err := w.st.open.openHandle(filepath.Join(w.st.dir, segment.Name(e.Segment)), flags, FileMode)
 	if err != nil {
 		if isNotExist(err) {
 			return fmt.Errorf("the active segment %s is missing: %w", segment.Name(e.Segment), messagevault.ErrCorrupt)
 		}
 		return err
 	}
-	info, err := f.Stat()
-	if err != nil {
+	var info os.FileInfo
+	if err := f.read(func(f *os.File) (err error) {
+		info, err = f.Stat()
+		return err
+	}); err != nil {
 		f.Close()
 		return err
 	}
@@ -205,7 +251,9 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	if size <= w.size {
 		return nil
 	}
-	if err := w.records.Truncate(size); err != nil {
+	// Only the size changes: the fdatasync of the pages written next
+	// makes it durable, through whichever descriptor of the file.
+	if err := w.records.writeHint(func(f *os.File) error { return f.Truncate(size) }); err != nil {
 		return fmt.Errorf("grow %s to %d: %w", w.records.Name(), size, err)
 	}
 	w.size = size
@@ -223,15 +271,20 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if err := messagevault.CheckPages(off, len(p), w.size); err != nil {
 		return err
 	}
+	if err := w.begin(ctx); err != nil {
+		return fmt.Errorf("write pages: %w", err)
+	}
 	f := w.records
 	// A write that outlives ctx may still land later, with whatever p
 	// then holds; call refuses every other call until it has, so nothing
 	// written after it can be overwritten by it.
 	return w.call(ctx, "write pages", func() error {
-		if _, err := f.WriteAt(p, off); err != nil {
-			return fmt.Errorf("write pages: %w", err)
-		}
-		return nil
+		return f.write(func(f *os.File) error {
+			if _, err := f.WriteAt(p, off); err != nil {
+				return fmt.Errorf("write pages: %w", err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -255,11 +308,11 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 			}
 		}
 	}
-	f, err := os.OpenFile(filepath.Join(w.st.dir, segment.Name(start)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, FileMode)
+	f, err := w.st.open.openHandle(filepath.Join(w.st.dir, segment.Name(start)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, FileMode)
 	if err != nil {
 		return fmt.Errorf("roll: %w", err)
 	}
-	if err := syncDir(w.st.dir); err != nil {
+	if err := w.st.open.syncDir(w.st.dir); err != nil {
 		f.Close()
 		return fmt.Errorf("roll: %w", err)
 	}
@@ -278,18 +331,20 @@ func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
 		return fmt.Errorf("write %d bytes of the time index at %d: not page-aligned: %w", len(p), off, messagevault.ErrOutOfRange)
 	}
 	if w.index == nil {
-		f, err := os.OpenFile(filepath.Join(w.st.dir, IndexFile), os.O_RDWR|os.O_CREATE, FileMode)
+		f, err := w.st.open.openHandle(filepath.Join(w.st.dir, IndexFile), os.O_RDWR|os.O_CREATE, FileMode)
 		if err != nil {
 			return fmt.Errorf("open the time index: %w", err)
 		}
 		w.index = f
 	}
-	f := w.index
+	h := w.index
 	return w.call(ctx, "write the time index", func() error {
-		if _, err := f.WriteAt(p, off); err != nil {
-			return fmt.Errorf("write the time index: %w", err)
-		}
-		return nil
+		return h.writeHint(func(f *os.File) error {
+			if _, err := f.WriteAt(p, off); err != nil {
+				return fmt.Errorf("write the time index: %w", err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -304,7 +359,11 @@ func (w *writer) Flush(ctx context.Context) error {
 		w.dirty[0].Close()
 		w.dirty = w.dirty[1:]
 	}
-	return w.sync(ctx, w.records)
+	if err := w.sync(ctx, w.records); err != nil {
+		return err
+	}
+	w.settle()
+	return nil
 }
 
 // State slots live in position.c7 after its first 8 bytes (the v1
@@ -324,27 +383,30 @@ func stateOffset(slot int) (int64, error) {
 	return StateOffset + int64(slot)*StateSlotSize, nil
 }
 
-func (w *writer) ReadState(ctx context.Context, slot int) ([]byte, error) {
+func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (int, error) {
 	if w.closed {
-		return nil, messagevault.ErrClosed
+		return 0, messagevault.ErrClosed
 	}
-	off, err := stateOffset(slot)
+	base, err := stateOffset(slot)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	info, err := w.st.position.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read state slot %d: %w", slot, err)
+	if off < 0 || off >= StateSlotSize {
+		return 0, io.EOF
 	}
-	n := min(info.Size()-off, StateSlotSize)
-	if n <= 0 {
-		return nil, nil
+	want := p[:min(int64(len(p)), StateSlotSize-off)]
+	var n int
+	err = w.st.position.read(func(f *os.File) (err error) {
+		n, err = f.ReadAt(want, base+off)
+		return err
+	})
+	if err == nil && n < len(p) {
+		err = io.EOF // the slot ends
 	}
-	b := make([]byte, n)
-	if k, err := w.st.position.ReadAt(b, off); int64(k) < n {
-		return nil, fmt.Errorf("read state slot %d: %w", slot, err)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read state slot %d: %w", slot, err)
 	}
-	return b, nil
+	return n, err
 }
 
 func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
@@ -358,15 +420,20 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 	if len(p) > StateSlotSize {
 		return fmt.Errorf("write state slot %d: %d bytes, the slot holds %d: %w", slot, len(p), StateSlotSize, messagevault.ErrOutOfRange)
 	}
+	if err := w.begin(ctx); err != nil {
+		return fmt.Errorf("write state slot %d: %w", slot, err)
+	}
 	// Overwritten in place, never shrunk: the caller frames its data
 	// (stale bytes may follow it). p must not change until this returns:
 	// a call that outlives ctx holds every later call back until it ends.
 	position := w.st.position
 	return w.call(ctx, "write state", func() error {
-		if _, err := position.WriteAt(p, off); err != nil {
-			return fmt.Errorf("write state slot %d: %w", slot, err)
-		}
-		return nil
+		return position.write(func(f *os.File) error {
+			if _, err := f.WriteAt(p, off); err != nil {
+				return fmt.Errorf("write state slot %d: %w", slot, err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -381,7 +448,11 @@ func (w *writer) Refence(ctx context.Context) error {
 	if err := w.sync(ctx, w.st.position); err != nil {
 		return err
 	}
-	return w.load(ctx)
+	if err := w.load(ctx); err != nil {
+		return err
+	}
+	w.settle()
+	return nil
 }
 
 // writeExtent durably records e in the position file.
@@ -394,17 +465,26 @@ func (w *writer) writeExtent(ctx context.Context, e messagevault.Extent) error {
 	if e.Segment == 0 && e.Start == 0 {
 		n = 8 // a stream that never rolled or trimmed keeps the v1 file
 	}
+	if err := w.begin(ctx); err != nil {
+		return fmt.Errorf("write position: %w", err)
+	}
 	position := w.st.position
 	err := w.call(ctx, "write position", func() error {
-		if _, err := position.WriteAt(buf[:n], 0); err != nil {
-			return fmt.Errorf("write position: %w", err)
-		}
-		return nil
+		return position.write(func(f *os.File) error {
+			if _, err := f.WriteAt(buf[:n], 0); err != nil {
+				return fmt.Errorf("write position: %w", err)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return err
 	}
-	return w.sync(ctx, position)
+	if err := w.sync(ctx, position); err != nil {
+		return err
+	}
+	w.settle()
+	return nil
 }
 
 func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
@@ -449,7 +529,7 @@ func (w *writer) Trim(ctx context.Context, start int64) error {
 			}
 		}
 	}
-	return syncDir(w.st.dir)
+	return w.st.open.syncDir(w.st.dir)
 }
 
 func (w *writer) Close() error {
@@ -457,6 +537,10 @@ func (w *writer) Close() error {
 		return nil
 	}
 	w.closed = true
+	if w.slot {
+		w.st.open.endWrite()
+		w.slot = false
+	}
 	errs := []error{w.Reader.Close(), w.records.Close()}
 	if w.index != nil {
 		errs = append(errs, w.index.Close())

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 
 	"github.com/messagevault/messagevault"
 )
@@ -115,6 +116,9 @@ func DecodeTransfer(body []byte, dst []messagevault.Message) ([]messagevault.Mes
 	}
 	end := len(body) - trailer
 	p := TransferHeaderSize
+	// Room for the messages, as many as the body can hold (each takes 4
+	// bytes at least), so that a lying count allocates nothing large.
+	dst = slices.Grow(dst, min(count, (end-p)/4))
 	for i := 0; i < count; i++ {
 		if p == end {
 			return fail(fmt.Errorf("%w: count says %d messages but the body holds %d", ErrCount, count, i))

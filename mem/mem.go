@@ -512,16 +512,24 @@ func (w *writer) Flush(ctx context.Context) error {
 	return nil
 }
 
-func (w *writer) ReadState(ctx context.Context, slot int) ([]byte, error) {
+func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (int, error) {
 	w.s.mu.Lock()
 	defer w.s.mu.Unlock()
 	if err := w.alive(); err != nil {
-		return nil, err
+		return 0, err
 	}
 	if slot != 0 && slot != 1 {
-		return nil, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
+		return 0, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
 	}
-	return slices.Clone(w.b.state[slot]), nil
+	b := w.b.state[slot]
+	if off < 0 || off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {

@@ -340,11 +340,15 @@ func (w *pageWriter) CommitPosition(ctx context.Context, pos int64) error {
 	return err
 }
 
-func (w *pageWriter) ReadState(ctx context.Context, slot int) ([]byte, error) {
+func (w *pageWriter) ReadState(ctx context.Context, slot int, p []byte, off int64) (int, error) {
 	start := time.Now()
-	p, err := w.w.ReadState(ctx, slot)
-	w.m.observe("read_state", start, err)
-	return p, err
+	n, err := w.w.ReadState(ctx, slot, p, off)
+	if errors.Is(err, io.EOF) {
+		w.m.observe("read_state", start, nil)
+	} else {
+		w.m.observe("read_state", start, err)
+	}
+	return n, err
 }
 
 func (w *pageWriter) WriteState(ctx context.Context, slot int, p []byte) error {

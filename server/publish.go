@@ -30,8 +30,11 @@ const BodyReadTimeout = 2 * time.Minute
 const poolMax = 4 << 20
 
 var (
-	bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-	msgsPool = sync.Pool{New: func() any { m := make([]messagevault.Message, 0, 1024); return &m }}
+	// New buffers start empty and grow to what a publish needs: thousands
+	// of small publishes at once (one per stream) must not cost 64 KiB
+	// each.
+	bodyPool = sync.Pool{New: func() any { return new([]byte) }}
+	msgsPool = sync.Pool{New: func() any { return new([]messagevault.Message) }}
 )
 
 type decodeFunc func(body []byte, dst []messagevault.Message) ([]messagevault.Message, error)

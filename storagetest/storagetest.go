@@ -410,7 +410,7 @@ func testStateSlots(t *testing.T, s messagevault.Storage) {
 	ctx := context.Background()
 	w := mustWriter(t, s, "state")
 	for slot := range 2 {
-		if b, err := w.ReadState(ctx, slot); err != nil || len(b) != 0 {
+		if b, err := readState(ctx, w, slot); err != nil || len(b) != 0 {
 			t.Fatalf("new stream's slot %d: %q, %v; want empty", slot, b, err)
 		}
 	}
@@ -432,8 +432,16 @@ func testStateSlots(t *testing.T, s messagevault.Storage) {
 	check := func(w messagevault.PageWriter) {
 		t.Helper()
 		for slot, want := range []string{"shorter", "one"} {
-			if b, err := w.ReadState(ctx, slot); err != nil || !bytes.HasPrefix(b, []byte(want)) {
+			if b, err := readState(ctx, w, slot); err != nil || !bytes.HasPrefix(b, []byte(want)) {
 				t.Fatalf("slot %d: %q, %v; want %q", slot, b, err, want)
+			}
+			// A read from inside the slot, and one past what it holds.
+			p := make([]byte, 2)
+			if n, err := w.ReadState(ctx, slot, p, 1); n != 2 || err != nil || string(p) != want[1:3] {
+				t.Fatalf("slot %d at 1: %q, %d, %v; want %q", slot, p, n, err, want[1:3])
+			}
+			if n, err := w.ReadState(ctx, slot, p, 8<<20); n != 0 || !errors.Is(err, io.EOF) {
+				t.Fatalf("slot %d past its end: %d, %v; want 0, io.EOF", slot, n, err)
 			}
 		}
 	}
@@ -442,6 +450,22 @@ func testStateSlots(t *testing.T, s messagevault.Storage) {
 		t.Fatal(err)
 	}
 	check(mustWriter(t, s, "state"))
+}
+
+// readState reads what slot holds, to its end (io.EOF).
+func readState(ctx context.Context, w messagevault.PageWriter, slot int) ([]byte, error) {
+	var out []byte
+	buf := make([]byte, 100)
+	for {
+		n, err := w.ReadState(ctx, slot, buf, int64(len(out)))
+		out = append(out, buf[:n]...)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+	}
 }
 
 // testRefence: a writer keeps writing after Refence, and what it had

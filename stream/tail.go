@@ -66,7 +66,9 @@ func (t *Tail) Load(ctx context.Context) error {
 	}
 	tail := int(pos % messagevault.PageSize)
 	if cap(t.buf) < messagevault.PageSize {
-		t.buf = make([]byte, 0, 64<<10)
+		// Two pages: the buffer grows with the first appends, so that
+		// thousands of streams with small appends stay small.
+		t.buf = make([]byte, 0, 2*messagevault.PageSize)
 	}
 	t.buf = t.buf[:tail]
 	t.ends = t.ends[:0]

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -293,19 +294,24 @@ func (w *Writer) loadProducers(ctx context.Context, pos, size int64) error {
 		return nil
 	}
 	for slot := range 2 {
-		b, err := w.pages.ReadState(ctx, slot)
+		b, err := readSnapshot(func(p []byte, off int64) (int, error) { return w.pages.ReadState(ctx, slot, p, off) }, math.MaxInt64)
 		if err != nil {
-			return fmt.Errorf("read producer table: %w", err)
+			return fmt.Errorf("read producer table from state slot %d: %w", slot, err)
 		}
 		if err := check(b, slot); err != nil {
 			return err
 		}
 	}
 	slotBest := w.slot
-	if b, err := w.readSnapshotAt(ctx, roundUp(pos), size); err != nil {
-		return err
-	} else if err := check(b, -1); err != nil {
-		return err
+	if off := roundUp(pos); off < size {
+		// The copy the last group wrote past its records.
+		b, err := readSnapshot(func(p []byte, o int64) (int, error) { return w.pages.ReadAt(ctx, p, off+o) }, size-off)
+		if err != nil {
+			return fmt.Errorf("read producer table at %d: %w", off, err)
+		}
+		if err := check(b, -1); err != nil {
+			return err
+		}
 	}
 	if w.slot == -1 && best >= 0 {
 		slot := 1 - max(slotBest, 0)
@@ -323,29 +329,32 @@ func (w *Writer) loadProducers(ctx context.Context, pos, size int64) error {
 	return nil
 }
 
-// readSnapshotAt reads the snapshot a group wrote past its records, at
-// off, or returns nil if there is none.
-func (w *Writer) readSnapshotAt(ctx context.Context, off, size int64) ([]byte, error) {
+// readSnapshot reads a snapshot through readAt, which reads from its
+// start and holds at most limit bytes: its header first, then as many
+// bytes as the header says. It returns nil if there is none (too short,
+// no magic, a length out of bounds): a torn or never written one.
+func readSnapshot(readAt func(p []byte, off int64) (int, error), limit int64) ([]byte, error) {
 	head := make([]byte, snapshotHeader)
-	if off+int64(len(head)) > size {
+	if int64(len(head)) > limit {
 		return nil, nil
 	}
-	if n, err := w.pages.ReadAt(ctx, head, off); n < len(head) {
+	if n, err := readAt(head, 0); n < len(head) {
 		if err == nil || errors.Is(err, io.EOF) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("read producer table at %d: %w", off, err)
+		return nil, err
 	}
 	n := int64(binary.LittleEndian.Uint32(head[4:]))
-	if string(head[:4]) != snapshotMagic || n < snapshotHeader || n > maxSnapshot || off+n > size {
+	if string(head[:4]) != snapshotMagic || n < snapshotHeader || n > maxSnapshot || n > limit {
 		return nil, nil
 	}
 	b := make([]byte, n)
-	if k, err := w.pages.ReadAt(ctx, b, off); int64(k) < n {
+	copy(b, head)
+	if k, err := readAt(b[len(head):], int64(len(head))); int64(k) < n-int64(len(head)) {
 		if err == nil || errors.Is(err, io.EOF) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("read producer table at %d: %w", off, err)
+		return nil, err
 	}
 	return b, nil
 }

@@ -83,6 +83,7 @@ type ServeCommand struct {
 	ReadTimeout    time.Duration
 	WriteTimeout   time.Duration
 	MaxConns       int
+	MaxOpenFiles   int
 	MaxReads       int
 	MaxTails       int
 	MaxTailAge     time.Duration
@@ -157,6 +158,7 @@ exits 0.`,
 	f.DurationVar(&c.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "how long a client may take to send a request body before the connection is closed (an authorized publish gets 2 minutes)")
 	f.DurationVar(&c.WriteTimeout, "write-timeout", server.DefaultWriteTimeout, "how long a read answer may take to send, and an event stream may wait for its client to take what it was sent, before the connection is closed")
 	f.IntVar(&c.MaxConns, "max-connections", DefaultMaxConnections, "connections served at once; more wait to be accepted")
+	f.IntVar(&c.MaxOpenFiles, "max-open-files", file.DefaultMaxOpenFiles, "local backend: stream files kept open at once, for all streams together; past it the least recently used idle file is closed and opened again when needed (files with writes not yet synced stay open until synced)")
 	f.IntVar(&c.MaxReads, "max-reads", server.DefaultMaxReads, "reads served at once (429 beyond)")
 	f.IntVar(&c.MaxTails, "max-tails", server.DefaultMaxTails, "event streams and long-polls served at once (429 beyond)")
 	f.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (a private one, for a scraper); on the main address /metrics needs a user with all:read")
@@ -581,11 +583,15 @@ func (c *ServeCommand) openBackend() (*backend, error) {
 		if len(c.StreamAccounts) > 0 {
 			return nil, usageError("--stream-account needs --azure")
 		}
-		lock, err := file.NewLeaderLock(c.DataDir)
+		if c.MaxOpenFiles < 1 {
+			return nil, usageError("--max-open-files must be at least 1, not %d", c.MaxOpenFiles)
+		}
+		opts := file.Options{MaxOpenFiles: c.MaxOpenFiles}
+		lock, err := file.NewLeaderLock(c.DataDir, opts)
 		if err != nil {
 			return nil, err
 		}
-		ro, err := file.OpenReadOnly(c.DataDir)
+		ro, err := file.OpenReadOnly(c.DataDir, opts)
 		if err != nil {
 			return nil, err
 		}
