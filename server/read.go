@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -454,7 +455,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	out := bufio.NewWriterSize(w, 64<<10)
+	out := &eventBuffer{w: w}
 	rc.Flush()
 	lastWrite := time.Now()
 	flush := func() {
@@ -570,4 +571,56 @@ func (s *Server) reader(ctx context.Context, name string) (*stream.Reader, func(
 		return nil, nil, err
 	}
 	return stream.NewReader(name, pr, cfg), pr.Close, nil
+}
+
+// eventBufferPool holds the write buffers of event streams.
+var eventBufferPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, eventBufferSize) }}
+
+// eventBufferSize is an event stream's write buffer: big enough that a
+// catch-up sends in large writes, small enough that thousands of tails
+// woken by one commit at once hold little.
+const eventBufferSize = 16 << 10
+
+// eventBuffer buffers an event stream's writes to w in a buffer
+// that it takes from a pool at the first write after a flush and gives
+// back at the flush: a stream waiting for its next record (most of them,
+// most of the time) holds no buffer, so that thousands of tails cost
+// little memory.
+type eventBuffer struct {
+	w   io.Writer
+	buf *bufio.Writer
+}
+
+func (b *eventBuffer) get() *bufio.Writer {
+	if b.buf == nil {
+		b.buf = eventBufferPool.Get().(*bufio.Writer)
+		b.buf.Reset(b.w)
+	}
+	return b.buf
+}
+
+// Write buffers p.
+func (b *eventBuffer) Write(p []byte) (int, error) { return b.get().Write(p) }
+
+// WriteString buffers s.
+func (b *eventBuffer) WriteString(s string) (int, error) { return b.get().WriteString(s) }
+
+// Buffered returns how many bytes wait for Flush.
+func (b *eventBuffer) Buffered() int {
+	if b.buf == nil {
+		return 0
+	}
+	return b.buf.Buffered()
+}
+
+// Flush writes what is buffered and gives the buffer back.
+func (b *eventBuffer) Flush() error {
+	if b.buf == nil {
+		return nil
+	}
+	err := b.buf.Flush()
+	b.buf.Reset(nil)
+	eventBufferPool.Put(b.buf)
+	b.buf = nil
+	return err
 }
