@@ -59,9 +59,10 @@ bench-goals: build
 	rm -rf /tmp/mv-bench && bin/messagevault bench --data /tmp/mv-bench --threads 4 --batch 10 --rate 10000 --min-size 100 --max-size 100 --duration 10s --no-verify
 	rm -rf /tmp/mv-bench
 
-## bench-scale: 10,000 streams written at once against a server limited to 4,096 open files: peak memory, descriptors and errors, memory once idle (a table; about 3 minutes)
+## bench-scale: 10,000 streams written at once against a server limited to 4,096 open files (peak memory, descriptors, errors, memory once idle), then 10,000 event streams (memory, delivery); tables, about 5 minutes
 bench-scale: build
 	$(GO) run ./bench/scale
+	$(GO) run ./bench/scale -tails 10000
 
 ## peers: the same workload against embedded NATS JetStream and MessageVault, side by side (module bench/peers)
 peers:

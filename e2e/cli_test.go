@@ -2,10 +2,16 @@ package e2e_test
 
 import (
 	"bytes"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,5 +215,31 @@ func TestBenchCommand(t *testing.T) {
 	}
 	if _, _, code := cli(t, s, "", "bench", "--steps", "1", "--duration", "1s"); code != 2 {
 		t.Fatalf("--steps with --duration: exit %d, want 2", code)
+	}
+	if _, _, code := cli(t, s, "", "bench", "--connections", "-1"); code != 2 {
+		t.Fatalf("--connections -1: exit %d, want 2", code)
+	}
+
+	// --connections: 8 producers share 2 connections, counted by a proxy
+	// in front of the server.
+	var conns atomic.Int64
+	target, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(target))
+	proxy.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	proxy.Start()
+	defer proxy.Close()
+	out = mustCLI(t, s, "", "bench", "--url", proxy.URL, "--threads", "8", "--streams", "8", "--steps", "10", "--batch", "10", "--connections", "2")
+	if !strings.Contains(out, "verified 800 messages") {
+		t.Fatalf("bench --connections 2:\n%s", out)
+	}
+	if n := conns.Load(); n > 2 {
+		t.Fatalf("8 producers with --connections 2 opened %d connections", n)
 	}
 }

@@ -106,7 +106,11 @@ func run(ctx context.Context, bin string, streams, steps, nofile, conns, openFil
 	}()
 	benchCmd := exec.CommandContext(ctx, bin, "bench", "--url", "http://"+addr, "--user", "admin",
 		"--threads", strconv.Itoa(streams), "--streams", strconv.Itoa(streams), "--batch", "10",
-		"--steps", strconv.Itoa(steps), "--min-size", "100", "--max-size", "100", "--no-verify")
+		"--steps", strconv.Itoa(steps), "--min-size", "100", "--max-size", "100", "--no-verify",
+		// The producers share fewer connections than the server serves
+		// at once, as many producers behind a few clients do, rather
+		// than wait in its listen queue.
+		"--connections", strconv.Itoa(conns*2/3))
 	benchCmd.Env = append(os.Environ(), "MESSAGEVAULT_PASSWORD="+password)
 	out, benchErr := benchCmd.CombinedOutput()
 	close(stop)

@@ -32,6 +32,7 @@ type BenchCommand struct {
 	cpuProfile     string
 	noSequences    bool
 	transferV1     bool
+	connections    int
 	fsyncBaseline  bool
 	segmentSize    byteSize
 }
@@ -66,6 +67,7 @@ storage and verify every message (a mismatch fails the run, exit 1).`,
 	f.BoolVar(&c.cfg.SkipVerify, "no-verify", false, "skip reading every message back")
 	f.BoolVar(&c.noSequences, "no-sequences", false, "publish without producer sequences (at-least-once), to measure what exactly-once costs")
 	f.BoolVar(&c.fsyncBaseline, "fsync-baseline", false, "with --data: after the run, measure a bare 512-byte write and fdatasync on the same disk at the same pace (--rate, or every 10 ms), and print the publish p99 against it")
+	f.IntVar(&c.connections, "connections", 0, "connections to the server that the producers share (0: one per producer); fewer than --threads stands for many producers behind few connections, and keeps them from waiting in the server's listen queue past its --max-connections")
 	f.BoolVar(&c.transferV1, "transfer-v1", false, "send v1 transfer bodies (MD5), as the original's clients do, instead of v2 (CRC-32C), to compare")
 	f.StringVar(&c.data, "data", "", "run an in-process server on this data directory instead of using --url")
 	c.segmentSize = stream.DefaultSegmentSize
@@ -88,8 +90,12 @@ func (c *BenchCommand) Run(cmd *cobra.Command) error {
 	if c.data != "" && c.azureCS != "" {
 		return usageError("give --data or --azure, not both")
 	}
+	if c.connections < 0 {
+		return usageError("--connections must be 0 (one per producer) or more, not %d", c.connections)
+	}
 	ctx := cmd.Context()
-	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 256, TLSClientConfig: c.tls}}), client.WithGrantReader(azure.GrantReader{})}
+	transport := &http.Transport{MaxIdleConnsPerHost: max(256, c.connections), MaxConnsPerHost: c.connections, TLSClientConfig: c.tls}
+	copts := []client.Option{client.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute, Transport: transport}), client.WithGrantReader(azure.GrantReader{})}
 	if c.noSequences {
 		copts = append(copts, client.WithoutSequences())
 	}
