@@ -154,8 +154,10 @@ type PageWriter interface {
 
 	// WriteState replaces the contents of state slot 0 or 1 with p. Like
 	// WritePages it is conditional on this writer still owning the
-	// stream, and is durable once Flush returns; a crash can leave the
-	// slot torn, so callers must check what they read back.
+	// stream. It is durable once the next CommitPosition returns (a
+	// backend may keep a small state with the position, and commit both
+	// in one request); a crash can leave the slot torn, or as it was, so
+	// callers must check what they read back.
 	WriteState(ctx context.Context, slot int, p []byte) error
 
 	// Refence is called after an error whose outcome is unknown, before

@@ -45,6 +45,15 @@ const (
 	// blobs holding its producer table, written alternately). Readers of
 	// the v1 layout ignore them.
 	StateBlob0, StateBlob1 = "producers.0", "producers.1"
+	// StateKey0 and StateKey1 are metadata keys of the position blob that
+	// hold a state slot's contents (base64) instead of its blob, when
+	// they are at most InlineStateMax bytes: such a state costs no
+	// request of its own, and is committed with the position, in the
+	// same request. A slot with no key is in its blob.
+	StateKey0, StateKey1 = "producers0", "producers1"
+	// InlineStateMax is the largest state kept in the position blob's
+	// metadata (which Azure caps at 8 KiB in all).
+	InlineStateMax = 4096
 	// MaxPutPage is the largest Put Page request Azure accepts.
 	MaxPutPage = 4 << 20
 )
@@ -303,6 +312,24 @@ func metadataValue(md map[string]*string, key string) (string, bool) {
 	return "", false
 }
 
+// stateKey returns the metadata key of state slot 0 or 1.
+func stateKey(slot int) string {
+	if slot == 1 {
+		return StateKey1
+	}
+	return StateKey0
+}
+
+// inlineState returns the state slots kept in md (the position blob's
+// metadata), base64, "" for a slot kept in its blob.
+func inlineState(md map[string]*string) [2]string {
+	var inline [2]string
+	for slot := range inline {
+		inline[slot], _ = metadataValue(md, stateKey(slot))
+	}
+	return inline
+}
+
 // parseExtent reads the committed position record from the position
 // blob's metadata: position (as in v1), and segment and start (absent in
 // v1: 0).
@@ -334,8 +361,13 @@ func parseExtent(md map[string]*string) (messagevault.Extent, error) {
 
 // extentMetadata is the position blob's metadata for e, written by writer
 // id. A stream that never rolled or trimmed carries the v1 key alone.
-func extentMetadata(e messagevault.Extent, id string) map[string]*string {
+func extentMetadata(e messagevault.Extent, id string, inline [2]string) map[string]*string {
 	md := map[string]*string{PositionKey: to.Ptr(strconv.FormatInt(e.Position, 10)), "writer": to.Ptr(id)}
+	for slot, v := range inline {
+		if v != "" {
+			md[stateKey(slot)] = to.Ptr(v)
+		}
+	}
 	if e.Segment > 0 {
 		md[SegmentKey] = to.Ptr(strconv.FormatInt(e.Segment, 10))
 	}

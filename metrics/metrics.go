@@ -330,7 +330,17 @@ func (w *pageWriter) Flush(ctx context.Context) error {
 	start := time.Now()
 	err := w.w.Flush(ctx)
 	w.m.observe("flush", start, err)
+	w.free("flush", 0)
 	return err
+}
+
+// free uncounts an operation that the storage says sent no request (it
+// is still timed): a storage's writer may implement
+// RequestFree(op string, size int) bool.
+func (w *pageWriter) free(op string, size int) {
+	if f, ok := w.w.(interface{ RequestFree(string, int) bool }); ok && f.RequestFree(op, size) {
+		w.m.requests.Add(-1)
+	}
 }
 
 func (w *pageWriter) CommitPosition(ctx context.Context, pos int64) error {
@@ -355,6 +365,7 @@ func (w *pageWriter) WriteState(ctx context.Context, slot int, p []byte) error {
 	start := time.Now()
 	err := w.w.WriteState(ctx, slot, p)
 	w.m.observe("write_state", start, err)
+	w.free("write_state", len(p))
 	return err
 }
 

@@ -418,15 +418,19 @@ func testStateSlots(t *testing.T, s messagevault.Storage) {
 		t.Fatalf("WriteState(2): %v; want ErrOutOfRange", err)
 	}
 	long := pages(3, 9)[:1000]
+	big := pages(20, 7) // larger than a backend may keep with the position
 	for _, step := range []struct {
 		slot int
 		p    []byte
-	}{{0, long}, {1, []byte("one")}, {0, []byte("shorter")}} {
+	}{{0, long}, {1, big}, {1, []byte("one")}, {0, []byte("shorter")}} {
 		if err := w.WriteState(ctx, step.slot, step.p); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CommitPosition(ctx, 0); err != nil { // states are durable with it
 		t.Fatal(err)
 	}
 	check := func(w messagevault.PageWriter) {
@@ -449,7 +453,28 @@ func testStateSlots(t *testing.T, s messagevault.Storage) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	check(mustWriter(t, s, "state"))
+	w = mustWriter(t, s, "state")
+	check(w)
+	// A large state replaces a small one, and survives a reopen.
+	if err := w.WriteState(ctx, 1, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CommitPosition(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = mustWriter(t, s, "state")
+	if b, err := readState(ctx, w, 1); err != nil || !bytes.HasPrefix(b, big) {
+		t.Fatalf("slot 1 after a large state and a reopen: %d bytes, %v; want the %d written", len(b), err, len(big))
+	}
+	if b, err := readState(ctx, w, 0); err != nil || !bytes.HasPrefix(b, []byte("shorter")) {
+		t.Fatalf("slot 0 after a reopen: %.20q, %v", b, err)
+	}
 }
 
 // readState reads what slot holds, to its end (io.EOF).
