@@ -80,11 +80,12 @@ type handle struct {
 	flag  int // how it is opened again: os.O_RDONLY or os.O_RDWR
 
 	// Under files.mu:
-	f      *os.File
-	users  int           // calls using f now
-	dirty  bool          // written since its last sync
-	elem   *list.Element // in files.idle while open, unused and clean
-	closed bool
+	f       *os.File
+	opening chan struct{} // closed when an opening in progress ends
+	users   int           // calls using f now
+	dirty   bool          // written since its last sync
+	elem    *list.Element // in files.idle while open, unused and clean
+	closed  bool
 }
 
 // openHandle opens path now (so that a missing file is reported here),
@@ -165,29 +166,51 @@ func (h *handle) isDirty() bool {
 func (h *handle) Name() string { return h.path }
 
 // acquire returns the open file, opening it again if it was closed, and
-// keeps it open until release.
+// keeps it open until release. The opening runs without the lock, so that
+// a disk that does not answer holds up the callers of this file only.
 func (h *handle) acquire() (*os.File, error) {
 	o := h.files
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	for h.opening != nil && !h.closed {
+		wait := h.opening
+		o.mu.Unlock()
+		<-wait
+		o.mu.Lock()
+	}
 	if h.closed {
+		o.mu.Unlock()
 		return nil, fmt.Errorf("%s: %w", h.path, os.ErrClosed)
 	}
-	if h.elem != nil {
-		o.idle.Remove(h.elem)
-		h.elem = nil
+	if h.f != nil {
+		if h.elem != nil {
+			o.idle.Remove(h.elem)
+			h.elem = nil
+		}
+		h.users++
+		f := h.f
+		o.mu.Unlock()
+		return f, nil
 	}
-	if h.f == nil {
-		o.reserve()
-		f, err := os.OpenFile(h.path, h.flag, 0)
+	done := make(chan struct{})
+	h.opening = done
+	o.reserve()
+	o.mu.Unlock()
+	f, err := os.OpenFile(h.path, h.flag, 0)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h.opening = nil
+	close(done)
+	if err != nil || h.closed {
+		o.open--
 		if err != nil {
-			o.open--
 			return nil, err
 		}
-		h.f = f
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", h.path, os.ErrClosed)
 	}
+	h.f = f
 	h.users++
-	return h.f, nil
+	return f, nil
 }
 
 // release ends a use that acquire began: wrote marks the file as holding

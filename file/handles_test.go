@@ -193,3 +193,59 @@ func TestWritersWaitForAWriteSlot(t *testing.T) {
 	appendPage(t, b, 7) // the slot is free again
 	appendPage(t, a, 8)
 }
+
+// Readers on many goroutines share a bound of 3 open files: files are
+// closed after one reader and opened again by another all the time, and
+// every read still finds what was written.
+func TestConcurrentReadsWithFewOpenFiles(t *testing.T) {
+	s, err := OpenWith(t.TempDir(), Options{MaxOpenFiles: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	const streams = 4
+	var rs []messagevault.PageReader
+	for i := range streams {
+		w, err := s.OpenWriter(ctx, fmt.Sprintf("r%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendPage(t, w, byte(i+1))
+		w.Close()
+		r, err := s.OpenReader(ctx, fmt.Sprintf("r%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		rs = append(rs, r)
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			p := make([]byte, messagevault.PageSize)
+			for k := range 200 {
+				i := (g + k) % streams
+				if _, err := rs[i].ReadAt(ctx, p, 0); err != nil {
+					errs <- fmt.Errorf("stream %d: %w", i, err)
+					return
+				}
+				if p[0] != byte(i+1) || p[len(p)-1] != byte(i+1) {
+					errs <- fmt.Errorf("stream %d reads %d", i, p[0])
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A file in use is not closed: for a moment each of the 8 readers may
+	// hold one past the bound. Once they are done, the bound holds.
+	if now, peak := s.OpenFiles(); now > 3 || peak > 3+8 {
+		t.Fatalf("open files: %d now, %d at most; the bound is 3, with 8 readers", now, peak)
+	}
+}
