@@ -144,7 +144,9 @@ type PageWriter interface {
 
 	// ReadState reads len(p) bytes of writer-state slot 0 or 1 from
 	// byte off, as ReadAt does: fewer only with an error, io.EOF past
-	// the end of what the slot holds (at once for a slot never written).
+	// the end of what the slot holds. A slot never written reads as
+	// io.EOF at once, or as zeros where a backend lays slots out in one
+	// file (the file backend, once slot 1 is written).
 	// What was last written comes first; a backend may leave stale bytes
 	// after it (the file backend overwrites in place), so callers frame
 	// their data, and read its header before the rest. The stream writer

@@ -52,8 +52,9 @@ const (
 	// same request. A slot with no key is in its blob.
 	StateKey0, StateKey1 = "producers0", "producers1"
 	// InlineStateMax is the largest state kept in the position blob's
-	// metadata (which Azure caps at 8 KiB in all).
-	InlineStateMax = 4096
+	// metadata: Azure caps names and values at 8 KiB in all, and both
+	// slots may be there at once (3,736 base64 characters each).
+	InlineStateMax = 2800
 	// MaxPutPage is the largest Put Page request Azure accepts.
 	MaxPutPage = 4 << 20
 )

@@ -336,6 +336,9 @@ func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (
 	if slot != 0 && slot != 1 {
 		return 0, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
 	}
+	if off < 0 {
+		return 0, io.EOF
+	}
 	if v := w.inline[slot]; v != "" {
 		b, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {

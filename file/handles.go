@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+
+	"github.com/messagevault/messagevault"
 )
 
 // DefaultMaxOpenFiles is how many stream files a Storage keeps open by
@@ -23,8 +25,9 @@ const DefaultMaxOpenFiles = 2048
 // at fdatasync is never lost with a closed descriptor. So that such files
 // cannot crowd the bound out, a writer takes one of max/4 write slots
 // before its first unsynced write and gives it back once all it wrote is
-// synced: at most max/2 files (a writer's segment and position) wait for
-// a sync at once, and a writer waits for a slot, never while holding one.
+// synced, or a call failed: about max/2 files (a writer's segment and
+// position, and a segment it just rolled from) wait for a sync at once,
+// and a writer waits for a slot, never while holding one.
 type openFiles struct {
 	mu   sync.Mutex
 	max  int // 0: no bound
@@ -77,7 +80,8 @@ var unbounded = newOpenFiles(0)
 type handle struct {
 	files *openFiles
 	path  string
-	flag  int // how it is opened again: os.O_RDONLY or os.O_RDWR
+	flag  int         // how it is opened again: os.O_RDONLY or os.O_RDWR
+	id    os.FileInfo // the file first opened: one opened again must be it
 
 	// Under files.mu:
 	f       *os.File
@@ -104,7 +108,13 @@ func (o *openFiles) openHandle(path string, flag int, perm os.FileMode) (*handle
 		o.open--
 		return nil, err
 	}
-	h := &handle{files: o, path: path, flag: flag &^ (os.O_CREATE | os.O_EXCL | os.O_TRUNC), f: f}
+	id, err := f.Stat()
+	if err != nil {
+		f.Close()
+		o.open--
+		return nil, err
+	}
+	h := &handle{files: o, path: path, flag: flag &^ (os.O_CREATE | os.O_EXCL | os.O_TRUNC), id: id, f: f}
 	h.elem = o.idle.PushBack(h)
 	return h, nil
 }
@@ -195,7 +205,7 @@ func (h *handle) acquire() (*os.File, error) {
 	h.opening = done
 	o.reserve()
 	o.mu.Unlock()
-	f, err := os.OpenFile(h.path, h.flag, 0)
+	f, err := h.reopen()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	h.opening = nil
@@ -210,6 +220,28 @@ func (h *handle) acquire() (*os.File, error) {
 	}
 	h.f = f
 	h.users++
+	return f, nil
+}
+
+// reopen opens the file at h's path again, and checks that it is the
+// file first opened there: a stream deleted (its folder renamed away) and
+// written again under its name has new files, which a reader of the old
+// one must never read as its own.
+func (h *handle) reopen() (*os.File, error) {
+	f, err := os.OpenFile(h.path, h.flag, 0)
+	if err != nil {
+		if isNotExist(err) {
+			return nil, fmt.Errorf("%s is gone (the stream was deleted): %w", h.path, messagevault.ErrStreamNotFound)
+		}
+		return nil, err
+	}
+	if info, err := f.Stat(); err != nil || !os.SameFile(info, h.id) {
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s is another file than the one opened (the stream was deleted and written again): %w", h.path, messagevault.ErrStreamNotFound)
+	}
 	return f, nil
 }
 

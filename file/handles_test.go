@@ -249,3 +249,96 @@ func TestConcurrentReadsWithFewOpenFiles(t *testing.T) {
 		t.Fatalf("open files: %d now, %d at most; the bound is 3, with 8 readers", now, peak)
 	}
 }
+
+// A reader of a stream deleted and written again under its name never
+// reads the new stream's files as its own when its files were closed to
+// make room: opened again, they are other files, and it reports the
+// stream gone.
+func TestReopenedFilesAreTheSameFiles(t *testing.T) {
+	s, err := OpenWith(t.TempDir(), Options{MaxOpenFiles: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	w, err := s.OpenWriter(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendPage(t, w, 1)
+	w.Close()
+	r, err := s.OpenReader(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := make([]byte, messagevault.PageSize)
+	if _, err := r.ReadAt(ctx, p, 0); err != nil || p[0] != 1 {
+		t.Fatalf("read before the delete: %d, %v", p[0], err)
+	}
+	if err := s.DeleteStream(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	w, err = s.OpenWriter(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendPage(t, w, 2)
+	w.Close()
+	for i := range 4 { // more files than the bound: the reader's are closed
+		w, err := s.OpenWriter(ctx, fmt.Sprint("other", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendPage(t, w, 3)
+		w.Close()
+	}
+	n, err := r.ReadAt(ctx, p, 0)
+	if n > 0 && p[0] == 2 {
+		t.Fatal("the old reader read the new stream's records")
+	}
+	if !errors.Is(err, messagevault.ErrStreamNotFound) {
+		t.Fatalf("read after the delete: %d bytes, %v; want ErrStreamNotFound", n, err)
+	}
+}
+
+// A writer whose call fails gives its write slot back at once, rather
+// than holding it until its stream's next append or idle close.
+func TestAFailedWriteGivesItsSlotBack(t *testing.T) {
+	s, err := OpenWith(t.TempDir(), Options{MaxOpenFiles: 4}) // one slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	a, err := s.OpenWriter(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := s.OpenWriter(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, w := range []messagevault.PageWriter{a, b} {
+		if err := w.Grow(ctx, messagevault.PageSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.WritePages(ctx, 0, make([]byte, messagevault.PageSize)); err != nil { // a holds the slot
+		t.Fatal(err)
+	}
+	old := fdatasync
+	fdatasync = func(int) error { return errors.New("EIO, as a failing disk gives") }
+	err = a.Flush(ctx)
+	fdatasync = old
+	if err == nil {
+		t.Fatal("Flush succeeded with a failing fdatasync")
+	}
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := b.WritePages(short, 0, make([]byte, messagevault.PageSize)); err != nil {
+		t.Fatalf("b could not write after a's failed flush: %v", err)
+	}
+}

@@ -64,6 +64,17 @@ func (w *writer) settle() {
 	w.slot = false
 }
 
+// giveBack gives the write slot back when a call fails: the files it
+// left unsynced stay open (a file with unsynced writes is never closed to
+// make room), but a writer whose group failed must not hold a slot until
+// its stream's next append or idle close while other writers wait.
+func (w *writer) giveBack(err *error) {
+	if *err != nil && w.slot {
+		w.st.open.endWrite()
+		w.slot = false
+	}
+}
+
 // fdatasync is the system call, a variable so that tests can model a disk
 // that stops answering.
 var fdatasync = unix.Fdatasync
@@ -260,7 +271,8 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	return nil
 }
 
-func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
+func (w *writer) WritePages(ctx context.Context, off int64, p []byte) (err error) {
+	defer w.giveBack(&err)
 	if w.closed {
 		return messagevault.ErrClosed
 	}
@@ -348,7 +360,8 @@ func (w *writer) WriteIndex(ctx context.Context, off int64, p []byte) error {
 	})
 }
 
-func (w *writer) Flush(ctx context.Context) error {
+func (w *writer) Flush(ctx context.Context) (err error) {
+	defer w.giveBack(&err)
 	if w.closed {
 		return messagevault.ErrClosed
 	}
@@ -409,7 +422,8 @@ func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (
 	return n, err
 }
 
-func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
+func (w *writer) WriteState(ctx context.Context, slot int, p []byte) (err error) {
+	defer w.giveBack(&err)
 	if w.closed {
 		return messagevault.ErrClosed
 	}
@@ -487,7 +501,8 @@ func (w *writer) writeExtent(ctx context.Context, e messagevault.Extent) error {
 	return nil
 }
 
-func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
+func (w *writer) CommitPosition(ctx context.Context, pos int64) (err error) {
+	defer w.giveBack(&err)
 	if w.closed {
 		return messagevault.ErrClosed
 	}
@@ -502,7 +517,8 @@ func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
 	return nil
 }
 
-func (w *writer) Trim(ctx context.Context, start int64) error {
+func (w *writer) Trim(ctx context.Context, start int64) (err error) {
+	defer w.giveBack(&err)
 	if w.closed {
 		return messagevault.ErrClosed
 	}
