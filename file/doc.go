@@ -14,4 +14,9 @@
 // the 8 position bytes in place (one sector, so the write is atomic) and
 // fdatasyncs the position file. New files and directories are fsynced into
 // their parent directory before a writer is handed out.
+//
+// Open files: a Storage keeps at most Options.MaxOpenFiles stream files
+// open, for all its writers and readers (handles.go): idle files are
+// closed least recently used first and opened again when needed; files
+// with unsynced writes stay open until synced.
 package file
