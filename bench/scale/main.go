@@ -52,40 +52,80 @@ func main() {
 // sample is what /proc shows of the server at one moment.
 type sample struct{ rssKB, fds, streamFiles int }
 
-func run(ctx context.Context, bin string, streams, steps, nofile, conns, openFiles int) error {
+// password is the admin password of the servers the tool starts.
+const password = "scale-bench-password"
+
+// server is a `messagevault serve` process on a new temporary directory.
+type server struct {
+	dir, data, addr, logPath string
+	cmd                      *exec.Cmd
+	log                      *os.File
+}
+
+// startServer starts bin serve on a new directory and a free loopback
+// port, with args; limit, if set, runs with its pid before the server is
+// waited for. stop ends it and removes the directory.
+func startServer(ctx context.Context, bin string, limit func(pid int) error, args ...string) (*server, error) {
 	dir, err := os.MkdirTemp("", "mv-scale-")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	addr, err := freeAddr()
-	if err != nil {
-		return err
+	s := &server{dir: dir, data: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "serve.log")}
+	if s.addr, err = freeAddr(); err != nil {
+		s.stop()
+		return nil, err
 	}
-	const password = "scale-bench-password"
-	logPath := filepath.Join(dir, "serve.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return err
+	if s.log, err = os.Create(s.logPath); err != nil {
+		s.stop()
+		return nil, err
 	}
-	defer logFile.Close()
-	data := filepath.Join(dir, "data")
-	serve := exec.CommandContext(ctx, bin, "serve", "--data", data, "--listen", addr, "--idle-timeout", "5s",
+	s.cmd = exec.CommandContext(ctx, bin, append([]string{"serve", "--data", s.data, "--listen", s.addr}, args...)...)
+	s.cmd.Env = append(os.Environ(), "MESSAGEVAULT_ADMIN_PASSWORD="+password)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("start the server: %w", err)
+	}
+	if limit != nil {
+		if err := limit(s.cmd.Process.Pid); err != nil {
+			s.stop()
+			return nil, err
+		}
+	}
+	if err := waitListening(s.addr, 30*time.Second); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// stop kills the server and removes its directory.
+func (s *server) stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+	if s.log != nil {
+		s.log.Close()
+	}
+	os.RemoveAll(s.dir)
+}
+
+func run(ctx context.Context, bin string, streams, steps, nofile, conns, openFiles int) error {
+	limit := func(pid int) error {
+		lim := unix.Rlimit{Cur: uint64(nofile), Max: uint64(nofile)}
+		if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+			return fmt.Errorf("limit the server's open files: %w", err)
+		}
+		return nil
+	}
+	srv, err := startServer(ctx, bin, limit, "--idle-timeout", "5s",
 		"--max-connections", strconv.Itoa(conns), "--max-open-files", strconv.Itoa(openFiles))
-	serve.Env = append(os.Environ(), "MESSAGEVAULT_ADMIN_PASSWORD="+password)
-	serve.Stdout, serve.Stderr = logFile, logFile
-	if err := serve.Start(); err != nil {
-		return fmt.Errorf("start the server: %w", err)
-	}
-	defer serve.Process.Kill()
-	pid := serve.Process.Pid
-	lim := unix.Rlimit{Cur: uint64(nofile), Max: uint64(nofile)}
-	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
-		return fmt.Errorf("limit the server's open files: %w", err)
-	}
-	if err := waitListening(addr, 30*time.Second); err != nil {
+	if err != nil {
 		return err
 	}
+	defer srv.stop()
+	pid, data, addr, logPath := srv.cmd.Process.Pid, srv.data, srv.addr, srv.logPath
 
 	var peak atomic.Pointer[sample]
 	peak.Store(&sample{})

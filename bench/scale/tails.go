@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,34 +29,13 @@ const (
 // tailMessages messages to each of tailStreams streams, waits until every
 // tail has had every message, and reports the server's peak memory.
 func runTails(ctx context.Context, bin string, n int) error {
-	dir, err := os.MkdirTemp("", "mv-tails-")
+	srv, err := startServer(ctx, bin, nil, "--max-tails", strconv.Itoa(n+100), "--max-connections", strconv.Itoa(n+100))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	const password = "scale-bench-password"
-	logFile, err := os.Create(filepath.Join(dir, "serve.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	serve := exec.CommandContext(ctx, bin, "serve", "--data", filepath.Join(dir, "data"), "--listen", addr,
-		"--max-tails", strconv.Itoa(n+100), "--max-connections", strconv.Itoa(n+100))
-	serve.Env = append(os.Environ(), "MESSAGEVAULT_ADMIN_PASSWORD="+password)
-	serve.Stdout, serve.Stderr = logFile, logFile
-	if err := serve.Start(); err != nil {
-		return fmt.Errorf("start the server: %w", err)
-	}
-	defer serve.Process.Kill()
-	pid := serve.Process.Pid
-	if err := waitListening(addr, 30*time.Second); err != nil {
-		return err
-	}
-	base := "http://" + addr
+	defer srv.stop()
+	pid := srv.cmd.Process.Pid
+	base := "http://" + srv.addr
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	publish := func(name string, i int) error {
 		body, err := formats.AppendTransfer(nil, []messagevault.Message{messagevault.NewMessage([]byte("k"), []byte(fmt.Sprintf("%s-%d", name, i)), 0)})
