@@ -345,14 +345,7 @@ func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (
 			// Torn or changed by hand: the caller checks what it reads.
 			return 0, io.EOF
 		}
-		if off < 0 || off >= int64(len(b)) {
-			return 0, io.EOF
-		}
-		n := copy(p, b[off:])
-		if n < len(p) {
-			return n, io.EOF
-		}
-		return n, nil
+		return bytes.NewReader(b).ReadAt(p, off)
 	}
 	if len(p) == 0 {
 		return 0, nil

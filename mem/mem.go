@@ -10,6 +10,7 @@
 package mem
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -521,15 +522,10 @@ func (w *writer) ReadState(ctx context.Context, slot int, p []byte, off int64) (
 	if slot != 0 && slot != 1 {
 		return 0, fmt.Errorf("read state slot %d: %w", slot, messagevault.ErrOutOfRange)
 	}
-	b := w.b.state[slot]
-	if off < 0 || off >= int64(len(b)) {
+	if off < 0 {
 		return 0, io.EOF
 	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return bytes.NewReader(w.b.state[slot]).ReadAt(p, off)
 }
 
 func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
