@@ -35,6 +35,35 @@ func appendPage(t *testing.T, w messagevault.PageWriter, b byte) {
 	}
 }
 
+// twoWriters opens writers of streams a and b on a storage with a bound
+// of 4 open files, so one write slot, and grows each by a page (which
+// takes no slot). They close when the test ends.
+func twoWriters(t *testing.T) (a, b messagevault.PageWriter) {
+	t.Helper()
+	s, err := OpenWith(t.TempDir(), Options{MaxOpenFiles: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	for _, name := range []string{"a", "b"} {
+		w, err := s.OpenWriter(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() }) // before the storage's Close: cleanups run last first
+		if err := w.Grow(ctx, messagevault.PageSize); err != nil {
+			t.Fatal(err)
+		}
+		if a == nil {
+			a = w
+		} else {
+			b = w
+		}
+	}
+	return a, b
+}
+
 // Many writers and readers, all kept open, stay within the bound: the
 // least recently used idle file is closed and opened again on its next
 // use, and reads find what was written.
@@ -155,27 +184,8 @@ func TestUnsyncedFilesStayOpen(t *testing.T) {
 // slot for a bound of 4), no longer than its context allows, and gets one
 // once a holder's writes are synced and committed.
 func TestWritersWaitForAWriteSlot(t *testing.T) {
-	s, err := OpenWith(t.TempDir(), Options{MaxOpenFiles: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	ctx := context.Background()
-	a, err := s.OpenWriter(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := s.OpenWriter(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	for _, w := range []messagevault.PageWriter{a, b} {
-		if err := w.Grow(ctx, messagevault.PageSize); err != nil { // no slot needed
-			t.Fatal(err)
-		}
-	}
+	a, b := twoWriters(t)
 	if err := a.WritePages(ctx, 0, make([]byte, messagevault.PageSize)); err != nil { // a holds the slot now
 		t.Fatal(err)
 	}
@@ -305,33 +315,14 @@ func TestReopenedFilesAreTheSameFiles(t *testing.T) {
 // A writer whose call fails gives its write slot back at once, rather
 // than holding it until its stream's next append or idle close.
 func TestAFailedWriteGivesItsSlotBack(t *testing.T) {
-	s, err := OpenWith(t.TempDir(), Options{MaxOpenFiles: 4}) // one slot
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	ctx := context.Background()
-	a, err := s.OpenWriter(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := s.OpenWriter(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	for _, w := range []messagevault.PageWriter{a, b} {
-		if err := w.Grow(ctx, messagevault.PageSize); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a, b := twoWriters(t)
 	if err := a.WritePages(ctx, 0, make([]byte, messagevault.PageSize)); err != nil { // a holds the slot
 		t.Fatal(err)
 	}
 	old := fdatasync
 	fdatasync = func(int) error { return errors.New("EIO, as a failing disk gives") }
-	err = a.Flush(ctx)
+	err := a.Flush(ctx)
 	fdatasync = old
 	if err == nil {
 		t.Fatal("Flush succeeded with a failing fdatasync")
