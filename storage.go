@@ -173,6 +173,36 @@ type PageWriter interface {
 	Refence(ctx context.Context) error
 }
 
+// CommitStarter is implemented by a PageWriter whose position commit
+// can be in flight while the writer writes the next group's pages (on
+// Azure, a commit is a request to another blob than the pages'). The
+// stream writer then overlaps the two; a backend without it commits one
+// group at a time.
+type CommitStarter interface {
+	// StartCommit checks pos as CommitPosition does and starts recording
+	// it, and calls done with the outcome, as CommitPosition would return
+	// it, exactly once: later from another goroutine, or before
+	// StartCommit returns. ctx must stay live until done is called. A
+	// state written before StartCommit is durable with this commit, as
+	// with CommitPosition, even though the next group's pages may
+	// overwrite the copy the stream writer keeps past the records before
+	// done is called. Until done has been
+	// called, the caller may call Size, Grow, WritePages, Flush and the
+	// PageReader methods; every other call waits for the commit first.
+	StartCommit(ctx context.Context, pos int64, done func(error))
+}
+
+// StartCommit starts committing pos on w: with w's StartCommit when it
+// has one, else with CommitPosition, in which case done is called before
+// StartCommit returns.
+func StartCommit(ctx context.Context, w PageWriter, pos int64, done func(error)) {
+	if c, ok := w.(CommitStarter); ok {
+		c.StartCommit(ctx, pos, done)
+		return
+	}
+	done(w.CommitPosition(ctx, pos))
+}
+
 // Granter is implemented by storages that hand out read-only grants: a URL
 // from which a consumer can read one stream without the server (a container
 // SAS URL on Azure, a file:// URL of the stream folder locally).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -27,14 +29,27 @@ import (
 	"github.com/messagevault/messagevault/segment"
 )
 
-var _ messagevault.PageWriter = (*writer)(nil)
+var (
+	_ messagevault.PageWriter    = (*writer)(nil)
+	_ messagevault.CommitStarter = (*writer)(nil)
+)
+
+// putPagesInFlight is how many Put Pages of one page write are sent at
+// once.
+const putPagesInFlight = 8
 
 // takeOverTries is how often a writer retries taking a stream over when
 // another writer changes it at the same moment.
 const takeOverTries = 5
 
-// writer is the PageWriter of one stream. It remembers the ETags of its
-// own last changes and makes every change conditional on them.
+// writer is the PageWriter of one stream. It fences other writers off
+// in two ways. The position blob and the state blobs change under
+// If-Match of the ETags of this writer's own last changes. The active
+// segment's pages are written under x-ms-if-sequence-number-eq of a
+// blob sequence number this writer set when it took the stream over,
+// which page writes leave as it is: several can be in flight at once,
+// and a writer that takes over (or Refence) sets a new one, so every
+// page write sent before fails its condition.
 type writer struct {
 	*segment.Reader
 	st        *reader
@@ -43,8 +58,11 @@ type writer struct {
 	active    int64               // the active segment: ext.Segment, or a newer roll
 	records   *pageblob.Client    // the active segment's blob
 	size      int64               // its size
-	recordsET azcore.ETag
+	seq       int64               // its sequence number, as this writer set it
 	posET     azcore.ETag
+	// committing is closed when the position commit in flight (see
+	// StartCommit) is done; nil when none was started.
+	committing chan struct{}
 	stateET   [2]azcore.ETag // "" while the slot's blob does not exist
 	// inline holds the state slots kept in the position blob's metadata
 	// (base64; "" for a slot in its blob): as committed, or written since
@@ -133,7 +151,9 @@ func (w *writer) takeOver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.recordsET = *rresp.ETag
+	if w.seq, err = fencePages(ctx, w.records, *rresp.ETag); err != nil {
+		return err
+	}
 	w.size = 0
 	if rprops.ContentLength != nil {
 		w.size = *rprops.ContentLength
@@ -275,6 +295,7 @@ func (w *writer) Refence(ctx context.Context) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
+	w.waitCommit()
 	var err error
 	for try := 0; try < takeOverTries; try++ {
 		if err = w.refence(ctx); err == nil {
@@ -315,11 +336,18 @@ func (w *writer) refence(ctx context.Context) error {
 			return err
 		}
 	}
-	props, err := records.GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: ifMatch(recordsET)})
+	seq, err := fencePages(ctx, records, recordsET)
 	if err != nil {
 		return err
 	}
-	w.records, w.recordsET, w.posET, w.stateET = records, recordsET, posET, stateET
+	props, err := records.GetProperties(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != seq {
+		return fmt.Errorf("%s: its sequence number changed since this writer set it: %w", segment.Name(e.Segment), messagevault.ErrFenced)
+	}
+	w.records, w.seq, w.posET, w.stateET = records, seq, posET, stateET
 	w.ext, w.active, w.inline = e, e.Segment, inlineState(md)
 	w.size = 0
 	if props.ContentLength != nil {
@@ -380,6 +408,7 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 	if slot != 0 && slot != 1 {
 		return fmt.Errorf("write state slot %d: %w", slot, messagevault.ErrOutOfRange)
 	}
+	w.waitCommit()
 	if len(p) > 0 && len(p) <= InlineStateMax {
 		w.inline[slot] = base64.StdEncoding.EncodeToString(p)
 		return nil
@@ -398,6 +427,40 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 	}
 	w.stateET[slot] = *resp.ETag
 	return nil
+}
+
+// fencePages gives page blob pb a new random sequence number, under
+// If-Match of et (the ETag this writer gave it), and returns it: every
+// page write sent under the blob's earlier number, by this writer or
+// another, then fails its condition.
+func fencePages(ctx context.Context, pb *pageblob.Client, et azcore.ETag) (int64, error) {
+	seq := newSequence()
+	_, err := pb.UpdateSequenceNumber(ctx, &pageblob.UpdateSequenceNumberOptions{
+		ActionType:       to.Ptr(pageblob.SequenceNumberActionTypeUpdate),
+		SequenceNumber:   &seq,
+		AccessConditions: ifMatch(et),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("set the sequence number of %s: %w", pb.URL(), err)
+	}
+	return seq, nil
+}
+
+// newSequence returns a random page blob sequence number: random rather
+// than counted, so that a blob deleted and created again under its name
+// never takes a number a late page write could still carry. Azure allows
+// 0 to 2^63-1; Azurite keeps the number as a JavaScript number, exact
+// only below 2^53, so it has 52 random bits.
+func newSequence() int64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return int64(binary.LittleEndian.Uint64(b[:]) >> 12)
+}
+
+// onPages returns the condition of a page write: the active segment's
+// sequence number as this writer set it.
+func (w *writer) onPages() *pageblob.SequenceNumberAccessConditions {
+	return &pageblob.SequenceNumberAccessConditions{IfSequenceNumberEqualTo: to.Ptr(w.seq)}
 }
 
 func ifMatch(et azcore.ETag) *blob.AccessConditions {
@@ -434,11 +497,24 @@ func (w *writer) Grow(ctx context.Context, size int64) error {
 	if size <= w.size {
 		return nil
 	}
-	resp, err := w.records.Resize(ctx, size, &pageblob.ResizeOptions{AccessConditions: ifMatch(w.recordsET)})
+	// Azure takes no sequence number condition on a resize: check the
+	// number, then resize under If-Match of the ETag read with it, so
+	// that a writer which took over in between fails this one's resize.
+	// A grow is rare (GrowStep), so its second request costs little.
+	props, err := w.records.GetProperties(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("resize %s to %d: %w", segment.Name(w.active), size, mapError(err))
 	}
-	w.recordsET = *resp.ETag
+	if props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != w.seq || props.ETag == nil {
+		return fmt.Errorf("resize %s to %d: another writer set its sequence number since: %w", segment.Name(w.active), size, messagevault.ErrFenced)
+	}
+	if props.ContentLength != nil && *props.ContentLength >= size {
+		w.size = *props.ContentLength
+		return nil
+	}
+	if _, err := w.records.Resize(ctx, size, &pageblob.ResizeOptions{AccessConditions: ifMatch(*props.ETag)}); err != nil {
+		return fmt.Errorf("resize %s to %d: %w", segment.Name(w.active), size, mapError(err))
+	}
 	w.size = size
 	return nil
 }
@@ -454,17 +530,60 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if err := messagevault.CheckPages(off, len(p), w.size); err != nil {
 		return err
 	}
+	if len(p) <= MaxPutPage {
+		return w.putPages(ctx, off, p)
+	}
+	// Several Put Pages at once, each of at most MaxPutPage bytes: they
+	// touch different pages, and their condition (the sequence number)
+	// does not change as they land.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		slots = make(chan struct{}, putPagesInFlight)
+	)
 	for len(p) > 0 {
 		n := min(len(p), MaxPutPage)
-		resp, err := w.records.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(p[:n])),
-			blob.HTTPRange{Offset: off, Count: int64(n)},
-			&pageblob.UploadPagesOptions{AccessConditions: ifMatch(w.recordsET)})
-		if err != nil {
-			return fmt.Errorf("put %d bytes of pages at %d of %s: %w", n, off, segment.Name(w.active), mapError(err))
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
 		}
-		w.recordsET = *resp.ETag
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(off int64, chunk []byte) {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if err := w.putPages(ctx, off, chunk); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				cancel(err)
+			}
+		}(off, p[:n])
 		off += int64(n)
 		p = p[n:]
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = context.Cause(ctx)
+	}
+	return first
+}
+
+// putPages sends one Put Page of p (at most MaxPutPage bytes) at byte
+// off of the active segment's blob.
+func (w *writer) putPages(ctx context.Context, off int64, p []byte) error {
+	_, err := w.records.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(p)),
+		blob.HTTPRange{Offset: off, Count: int64(len(p))},
+		&pageblob.UploadPagesOptions{SequenceNumberAccessConditions: w.onPages()})
+	if err != nil {
+		return fmt.Errorf("put %d bytes of pages at %d of %s: %w", len(p), off, segment.Name(w.active), mapError(err))
 	}
 	return nil
 }
@@ -479,6 +598,7 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 	if start <= w.active {
 		return fmt.Errorf("roll to a segment at %d: not past the active one at %d: %w", start, w.active, messagevault.ErrOutOfRange)
 	}
+	w.waitCommit()
 	present, err := listSegmentBlobs(ctx, w.cc)
 	if err != nil {
 		return fmt.Errorf("roll: list segments: %w", mapError(err))
@@ -506,7 +626,7 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 		}
 	}
 	next := w.cc.NewPageBlobClient(segment.Name(start))
-	var et azcore.ETag
+	var seq int64
 	if existing != nil {
 		// Left over by a roll that was never committed: take it over
 		// under If-Match of its listed ETag, so that a late request of
@@ -520,18 +640,20 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 		if err != nil {
 			return fmt.Errorf("roll: empty %s: %w", segment.Name(start), mapError(err))
 		}
-		et = *r.ETag
+		if seq, err = fencePages(ctx, next, *r.ETag); err != nil {
+			return fmt.Errorf("roll: %w", mapError(err))
+		}
 	} else {
 		ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
-		resp, err := next.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, Metadata: map[string]*string{"writer": to.Ptr(w.id)}})
+		seq = newSequence()
+		_, err := next.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, SequenceNumber: &seq, Metadata: map[string]*string{"writer": to.Ptr(w.id)}})
 		if err != nil {
 			// Created meanwhile (a late create of an earlier roll, or
 			// a newer writer): the next group recovers and retries.
 			return fmt.Errorf("roll: create %s: %w", segment.Name(start), mapError(err))
 		}
-		et = *resp.ETag
 	}
-	w.records, w.recordsET, w.active, w.size = next, et, start, 0
+	w.records, w.seq, w.active, w.size = next, seq, start, 0
 	return nil
 }
 
@@ -615,7 +737,14 @@ func (w *writer) Flush(ctx context.Context) error {
 // commitExtent records e in the position blob's metadata, under If-Match
 // of this writer's last change.
 func (w *writer) commitExtent(ctx context.Context, e messagevault.Extent) error {
-	resp, err := w.position().SetMetadata(ctx, extentMetadata(e, w.id, w.inline), &blob.SetMetadataOptions{AccessConditions: ifMatch(w.posET)})
+	w.waitCommit()
+	return w.sendExtent(ctx, e, extentMetadata(e, w.id, w.inline))
+}
+
+// sendExtent sends the commit of e, with md its metadata, and on success
+// remembers the new ETag and e.
+func (w *writer) sendExtent(ctx context.Context, e messagevault.Extent, md map[string]*string) error {
+	resp, err := w.position().SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: ifMatch(w.posET)})
 	if err != nil {
 		return mapError(err)
 	}
@@ -623,23 +752,73 @@ func (w *writer) commitExtent(ctx context.Context, e messagevault.Extent) error 
 	return nil
 }
 
+// waitCommit waits for the position commit in flight, if any. Only the
+// stream writer's goroutine calls it, the one that starts commits.
+func (w *writer) waitCommit() {
+	if w.committing != nil {
+		<-w.committing
+		w.committing = nil
+	}
+}
+
+// activeExtent returns the extent that commits pos in the active segment,
+// or an error if pos lies outside it.
+func (w *writer) activeExtent(pos int64) (messagevault.Extent, error) {
+	if pos < w.active || pos > w.base()+w.size {
+		return messagevault.Extent{}, fmt.Errorf("commit position %d: the active segment holds %d to %d: %w", pos, w.active, w.base()+w.size, messagevault.ErrOutOfRange)
+	}
+	return messagevault.Extent{Position: pos, Start: w.ext.Start, Segment: w.active}, nil
+}
+
 func (w *writer) CommitPosition(ctx context.Context, pos int64) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
-	if pos < w.active || pos > w.base()+w.size {
-		return fmt.Errorf("commit position %d: the active segment holds %d to %d: %w", pos, w.active, w.base()+w.size, messagevault.ErrOutOfRange)
+	w.waitCommit()
+	e, err := w.activeExtent(pos)
+	if err != nil {
+		return err
 	}
-	if err := w.commitExtent(ctx, messagevault.Extent{Position: pos, Start: w.ext.Start, Segment: w.active}); err != nil {
+	if err := w.commitExtent(ctx, e); err != nil {
 		return fmt.Errorf("commit position %d: %w", pos, err)
 	}
 	return nil
+}
+
+// StartCommit sends the commit of pos from a goroutine of its own, so
+// that the stream writer can write the next group's pages meanwhile: a
+// page write and a commit go to different blobs, under different
+// conditions. The metadata (with the state slots kept inline) is taken
+// before StartCommit returns.
+func (w *writer) StartCommit(ctx context.Context, pos int64, done func(error)) {
+	if w.closed {
+		done(messagevault.ErrClosed)
+		return
+	}
+	w.waitCommit()
+	e, err := w.activeExtent(pos)
+	if err != nil {
+		done(err)
+		return
+	}
+	md := extentMetadata(e, w.id, w.inline)
+	committing := make(chan struct{})
+	w.committing = committing
+	go func() {
+		err := w.sendExtent(ctx, e, md)
+		if err != nil {
+			err = fmt.Errorf("commit position %d: %w", pos, err)
+		}
+		close(committing)
+		done(err)
+	}()
 }
 
 func (w *writer) Trim(ctx context.Context, start int64) error {
 	if w.closed {
 		return messagevault.ErrClosed
 	}
+	w.waitCommit()
 	if start <= w.ext.Start || start > w.ext.Segment || w.active != w.ext.Segment {
 		return fmt.Errorf("trim to %d: the stored segments are %d to %d: %w", start, w.ext.Start, w.ext.Segment, messagevault.ErrOutOfRange)
 	}
@@ -669,6 +848,7 @@ func (w *writer) Close() error {
 	if w.closed {
 		return nil
 	}
+	w.waitCommit()
 	w.closed = true
 	if w.release != nil {
 		w.release()

@@ -350,6 +350,16 @@ func (w *pageWriter) CommitPosition(ctx context.Context, pos int64) error {
 	return err
 }
 
+// StartCommit keeps the storage's own StartCommit, if it has one (see
+// messagevault.CommitStarter), and times the commit until done.
+func (w *pageWriter) StartCommit(ctx context.Context, pos int64, done func(error)) {
+	start := time.Now()
+	messagevault.StartCommit(ctx, w.w, pos, func(err error) {
+		w.m.observe("commit_position", start, err)
+		done(err)
+	})
+}
+
 func (w *pageWriter) ReadState(ctx context.Context, slot int, p []byte, off int64) (int, error) {
 	start := time.Now()
 	n, err := w.w.ReadState(ctx, slot, p, off)

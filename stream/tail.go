@@ -131,6 +131,15 @@ func (t *Tail) Discard() {
 // staged records are dropped and what storage holds is unknown: Load
 // (after the PageWriter's Refence) before appending again.
 func (t *Tail) Commit(ctx context.Context, extra []byte, beforeFlush func(context.Context) error) error {
+	return t.CommitWith(ctx, extra, beforeFlush, t.pages.CommitPosition)
+}
+
+// CommitWith is Commit with commit in place of the PageWriter's
+// CommitPosition. A commit that only starts the position's commit (see
+// messagevault.CommitStarter) leaves its outcome to the caller: the Tail
+// goes on as if it landed, and if it did not, the caller must Load again
+// (after Refence), as after any failed Commit.
+func (t *Tail) CommitWith(ctx context.Context, extra []byte, beforeFlush func(context.Context) error, commit func(context.Context, int64) error) error {
 	end := t.End()
 	if end == t.pos && extra == nil {
 		return nil
@@ -141,7 +150,7 @@ func (t *Tail) Commit(ctx context.Context, extra []byte, beforeFlush func(contex
 	if extra != nil {
 		t.buf = padPage(append(t.buf, extra...))
 	}
-	active, err := t.write(ctx, base, end, cuts, beforeFlush)
+	active, err := t.write(ctx, base, end, cuts, beforeFlush, commit)
 	if err != nil {
 		t.Discard()
 		return err
@@ -180,7 +189,7 @@ func (t *Tail) cuts() []int64 {
 // write writes buf (which starts at position base) up to each cut in the
 // segment it ends, rolling at each cut, then flushes and commits end. It
 // returns the active segment after it.
-func (t *Tail) write(ctx context.Context, base, end int64, cuts []int64, beforeFlush func(context.Context) error) (int64, error) {
+func (t *Tail) write(ctx context.Context, base, end int64, cuts []int64, beforeFlush func(context.Context) error, commit func(context.Context, int64) error) (int64, error) {
 	active, size, from := t.active, t.size, base
 	put := func(to int64) error {
 		if to > size {
@@ -223,7 +232,7 @@ func (t *Tail) write(ctx context.Context, base, end int64, cuts []int64, beforeF
 	if err := t.pages.Flush(ctx); err != nil {
 		return 0, fmt.Errorf("flush: %w", err)
 	}
-	if err := t.pages.CommitPosition(ctx, end); err != nil {
+	if err := commit(ctx, end); err != nil {
 		return 0, fmt.Errorf("commit position %d: %w", end, err)
 	}
 	return active, nil

@@ -183,6 +183,20 @@ type Writer struct {
 	slot      int            // state slot holding the table as of pos, or -1
 	snap      []byte         // reused snapshot buffer
 	inGroup   map[string]*request
+	// inflight is the group whose position commit is in flight, on a
+	// storage that can write the next group's pages meanwhile
+	// (messagevault.CommitStarter); finish answers it.
+	inflight *flight
+}
+
+// flight is one group from the moment it is taken until it is answered.
+type flight struct {
+	group  []*request
+	start  time.Time
+	end    int64         // the position its commit records
+	done   chan struct{} // closed once its commit's outcome is in err; nil: no commit started
+	err    error
+	cancel context.CancelFunc // of the storage calls' context, which the commit outlives
 }
 
 // OpenWriter opens the log of stream on pages: it reads the committed
@@ -526,22 +540,26 @@ func (w *Writer) loop() {
 		w.mu.Unlock()
 		close(w.done)
 	}()
-	var group []*request
 	for {
+		var committed <-chan struct{}
+		if w.inflight != nil {
+			committed = w.inflight.done
+		}
 		select {
 		case first := <-w.reqs:
-			group = w.gather(append(group[:0], first), first.size)
-			w.commit(group)
-			clear(group)
+			w.commit(w.gather([]*request{first}, first.size))
+		case <-committed:
+			w.finish()
 		case <-w.closing:
 			// Drain: everything queued before Close is written.
 			for {
-				if group = w.gather(group[:0], 0); len(group) == 0 {
+				group := w.gather(nil, 0)
+				if len(group) == 0 {
+					w.finish()
 					w.settle()
 					return
 				}
 				w.commit(group)
-				clear(group)
 			}
 		}
 	}
@@ -562,7 +580,9 @@ func (w *Writer) gather(group []*request, bytes int) []*request {
 	return group
 }
 
-// commit writes one group and answers each of its requests.
+// commit writes one group. It answers the group's requests once its
+// position is committed: at once, or, while the commit is in flight,
+// through finish. Groups are answered in order.
 func (w *Writer) commit(group []*request) {
 	// Take the requests whose callers are still waiting.
 	taken := group[:0]
@@ -574,8 +594,49 @@ func (w *Writer) commit(group []*request) {
 	if len(taken) == 0 {
 		return
 	}
-	start := time.Now()
-	err := w.write(taken)
+	f := &flight{group: taken, start: time.Now()}
+	err := w.write(f)
+	if err == nil && f.done != nil {
+		w.inflight = f
+		select {
+		case <-f.done: // committed already: a storage without CommitStarter
+			w.finish()
+		default:
+		}
+		return
+	}
+	// The group before answers first. This one was answered from the
+	// state that group left, so it fails with it.
+	if perr := w.finish(); perr != nil && err == nil {
+		err = perr
+	}
+	w.answer(f, err)
+}
+
+// finish waits for the commit in flight, if any, answers its group, and
+// returns its error: a group staged after it depends on it, and fails
+// with it.
+func (w *Writer) finish() error {
+	f := w.inflight
+	if f == nil {
+		return nil
+	}
+	w.inflight = nil
+	<-f.done
+	f.cancel()
+	err := f.err
+	if err != nil {
+		err = w.fail(fmt.Errorf("append to %q: %w", w.name, err))
+	} else {
+		w.publish(f.end)
+	}
+	w.answer(f, err)
+	return err
+}
+
+// answer reports f's outcome to the observer and answers its requests.
+func (w *Writer) answer(f *flight, err error) {
+	taken := f.group
 	if o := w.cfg.Observer; o != nil {
 		if err != nil {
 			o.Failed(w.name, err)
@@ -591,7 +652,7 @@ func (w *Writer) commit(group []*request) {
 				}
 			}
 			if msgs > 0 {
-				o.Committed(w.name, len(taken), msgs, bytes, time.Since(start))
+				o.Committed(w.name, len(taken), msgs, bytes, time.Since(f.start))
 			}
 		}
 	}
@@ -607,7 +668,26 @@ func (w *Writer) commit(group []*request) {
 	}
 }
 
-func (w *Writer) write(group []*request) (err error) {
+// write stages f's group and writes it. It returns with the group's
+// position commit in flight (f.done set), or done, or with nothing to
+// commit (f.done nil).
+func (w *Writer) write(f *flight) (err error) {
+	group := f.group
+	if err := w.Err(); err != nil {
+		return err
+	}
+	for _, r := range group {
+		if r.trim || r.query {
+			// A trim commits the position itself, and a query answers
+			// what is durable: both wait for the commit in flight.
+			w.finish()
+			break
+		}
+	}
+	if w.recover {
+		// Every commit in flight is answered before recovery.
+		w.finish()
+	}
 	if err := w.Err(); err != nil {
 		return err
 	}
@@ -615,7 +695,11 @@ func (w *Writer) write(group []*request) (err error) {
 	if err != nil {
 		return err
 	}
-	defer cancel()
+	defer func() {
+		if f.done == nil || err != nil {
+			cancel()
+		}
+	}()
 	if w.recover {
 		if err := w.resolve(ctx); err != nil {
 			return err
@@ -726,6 +810,12 @@ func (w *Writer) write(group []*request) (err error) {
 		}
 	}
 	beforeFlush := func(ctx context.Context) error {
+		// The pages are written. The table goes to the slot that holds
+		// the one as of the previous group's end once that group is
+		// committed: if its commit failed, this group fails too.
+		if err := w.finish(); err != nil {
+			return fmt.Errorf("an earlier group failed: %w", err)
+		}
 		if saveSlot != nil {
 			if err := saveSlot(ctx); err != nil {
 				return err
@@ -735,17 +825,24 @@ func (w *Writer) write(group []*request) (err error) {
 		w.index.write(ctx, w.pages)
 		return nil
 	}
-	if err := w.tail.Commit(ctx, extra, beforeFlush); err != nil {
+	startCommit := func(ctx context.Context, pos int64) error {
+		f.done, f.end, f.cancel = make(chan struct{}), pos, cancel
+		messagevault.StartCommit(ctx, w.pages, pos, func(err error) {
+			f.err = err
+			close(f.done)
+		})
+		return nil
+	}
+	if err := w.tail.CommitWith(ctx, extra, beforeFlush, startCommit); err != nil {
 		return w.fail(fmt.Errorf("append to %q: %w", w.name, err))
 	}
-	// Durable: publish the position.
+	// In flight or durable: finish publishes the position once it is.
 	w.slot = slot
 	for _, r := range group {
 		if !r.skip || r.dupOf != nil {
 			r.res.Position = end
 		}
 	}
-	w.publish(end)
 	return nil
 }
 
@@ -903,6 +1000,7 @@ func (w *Writer) resolve(ctx context.Context) error {
 // unresolved, so that a position that landed unconfirmed is confirmed (or
 // found not to have landed) while this writer still owns the stream.
 func (w *Writer) settle() {
+	w.finish()
 	if !w.recover || w.Err() != nil {
 		return
 	}

@@ -1,0 +1,185 @@
+package azure_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/azure"
+	"github.com/messagevault/messagevault/internal/azurite"
+	"github.com/messagevault/messagevault/internal/faultproxy"
+	"github.com/messagevault/messagevault/stream"
+)
+
+// overlapping delays every Put Page of records and every position commit
+// by delay, and records how many of each were in flight at once.
+type overlapping struct {
+	delay time.Duration
+
+	mu                sync.Mutex
+	pages, commits    int  // in flight now
+	maxPages          int  // most Put Pages in flight at once
+	pagesDuringCommit bool // a Put Page was sent while a commit was in flight
+}
+
+func (o *overlapping) Do(req *http.Request) (*http.Response, error) {
+	page, commit := isPageWrite(req), isPositionMetadata(req)
+	if page || commit {
+		o.mu.Lock()
+		if page {
+			o.pages++
+			o.maxPages = max(o.maxPages, o.pages)
+			if o.commits > 0 {
+				o.pagesDuringCommit = true
+			}
+		} else {
+			o.commits++
+		}
+		o.mu.Unlock()
+		defer func() {
+			o.mu.Lock()
+			if page {
+				o.pages--
+			} else {
+				o.commits--
+			}
+			o.mu.Unlock()
+		}()
+		time.Sleep(o.delay)
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// TestPipelinedWrites: with requests that take a while, the writer sends
+// the next group's pages while the previous group's commit is in flight,
+// and a page write larger than one Put Page sends its Put Pages at once.
+// Every batch is stored once, in the order of its answers.
+func TestPipelinedWrites(t *testing.T) {
+	az := azurite.Start(t)
+	ctx := context.Background()
+	o := &overlapping{delay: 20 * time.Millisecond}
+	s := open(t, az, azure.Config{Transport: o})
+	w := writer(t, s, "pipelined")
+
+	// One batch of 10 MiB: three Put Pages of at most 4 MiB.
+	big := make([]messagevault.Message, 160)
+	for i := range big {
+		big[i] = messagevault.NewMessage([]byte("big"), bytes.Repeat([]byte{byte('0' + i%10)}, 64<<10-1), 0)
+	}
+	if _, err := w.Append(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	if o.maxPages < 3 {
+		t.Fatalf("a write of 10 MiB had at most %d Put Pages in flight; want its 3 at once", o.maxPages)
+	}
+
+	// Producers that keep appending: groups follow each other.
+	var wg sync.WaitGroup
+	positions := make([][]int64, 4)
+	for p := range positions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				res, err := w.Append(ctx, batch(fmt.Sprintf("p%d.%d", p, i), 3))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				positions[p] = append(positions[p], res.Position)
+			}
+		}()
+	}
+	wg.Wait()
+	if !o.pagesDuringCommit {
+		t.Fatal("no Put Page was sent while a position commit was in flight")
+	}
+	for p, ps := range positions {
+		for i := 1; i < len(ps); i++ {
+			if ps[i] <= ps[i-1] {
+				t.Fatalf("producer %d: answers at positions %v do not grow", p, ps)
+			}
+		}
+	}
+	pr, err := s.OpenReader(ctx, "pipelined")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	seen := map[string]int{}
+	for _, v := range readAll(t, pr) {
+		seen[v]++
+	}
+	for p := range positions {
+		for i := range 10 {
+			if tag := fmt.Sprintf("p%d.%d-0", p, i); seen[tag] != 1 {
+				t.Fatalf("batch %s stored %d times", tag, seen[tag])
+			}
+		}
+	}
+}
+
+// TestZombiePageWriteFails: a stale writer's Put Page, held in the
+// network until another writer has taken the stream over and appended,
+// then lands: it fails its sequence number condition, and the new
+// writer's records stay as they were.
+func TestZombiePageWriteFails(t *testing.T) {
+	az := azurite.Start(t)
+	ctx := context.Background()
+	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	viaProxy := func() *azure.Storage {
+		s, err := azure.Open(cs, azure.Config{MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s1, s2 := viaProxy(), viaProxy()
+	pw, err := s1.OpenWriter(ctx, "zombie")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := stream.OpenWriter(ctx, "zombie", pw, stream.WriterConfig{GrowStep: 1 << 20, OpTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close()
+	if _, err := stale.Append(ctx, batch("a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	// The stale writer's next Put Page is held, and lands just before
+	// the new writer's second Put Page.
+	p.Late(isPageWrite, isPageWrite, 2)
+	if _, err := stale.Append(ctx, batch("b", 2)); err == nil {
+		t.Fatal("the held page write was reported durable")
+	}
+	w := writer(t, s2, "zombie") // takes over
+	for _, tag := range []string{"c", "d"} {
+		if _, err := w.Append(ctx, batch(tag, 2)); err != nil {
+			t.Fatalf("new writer, append %s: %v", tag, err)
+		}
+	}
+	delivered, status := p.LateStatus()
+	if !delivered || status != http.StatusPreconditionFailed {
+		t.Fatalf("the stale Put Page: delivered %v with status %d; want 412", delivered, status)
+	}
+	pr, err := s2.OpenReader(ctx, "zombie")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if got := strings.Join(readAll(t, pr), " "); got != "a-0 a-1 c-0 c-1 d-0 d-1" {
+		t.Fatalf("stream holds %s", got)
+	}
+}
