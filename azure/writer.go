@@ -52,18 +52,18 @@ const takeOverTries = 5
 // page write sent before fails its condition.
 type writer struct {
 	*segment.Reader
-	st        *reader
-	cc        *container.Client
-	ext       messagevault.Extent // as last committed (or loaded)
-	active    int64               // the active segment: ext.Segment, or a newer roll
-	records   *pageblob.Client    // the active segment's blob
-	size      int64               // its size
-	seq       int64               // its sequence number, as this writer set it
-	posET     azcore.ETag
+	st      *reader
+	cc      *container.Client
+	ext     messagevault.Extent // as last committed (or loaded)
+	active  int64               // the active segment: ext.Segment, or a newer roll
+	records *pageblob.Client    // the active segment's blob
+	size    int64               // its size
+	seq     int64               // its sequence number, as this writer set it
+	posET   azcore.ETag
 	// committing is closed when the position commit in flight (see
 	// StartCommit) is done; nil when none was started.
 	committing chan struct{}
-	stateET   [2]azcore.ETag // "" while the slot's blob does not exist
+	stateET    [2]azcore.ETag // "" while the slot's blob does not exist
 	// inline holds the state slots kept in the position blob's metadata
 	// (base64; "" for a slot in its blob): as committed, or written since
 	// and committed with the next position.
