@@ -189,6 +189,9 @@ type CommitStarter interface {
 	// done is called. Until done has been
 	// called, the caller may call Size, Grow, WritePages, Flush and the
 	// PageReader methods; every other call waits for the commit first.
+	// A CommitStarter's WriteIndex may also run from another goroutine
+	// while any other call does (its writes are hints, unfenced), one
+	// WriteIndex at a time.
 	StartCommit(ctx context.Context, pos int64, done func(error))
 }
 

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -15,6 +19,7 @@ import (
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/internal/azurite"
+	"github.com/messagevault/messagevault/internal/faultproxy"
 	"github.com/messagevault/messagevault/stream"
 )
 
@@ -92,4 +97,130 @@ func BenchmarkAzurite(b *testing.B) {
 		wg.Wait()
 		b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "msgs/s")
 	})
+}
+
+// timing forwards every request and keeps how long each Put Page of
+// records and each position commit took.
+type timing struct {
+	mu             sync.Mutex
+	pages, commits []time.Duration
+}
+
+func (t *timing) Do(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	took := time.Since(start)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case isPageWrite(req):
+		t.pages = append(t.pages, took)
+	case isPositionMetadata(req):
+		t.commits = append(t.commits, took)
+	}
+	return resp, err
+}
+
+// medians returns the median Put Page and commit since the last call.
+func (t *timing) medians() (page, commit time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	page, commit = medianOf(t.pages), medianOf(t.commits)
+	t.pages, t.commits = nil, nil
+	return page, commit
+}
+
+func medianOf(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// oneGroupAtATime hides a storage writer's StartCommit, so that the stream
+// writer commits one group at a time: the baseline of the pipeline.
+type oneGroupAtATime struct{ messagevault.PageWriter }
+
+// BenchmarkAzureLatency measures one stream's publish through the fault
+// proxy with 5 ms added to every request, as on Azure across a region:
+// one group at a time against the pipelined writer, side by side (each
+// -count alternates them). 4 producers append batches of 100 messages of
+// 100 bytes and wait for each answer. It reports msgs/s, the median
+// answer in ms and in round trips of the added 5 ms, and the median Put
+// Page and position commit as the client saw them (5 ms and Azurite's
+// own time).
+func BenchmarkAzureLatency(b *testing.B) {
+	const rtt = 5 * time.Millisecond
+	az := azurite.Start(b)
+	ctx := context.Background()
+	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	p.Set(faultproxy.Latency, rtt, 0)
+	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	tr := &timing{}
+	s, err := azure.Open(cs, azure.Config{Transport: tr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runs := 0
+	for _, shape := range []string{"OneGroupAtATime", "Pipelined"} {
+		b.Run(shape, func(b *testing.B) {
+			runs++
+			name := fmt.Sprintf("latency-%d", runs)
+			pw, err := s.OpenWriter(ctx, name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if shape == "OneGroupAtATime" {
+				pw = oneGroupAtATime{pw}
+			}
+			w, err := stream.OpenWriter(ctx, name, pw, stream.WriterConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Close()
+			tr.medians() // from here on
+			msgs := make([]messagevault.Message, 100)
+			for i := range msgs {
+				msgs[i] = messagevault.NewMessage(nil, bytes.Repeat([]byte{'v'}, 100), 0)
+			}
+			var (
+				mu    sync.Mutex
+				waits []time.Duration
+				wg    sync.WaitGroup
+			)
+			work := make(chan int)
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range work {
+						start := time.Now()
+						if _, err := w.Append(ctx, msgs); err != nil {
+							b.Error(err)
+						}
+						mu.Lock()
+						waits = append(waits, time.Since(start))
+						mu.Unlock()
+					}
+				}()
+			}
+			for b.Loop() {
+				work <- 1
+			}
+			close(work)
+			wg.Wait()
+			page, commit := tr.medians()
+			p50 := medianOf(waits)
+			b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportMetric(float64(p50)/float64(time.Millisecond), "p50-ms")
+			b.ReportMetric(float64(p50)/float64(rtt), "p50-rtts")
+			b.ReportMetric(float64(page)/float64(time.Millisecond), "page-ms")
+			b.ReportMetric(float64(commit)/float64(time.Millisecond), "commit-ms")
+		})
+	}
 }

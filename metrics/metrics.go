@@ -208,7 +208,11 @@ func (s *storage) OpenWriter(ctx context.Context, stream string) (messagevault.P
 	if err != nil {
 		return nil, err
 	}
-	return &pageWriter{pageReader{w, s.m}, w}, nil
+	pw := &pageWriter{pageReader{w, s.m}, w}
+	if c, ok := w.(messagevault.CommitStarter); ok {
+		return &committingPageWriter{pw, c}, nil
+	}
+	return pw, nil
 }
 
 func (s *storage) OpenReader(ctx context.Context, stream string) (messagevault.PageReader, error) {
@@ -350,11 +354,18 @@ func (w *pageWriter) CommitPosition(ctx context.Context, pos int64) error {
 	return err
 }
 
-// StartCommit keeps the storage's own StartCommit, if it has one (see
-// messagevault.CommitStarter), and times the commit until done.
-func (w *pageWriter) StartCommit(ctx context.Context, pos int64, done func(error)) {
+// committingPageWriter is a pageWriter of a storage writer that can
+// commit while it writes pages (messagevault.CommitStarter), and keeps
+// that.
+type committingPageWriter struct {
+	*pageWriter
+	c messagevault.CommitStarter
+}
+
+// StartCommit starts the storage's commit and times it until done.
+func (w *committingPageWriter) StartCommit(ctx context.Context, pos int64, done func(error)) {
 	start := time.Now()
-	messagevault.StartCommit(ctx, w.w, pos, func(err error) {
+	w.c.StartCommit(ctx, pos, func(err error) {
 		w.m.observe("commit_position", start, err)
 		done(err)
 	})

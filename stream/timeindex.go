@@ -177,12 +177,33 @@ func (x *indexWriter) note(off, ms int64) {
 // reload) with one WriteIndex. On error the entries are dropped: a lost
 // entry is a hint less.
 func (x *indexWriter) write(ctx context.Context, pages messagevault.PageWriter) error {
+	iw := x.prepare()
+	if iw == nil {
+		return nil
+	}
+	iw.send(ctx, pages)
+	x.apply(iw)
+	return iw.err
+}
+
+// indexWrite is one WriteIndex of the group's entries, prepared by the
+// Writer's goroutine; send may run on another while the Writer goes on,
+// and apply then takes its outcome back.
+type indexWrite struct {
+	first int64  // the byte of the index buf starts at
+	buf   []byte // whole pages: the current page, the new entries, pages to clear
+	count int64  // good entries once it is written
+	err   error
+	done  chan struct{} // closed by send
+}
+
+// prepare takes the group's entries (and the pages to clear after a
+// reload) into an indexWrite, or returns nil if there is nothing to
+// write.
+func (x *indexWriter) prepare() *indexWrite {
 	if x.off || len(x.add) == 0 && x.clear == 0 {
 		return nil
 	}
-	// A hint is not worth a group: a slow index write is cut short.
-	ctx, cancel := context.WithTimeout(ctx, indexWriteTimeout)
-	defer cancel()
 	first := x.count * indexEntry / messagevault.PageSize * messagevault.PageSize
 	buf := make([]byte, 0, messagevault.PageSize*(1+x.clear+len(x.add)*indexEntry/messagevault.PageSize+1))
 	buf = append(buf, x.page[:x.count*indexEntry-first]...)
@@ -194,14 +215,28 @@ func (x *indexWriter) write(ctx context.Context, pages messagevault.PageWriter) 
 	buf = padPage(buf)
 	buf = append(buf, make([]byte, x.clear*messagevault.PageSize)...)
 	x.add = x.add[:0]
-	if err := pages.WriteIndex(ctx, first, buf); err != nil {
-		return err
+	return &indexWrite{first: first, buf: buf, count: count, done: make(chan struct{})}
+}
+
+// send writes iw: a hint is not worth a group, so a slow index write is
+// cut short.
+func (iw *indexWrite) send(ctx context.Context, pages messagevault.PageWriter) {
+	ctx, cancel := context.WithTimeout(ctx, indexWriteTimeout)
+	defer cancel()
+	iw.err = pages.WriteIndex(ctx, iw.first, iw.buf)
+	close(iw.done)
+}
+
+// apply takes the outcome of iw, once sent: on success its entries are
+// the index's; on error they are dropped.
+func (x *indexWriter) apply(iw *indexWrite) {
+	if iw.err != nil {
+		return
 	}
-	x.count, x.clear = count, 0
-	last := count * indexEntry / messagevault.PageSize * messagevault.PageSize
+	x.count, x.clear = iw.count, 0
+	last := iw.count * indexEntry / messagevault.PageSize * messagevault.PageSize
 	clear(x.page[:])
-	copy(x.page[:], buf[last-first:count*indexEntry-first])
-	return nil
+	copy(x.page[:], iw.buf[last-iw.first:iw.count*indexEntry-iw.first])
 }
 
 // indexPage is how much of the index a lookup reads at a time: 4,096

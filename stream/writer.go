@@ -55,7 +55,9 @@ type WriterConfig struct {
 	// DefaultOpTimeout.
 	OpTimeout time.Duration
 	// Observer, if set, hears of every group commit and failure (for
-	// metrics). It is called from the writer's goroutine: keep it quick.
+	// metrics). It is called from the writer's goroutine, and from the
+	// goroutine that reports a commit in flight, sometimes at once: keep
+	// it quick and safe for concurrent use.
 	Observer Observer
 	// Deadline, if set, returns until when this writer may write: a
 	// leader's lease, less a margin. A group is refused with
@@ -183,19 +185,24 @@ type Writer struct {
 	slot      int            // state slot holding the table as of pos, or -1
 	snap      []byte         // reused snapshot buffer
 	inGroup   map[string]*request
-	// inflight is the group whose position commit is in flight, on a
-	// storage that can write the next group's pages meanwhile
-	// (messagevault.CommitStarter); finish answers it.
+	// pipelined is set when pages is a messagevault.CommitStarter: it
+	// can write the next group's pages while a commit is in flight.
+	pipelined bool
+	// inflight is the group whose position commit is in flight; finish
+	// answers it if it failed.
 	inflight *flight
+	// indexing is the time index write in flight, on a pipelined
+	// storage; waitIndex takes its outcome.
+	indexing *indexWrite
 }
 
 // flight is one group from the moment it is taken until it is answered.
 type flight struct {
 	group  []*request
 	start  time.Time
-	end    int64         // the position its commit records
-	done   chan struct{} // closed once its commit's outcome is in err; nil: no commit started
-	err    error
+	end    int64              // the position its commit records
+	done   chan struct{}      // closed once its commit's outcome is in err; nil: no commit started
+	err    error              // the commit's outcome; a group that committed is answered already
 	cancel context.CancelFunc // of the storage calls' context, which the commit outlives
 }
 
@@ -235,6 +242,7 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 		notify:  make(chan struct{}),
 	}
 	w.slot = -1
+	_, w.pipelined = pages.(messagevault.CommitStarter)
 	w.tail = NewTail(pages, cfg.GrowStep, 2*cfg.MaxGroupBytes)
 	w.tail.SetSegmentSize(cfg.SegmentSize)
 	if err := w.load(ctx); err != nil {
@@ -248,6 +256,7 @@ func OpenWriter(ctx context.Context, name string, pages messagevault.PageWriter,
 // load reads the tail (committed position, last page) and the producer
 // table from storage.
 func (w *Writer) load(ctx context.Context) error {
+	w.waitIndex()
 	if err := w.tail.Load(ctx); err != nil {
 		return err
 	}
@@ -530,6 +539,7 @@ func (w *Writer) Close() error {
 
 func (w *Writer) loop() {
 	defer func() {
+		w.waitIndex()
 		err := w.pages.Close()
 		w.mu.Lock()
 		w.closeErr = err
@@ -624,12 +634,10 @@ func (w *Writer) finish() error {
 	w.inflight = nil
 	<-f.done
 	f.cancel()
-	err := f.err
-	if err != nil {
-		err = w.fail(fmt.Errorf("append to %q: %w", w.name, err))
-	} else {
-		w.publish(f.end)
+	if f.err == nil {
+		return nil // answered when it committed
 	}
+	err := w.fail(fmt.Errorf("append to %q: %w", w.name, f.err))
 	w.answer(f, err)
 	return err
 }
@@ -822,27 +830,48 @@ func (w *Writer) write(f *flight) (err error) {
 			}
 		}
 		// The index holds hints: a failed index write fails nothing.
-		w.index.write(ctx, w.pages)
+		// On a pipelined storage it runs beside the commit and the
+		// next group's pages, and nothing waits for it but the next
+		// index write.
+		if !w.pipelined {
+			w.index.write(ctx, w.pages)
+			return nil
+		}
+		w.waitIndex()
+		if iw := w.index.prepare(); iw != nil {
+			w.indexing = iw
+			go iw.send(context.WithoutCancel(ctx), w.pages)
+		}
 		return nil
 	}
 	startCommit := func(ctx context.Context, pos int64) error {
 		f.done, f.end, f.cancel = make(chan struct{}), pos, cancel
 		messagevault.StartCommit(ctx, w.pages, pos, func(err error) {
+			// A group that committed is answered at once, even while
+			// this writer's goroutine writes the next group's pages;
+			// commits land one after another, so answers stay in
+			// order. A failure is left to finish, which recovers.
 			f.err = err
+			if err == nil {
+				w.publish(f.end)
+				w.answer(f, nil)
+			}
 			close(f.done)
 		})
 		return nil
 	}
-	if err := w.tail.CommitWith(ctx, extra, beforeFlush, startCommit); err != nil {
-		return w.fail(fmt.Errorf("append to %q: %w", w.name, err))
-	}
-	// In flight or durable: finish publishes the position once it is.
-	w.slot = slot
+	// The answers, before the commit starts: it may answer at once. A
+	// group that fails is answered with its error instead.
 	for _, r := range group {
 		if !r.skip || r.dupOf != nil {
 			r.res.Position = end
 		}
 	}
+	if err := w.tail.CommitWith(ctx, extra, beforeFlush, startCommit); err != nil {
+		return w.fail(fmt.Errorf("append to %q: %w", w.name, err))
+	}
+	// In flight or durable: the position is published once it is.
+	w.slot = slot
 	return nil
 }
 
@@ -1010,6 +1039,16 @@ func (w *Writer) settle() {
 	}
 	defer cancel()
 	w.resolve(ctx)
+}
+
+// waitIndex waits for the index write in flight, if any, and takes its
+// outcome.
+func (w *Writer) waitIndex() {
+	if iw := w.indexing; iw != nil {
+		<-iw.done
+		w.index.apply(iw)
+		w.indexing = nil
+	}
 }
 
 // publish makes pos the committed position seen by Position and Committed,
