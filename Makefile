@@ -52,8 +52,8 @@ soak: deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./...
 
-## bench-goals: tables of the performance goals measured here (goal, measured, pass: publish and latency, then scale as bench-scale does), then the issue 7 runs of `messagevault bench` (see docs/PERFORMANCE.md)
-bench-goals: build
+## bench-goals: tables of the performance goals measured here (goal, measured, pass: publish and latency, Azure on Azurite, then scale as bench-scale does), then the issue 7 runs of `messagevault bench` (see docs/PERFORMANCE.md)
+bench-goals: deps build
 	$(GO) run ./bench/goals
 	$(GO) run ./bench/scale
 	$(GO) run ./bench/scale -tails 10000

@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,8 +26,9 @@ import (
 func main() {
 	runs := flag.Int("runs", 3, "runs of each throughput measurement (the median is reported)")
 	seconds := flag.Int("seconds", 8, "seconds per run")
+	withAzure := flag.Bool("azure", true, "also measure the Azure goals on Azurite (go test -bench in ./azure; needs `npm ci`)")
 	flag.Parse()
-	if err := run(context.Background(), *runs, time.Duration(*seconds)*time.Second); err != nil {
+	if err := run(context.Background(), *runs, time.Duration(*seconds)*time.Second, *withAzure); err != nil {
 		fmt.Fprintln(os.Stderr, "goals:", err)
 		os.Exit(1)
 	}
@@ -35,7 +39,7 @@ type goal struct {
 	met             bool
 }
 
-func run(ctx context.Context, runs int, d time.Duration) error {
+func run(ctx context.Context, runs int, d time.Duration, withAzure bool) error {
 	var goals []goal
 	// HTTP publish: 4 producers, batches of 1,000 values of 100 bytes,
 	// durable on the local backend, client and server on this machine.
@@ -78,6 +82,14 @@ func run(ctx context.Context, runs int, d time.Duration) error {
 	limit := 2*base.P99 + 1
 	goals = append(goals, goal{"publish p99 at 100 msgs/s, against bare fdatasync p99", fmt.Sprintf("≤ 2 × %.2f + 1 = %.2f ms", base.P99, limit),
 		fmt.Sprintf("%.2f ms (%.1f×)", rep.LatencyMs.P99, rep.LatencyMs.P99/base.P99), rep.LatencyMs.P99 <= limit})
+
+	if withAzure {
+		az, err := azureGoals(ctx, runs)
+		if err != nil {
+			return err
+		}
+		goals = append(goals, az...)
+	}
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "goal\twant\tmeasured\tpass")
@@ -131,4 +143,84 @@ func median(v []float64) float64 {
 	v = slices.Clone(v)
 	slices.Sort(v)
 	return v[len(v)/2]
+}
+
+// azureGoals runs the Azure benchmarks of package azure on Azurite, runs
+// rounds each (each round measures its shapes side by side), and returns the
+// goals: publish against raw Put Page bandwidth, and with 5 ms added to
+// every request, the pipelined writer against one group at a time.
+func azureGoals(ctx context.Context, runs int) ([]goal, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "./azure", "-run", "^$", "-bench", "^(BenchmarkAzurite|BenchmarkAzureLatency)$",
+		"-benchtime", "3s", "-azure.rounds", strconv.Itoa(runs))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	res := parseBench(string(out))
+	metric := func(name, unit string) []float64 {
+		var v []float64
+		for _, m := range res[name] {
+			v = append(v, m[unit])
+		}
+		return v
+	}
+	ratios := func(a, b []float64) []float64 {
+		var r []float64
+		for i := range min(len(a), len(b)) {
+			r = append(r, a[i]/b[i])
+		}
+		return r
+	}
+	raw, pub := metric("BenchmarkAzurite/PutPage4MiB", "MB/s"), metric("BenchmarkAzurite/Publish", "MB/s")
+	one, piped := metric("BenchmarkAzureLatency/OneGroupAtATime", "msgs/s"), metric("BenchmarkAzureLatency/Pipelined", "msgs/s")
+	rtts, page, commit := metric("BenchmarkAzureLatency/Pipelined", "p50-rtts"), metric("BenchmarkAzureLatency/Pipelined", "page-ms"), metric("BenchmarkAzureLatency/Pipelined", "commit-ms")
+	p50 := metric("BenchmarkAzureLatency/Pipelined", "p50-ms")
+	if len(raw) == 0 || len(pub) == 0 || len(one) == 0 || len(piped) == 0 {
+		return nil, fmt.Errorf("the Azure benchmarks printed no results:\n%s", out)
+	}
+	bw, speedup, acks := median(ratios(pub, raw)), median(ratios(piped, one)), median(rtts)
+	perRequest := median(ratios(p50, addUp(page, commit)))
+	return []goal{
+		{"Azurite: publish ÷ raw Put Page bandwidth, same run", "≥ 0.9", fmt.Sprintf("%.2f (%.1f ÷ %.1f MB/s)", bw, median(pub), median(raw)), bw >= 0.9},
+		{"5 ms added: pipelined ÷ one group at a time", "≥ 10×", fmt.Sprintf("%.2f× (%.0f ÷ %.0f msgs/s)", speedup, median(piped), median(one)), speedup >= 10},
+		{"5 ms added: median answer, in round trips of 5 ms", "≤ 3", fmt.Sprintf("%.2f (%.1f ms)", acks, median(p50)), acks <= 3},
+		{"  the same ÷ (median Put Page + median commit)", "(reported)", fmt.Sprintf("%.2f", perRequest), true},
+	}, nil
+}
+
+func addUp(a, b []float64) []float64 {
+	var s []float64
+	for i := range min(len(a), len(b)) {
+		s = append(s, a[i]+b[i])
+	}
+	return s
+}
+
+// parseBench reads `go test -bench` output: for each benchmark name
+// (without the -GOMAXPROCS suffix, and the #NN of a repeated
+// sub-benchmark), one map of unit to value per run.
+func parseBench(out string) map[string][]map[string]float64 {
+	res := map[string][]map[string]float64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := f[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			name = name[:i]
+		}
+		if i := strings.LastIndexByte(name, '#'); i > 0 {
+			name = name[:i]
+		}
+		m := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				m[f[i+1]] = v
+			}
+		}
+		res[name] = append(res[name], m)
+	}
+	return res
 }
