@@ -52,9 +52,10 @@ soak: deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./...
 
-## bench-goals: tables of the performance goals measured here (goal, measured, pass: publish and latency, Azure on Azurite, then scale as bench-scale does), then the issue 7 runs of `messagevault bench` (see docs/PERFORMANCE.md)
+## bench-goals: tables of the performance goals measured here (goal, measured, pass: publish and latency, Azure on Azurite, the peers' ratio, then scale as bench-scale does), then the issue 7 runs of `messagevault bench` (see docs/PERFORMANCE.md)
 bench-goals: deps build
 	$(GO) run ./bench/goals
+	cd bench/peers && $(GO) run . -producers 4 -batch 1000 -size 100 -duration 10s
 	$(GO) run ./bench/scale
 	$(GO) run ./bench/scale -tails 10000
 	rm -rf /tmp/mv-bench && bin/messagevault bench --data /tmp/mv-bench --threads 4 --batch 1000 --min-size 100 --max-size 100 --duration 10s --no-verify
