@@ -215,6 +215,7 @@ type Users struct {
 	file      File
 	cacheKey  []byte
 	verified  map[string]verified // user name -> last verified password
+	checking  map[string]*check   // bcrypt checks in progress, by digest and hash
 	warnedOld map[string]bool
 
 	stop      context.CancelFunc
@@ -243,7 +244,7 @@ func Open(ctx context.Context, src Source, log *slog.Logger) (*Users, error) {
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	u := &Users{src: src, log: log, cacheKey: key, verified: map[string]verified{}, warnedOld: map[string]bool{}, done: make(chan struct{})}
+	u := &Users{src: src, log: log, cacheKey: key, verified: map[string]verified{}, checking: map[string]*check{}, warnedOld: map[string]bool{}, done: make(chan struct{})}
 	f, err := u.read(ctx)
 	if err != nil {
 		return nil, err
@@ -428,7 +429,7 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.mu.Unlock()
 	if user == nil {
 		// Spend the same time as a real check, so names cannot be probed.
-		if err := compareHash(dummyHash(), password); errors.Is(err, ErrBusy) {
+		if err := u.checkOnce(digest, dummyHash(), password); errors.Is(err, ErrBusy) {
 			return Principal{}, err
 		}
 		return Principal{}, ErrUnauthenticated
@@ -437,7 +438,7 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 		return Principal{Name: name, Claims: claims}, nil
 	}
 	if isBcrypt(stored) {
-		if err := compareHash([]byte(stored), password); err != nil {
+		if err := u.checkOnce(digest, []byte(stored), password); err != nil {
 			if errors.Is(err, ErrBusy) {
 				return Principal{}, err
 			}
@@ -446,7 +447,7 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 	} else {
 		// A plain-text password costs what a bcrypt check does, so that
 		// its user cannot be told from an unknown one by the time taken.
-		if err := compareHash(dummyHash(), password); errors.Is(err, ErrBusy) {
+		if err := u.checkOnce(digest, dummyHash(), password); errors.Is(err, ErrBusy) {
 			return Principal{}, err
 		}
 		u.mu.Lock()
@@ -463,6 +464,38 @@ func (u *Users) Authenticate(name, password string) (Principal, error) {
 	u.verified[name] = verified{digest: digest, hash: stored, until: time.Now().Add(cacheTTL)}
 	u.mu.Unlock()
 	return Principal{Name: name, Claims: claims}, nil
+}
+
+// checkOnce runs the bcrypt check of password against hash once for all
+// the requests that ask it at the same time with the same name and
+// password (digest): a burst of new connections of one user costs one
+// check, which they all wait for, rather than one each (refused as busy
+// past MaxQueuedChecks). Unknown users and plain-text passwords go
+// through it too, with the dummy hash, so that a burst takes the same
+// time whether the name exists or not.
+func (u *Users) checkOnce(digest [32]byte, hash []byte, password string) error {
+	key := string(digest[:]) + string(hash)
+	u.mu.Lock()
+	if c, ok := u.checking[key]; ok {
+		u.mu.Unlock()
+		<-c.done
+		return c.err
+	}
+	c := &check{done: make(chan struct{})}
+	u.checking[key] = c
+	u.mu.Unlock()
+	c.err = compareHash(hash, password)
+	u.mu.Lock()
+	delete(u.checking, key)
+	u.mu.Unlock()
+	close(c.done)
+	return c.err
+}
+
+// check is a bcrypt check in progress, which others may wait for.
+type check struct {
+	done chan struct{}
+	err  error
 }
 
 func (u *Users) digest(name, password string) [32]byte {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -286,7 +287,9 @@ func TestPasswordChecksQueueIsBounded(t *testing.T) {
 	errs := make(chan error, flood)
 	for i := 0; i < flood; i++ {
 		go func() {
-			_, err := u.Authenticate("nobody", "guess")
+			// Different guesses: the same one, asked at the same time,
+			// is checked once for all.
+			_, err := u.Authenticate("nobody", fmt.Sprint("guess", i))
 			errs <- err
 		}()
 	}
@@ -427,5 +430,34 @@ func TestFirstAdminRace(t *testing.T) {
 	}
 	if pw, err := b.EnsureAdmin(ctx, ""); err != nil || pw != "" {
 		t.Fatalf("the second server's EnsureAdmin: %q, %v; want nothing to do", pw, err)
+	}
+}
+
+// TestConcurrentLoginsShareOneCheck: a burst of requests from one user
+// with the right password, with nothing remembered yet (a server just
+// started, a thousand producers connecting), is answered by one bcrypt
+// check that they all wait for, not refused as busy.
+func TestConcurrentLoginsShareOneCheck(t *testing.T) {
+	u, path := open(t)
+	if err := u.Add(context.Background(), "ann", "ann-pw", "orders:write"); err != nil {
+		t.Fatal(err)
+	}
+	cold, err := auth.Open(context.Background(), auth.NewFileSource(path), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cold.Close()
+	const burst = 8 * auth.MaxQueuedChecks
+	errs := make(chan error, burst)
+	for range burst {
+		go func() {
+			_, err := cold.Authenticate("ann", "ann-pw")
+			errs <- err
+		}()
+	}
+	for range burst {
+		if err := <-errs; err != nil {
+			t.Fatalf("a login of the burst: %v", err)
+		}
 	}
 }
