@@ -183,3 +183,53 @@ func TestZombiePageWriteFails(t *testing.T) {
 		t.Fatalf("stream holds %s", got)
 	}
 }
+
+// TestAbandonedPutPageAttemptCannotLand: the SDK gives up on a Put Page
+// attempt after its try timeout and sends it again, which succeeds; the
+// first attempt, still travelling, lands after the next group has
+// rewritten the same partial page and been answered. It must fail its
+// condition: the page write that needed a retry sets a new sequence
+// number before it returns.
+func TestAbandonedPutPageAttemptCannotLand(t *testing.T) {
+	az := azurite.Start(t)
+	ctx := context.Background()
+	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	s, err := azure.Open(cs, azure.Config{TryTimeout: 500 * time.Millisecond, MaxRetries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := writer(t, s, "abandoned")
+	if _, err := w.Append(ctx, batch("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The next Put Page's first attempt is held until the SDK gives up
+	// on it, and delivered just before the second commit after it: the
+	// commit of the group after the one it belongs to.
+	p.Late(isPageWrite, isPositionMetadata, 2)
+	if _, err := w.Append(ctx, batch("b", 1)); err != nil {
+		t.Fatalf("append b, whose Put Page was retried: %v", err)
+	}
+	if _, err := w.Append(ctx, batch("c", 1)); err != nil {
+		t.Fatalf("append c: %v", err)
+	}
+	delivered, status := p.LateStatus()
+	if !delivered {
+		t.Fatal("the abandoned attempt was never delivered")
+	}
+	if status != http.StatusPreconditionFailed {
+		t.Errorf("the abandoned Put Page attempt landed late with status %d; want 412", status)
+	}
+	pr, err := s.OpenReader(ctx, "abandoned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if got := strings.Join(readAll(t, pr), " "); got != "a-0 b-0 c-0" {
+		t.Fatalf("stream holds %s", got)
+	}
+}
