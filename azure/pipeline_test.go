@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -231,5 +232,94 @@ func TestAbandonedPutPageAttemptCannotLand(t *testing.T) {
 	defer pr.Close()
 	if got := strings.Join(readAll(t, pr), " "); got != "a-0 b-0 c-0" {
 		t.Fatalf("stream holds %s", got)
+	}
+}
+
+// holding holds position commits while armed, until released.
+type holding struct {
+	mu      sync.Mutex
+	armed   bool
+	held    chan struct{} // closed when a commit is being held
+	release chan struct{}
+}
+
+func (h *holding) arm() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armed, h.held, h.release = true, make(chan struct{}), make(chan struct{})
+}
+
+func (h *holding) Do(req *http.Request) (*http.Response, error) {
+	if isPositionMetadata(req) {
+		h.mu.Lock()
+		armed, held, release := h.armed, h.held, h.release
+		h.armed = false
+		h.mu.Unlock()
+		if armed {
+			close(held)
+			<-release
+		}
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// TestDuplicateOfAGroupInFlight: a batch sent again while the group of
+// its first sending, which rolled to a new segment, is still being
+// committed, is answered as a duplicate with the first sending's offsets
+// once that commit lands. (Read back from storage, its records would lie
+// in a segment that is not part of the stream yet.)
+func TestDuplicateOfAGroupInFlight(t *testing.T) {
+	az := azurite.Start(t)
+	ctx := context.Background()
+	h := &holding{}
+	s := open(t, az, azure.Config{Transport: h})
+	pw, err := s.OpenWriter(ctx, "dupinflight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := stream.OpenWriter(ctx, "dupinflight", pw, stream.WriterConfig{SegmentSize: stream.MinSegmentSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	fill := make([]messagevault.Message, 15) // 15 × 64 KiB: most of the first segment
+	for i := range fill {
+		fill[i] = messagevault.NewMessage(nil, bytes.Repeat([]byte{'f'}, 64<<10-1), 0)
+	}
+	if _, err := w.Append(ctx, fill); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		res stream.AppendResult
+		err error
+	}
+	send := func() <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			res, err := w.AppendWith(ctx, batch("d", 300), stream.AppendOptions{Producer: "p", Sequence: 1})
+			ch <- answer{res, err}
+		}()
+		return ch
+	}
+	h.arm()
+	first := send() // rolls to a second segment; its commit is held
+	<-h.held
+	again := send()
+	time.Sleep(200 * time.Millisecond) // let the writer stage it while the commit is held
+	close(h.release)
+	a, b := <-first, <-again
+	if a.err != nil || b.err != nil {
+		t.Fatalf("first sending: %v; sent again: %v", a.err, b.err)
+	}
+	if !b.res.Duplicate || !slices.Equal(a.res.Offsets, b.res.Offsets) {
+		t.Fatalf("sent again: duplicate %v; want a duplicate with the first sending's %d offsets", b.res.Duplicate, len(a.res.Offsets))
+	}
+	pr, err := s.OpenReader(ctx, "dupinflight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if segs, err := pr.Segments(ctx); err != nil || len(segs) != 2 {
+		t.Fatalf("segments %v, %v: want the fill's and the batch's", segs, err)
 	}
 }

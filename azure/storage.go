@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -91,7 +92,8 @@ func (c Config) clientOptions() policy.ClientOptions {
 			RetryDelay:    c.RetryDelay,
 			MaxRetryDelay: c.MaxRetryDelay,
 		},
-		Telemetry: policy.TelemetryOptions{Disabled: true},
+		Telemetry:        policy.TelemetryOptions{Disabled: true},
+		PerRetryPolicies: []policy.Policy{countTries{}},
 	}
 	if o.Retry.MaxRetries == 0 {
 		o.Retry.MaxRetries = DefaultMaxRetries
@@ -109,6 +111,27 @@ func (c Config) clientOptions() policy.ClientOptions {
 		o.Transport = c.Transport
 	}
 	return o
+}
+
+// tries counts the tries of one request, when its context carries a
+// counter (withTries): the writer learns that a Put Page was sent more
+// than once.
+type tries struct{}
+
+// withTries returns ctx with a counter of the tries of the requests sent
+// with it.
+func withTries(ctx context.Context, n *atomic.Int32) context.Context {
+	return context.WithValue(ctx, tries{}, n)
+}
+
+// countTries is the retry policy's per-try step that counts the tries.
+type countTries struct{}
+
+func (countTries) Do(req *policy.Request) (*http.Response, error) {
+	if n, ok := req.Raw().Context().Value(tries{}).(*atomic.Int32); ok {
+		n.Add(1)
+	}
+	return req.Next()
 }
 
 var (

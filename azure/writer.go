@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -530,12 +531,55 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 	if err := messagevault.CheckPages(off, len(p), w.size); err != nil {
 		return err
 	}
+	// A Put Page the SDK sent more than once may have a first try still
+	// travelling, which the sequence number does not stop: the next
+	// group rewrites the last page, and that try could land after it.
+	// So a page write that needed a retry sets a new number before it
+	// returns.
+	var n atomic.Int32
+	if err := w.writePages(withTries(ctx, &n), off, p); err != nil {
+		return err
+	}
+	if n.Load() > int32((len(p)+MaxPutPage-1)/MaxPutPage) {
+		return w.refencePages(ctx)
+	}
+	return nil
+}
+
+// refencePages gives the active segment a new sequence number, while this
+// writer still owns it (its number is the one this writer set).
+func (w *writer) refencePages(ctx context.Context) error {
+	var err error
+	for try := 0; try < takeOverTries; try++ {
+		var props blob.GetPropertiesResponse
+		props, err = w.records.GetProperties(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("refence %s after a retried page write: %w", segment.Name(w.active), mapError(err))
+		}
+		if props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != w.seq || props.ETag == nil {
+			return fmt.Errorf("refence %s after a retried page write: another writer set its sequence number since: %w", segment.Name(w.active), messagevault.ErrFenced)
+		}
+		var seq int64
+		if seq, err = fencePages(ctx, w.records, *props.ETag); err == nil {
+			w.seq = seq
+			return nil
+		}
+		if !bloberror.HasCode(err, bloberror.ConditionNotMet) {
+			break
+		}
+		// A late try landed between the two requests: read again.
+	}
+	return fmt.Errorf("refence %s after a retried page write: %w", segment.Name(w.active), mapError(err))
+}
+
+// writePages sends p at byte off of the active segment's blob: Put Pages
+// of at most MaxPutPage bytes, several at once.
+func (w *writer) writePages(ctx context.Context, off int64, p []byte) error {
 	if len(p) <= MaxPutPage {
 		return w.putPages(ctx, off, p)
 	}
-	// Several Put Pages at once, each of at most MaxPutPage bytes: they
-	// touch different pages, and their condition (the sequence number)
-	// does not change as they land.
+	// Several Put Pages at once: they touch different pages, and their
+	// condition (the sequence number) does not change as they land.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
