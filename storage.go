@@ -82,7 +82,7 @@ type PageReader interface {
 
 // PageWriter is what the stream writer needs from storage. Only one
 // PageWriter per stream exists at a time; methods are called from one
-// goroutine at a time.
+// goroutine at a time, except as CommitStarter allows.
 //
 // Size, Grow and WritePages act on the active segment, in stream
 // positions: byte 0 of a segment's blob is position
@@ -165,7 +165,9 @@ type PageWriter interface {
 	// Refence is called after an error whose outcome is unknown, before
 	// the writer reloads the position: when it returns, no request this
 	// PageWriter sent earlier can still land (on Azure the blobs get new
-	// ETags, so a late write or commit fails its condition), the
+	// ETags and the active segment a new sequence number, so a late
+	// page write or commit fails its condition; index writes, which are
+	// hints, are not fenced), the
 	// position it will read is durable, and the active segment is the
 	// committed one again (a roll that was not committed is undone). It
 	// returns an error wrapping ErrFenced if another writer has taken the
@@ -190,8 +192,8 @@ type CommitStarter interface {
 	// called, the caller may call Size, Grow, WritePages, Flush and the
 	// PageReader methods; every other call waits for the commit first.
 	// A CommitStarter's WriteIndex may also run from another goroutine
-	// while any other call does (its writes are hints, unfenced), one
-	// WriteIndex at a time.
+	// while any other call but Close does (its writes are hints,
+	// unfenced), one WriteIndex at a time.
 	StartCommit(ctx context.Context, pos int64, done func(error))
 }
 

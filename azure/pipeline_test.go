@@ -26,6 +26,7 @@ type overlapping struct {
 	mu                sync.Mutex
 	pages, commits    int  // in flight now
 	maxPages          int  // most Put Pages in flight at once
+	maxCommits        int  // most commits in flight at once
 	pagesDuringCommit bool // a Put Page was sent while a commit was in flight
 }
 
@@ -41,6 +42,7 @@ func (o *overlapping) Do(req *http.Request) (*http.Response, error) {
 			}
 		} else {
 			o.commits++
+			o.maxCommits = max(o.maxCommits, o.commits)
 		}
 		o.mu.Unlock()
 		defer func() {
@@ -59,8 +61,9 @@ func (o *overlapping) Do(req *http.Request) (*http.Response, error) {
 
 // TestPipelinedWrites: with requests that take a while, the writer sends
 // the next group's pages while the previous group's commit is in flight,
-// and a page write larger than one Put Page sends its Put Pages at once.
-// Every batch is stored once, in the order of its answers.
+// and a page write larger than one Put Page sends its Put Pages at once;
+// commits go one at a time. Every batch is stored once, and each
+// producer's answers come at growing positions.
 func TestPipelinedWrites(t *testing.T) {
 	az := azurite.Start(t)
 	ctx := context.Background()
@@ -100,6 +103,9 @@ func TestPipelinedWrites(t *testing.T) {
 	wg.Wait()
 	if !o.pagesDuringCommit {
 		t.Fatal("no Put Page was sent while a position commit was in flight")
+	}
+	if o.maxCommits != 1 {
+		t.Fatalf("%d position commits were in flight at once; commits go one after another", o.maxCommits)
 	}
 	for p, ps := range positions {
 		for i := 1; i < len(ps); i++ {

@@ -13,11 +13,54 @@ import (
 
 // pipelined gives a storage writer a StartCommit whose commits wait for
 // the test: each is handed to commits, and lands when the test releases
-// it with nil, or fails with the error it is released with.
+// it with nil, or fails with the error it is released with. It records
+// as a violation any call that CommitStarter forbids while a commit is
+// in flight (a second commit among them). gate, if set, holds each page
+// write until it can receive from it.
 type pipelined struct {
 	messagevault.PageWriter
-	commits chan heldCommit
-	writes  atomic.Int32
+	commits    chan heldCommit
+	writes     atomic.Int32
+	inFlight   atomic.Int32
+	violations atomic.Int32
+	gate       chan struct{}
+}
+
+// check records a violation if a commit is in flight.
+func (p *pipelined) check() {
+	if p.inFlight.Load() > 0 {
+		p.violations.Add(1)
+	}
+}
+
+func (p *pipelined) CommitPosition(ctx context.Context, pos int64) error {
+	p.check()
+	return p.PageWriter.CommitPosition(ctx, pos)
+}
+
+func (p *pipelined) WriteState(ctx context.Context, slot int, b []byte) error {
+	p.check()
+	return p.PageWriter.WriteState(ctx, slot, b)
+}
+
+func (p *pipelined) Roll(ctx context.Context, start int64) error {
+	p.check()
+	return p.PageWriter.Roll(ctx, start)
+}
+
+func (p *pipelined) Trim(ctx context.Context, start int64) error {
+	p.check()
+	return p.PageWriter.Trim(ctx, start)
+}
+
+func (p *pipelined) Refence(ctx context.Context) error {
+	p.check()
+	return p.PageWriter.Refence(ctx)
+}
+
+func (p *pipelined) Close() error {
+	p.check()
+	return p.PageWriter.Close()
 }
 
 type heldCommit struct {
@@ -31,10 +74,15 @@ func newPipelined(pw messagevault.PageWriter) *pipelined {
 
 func (p *pipelined) WritePages(ctx context.Context, off int64, b []byte) error {
 	p.writes.Add(1)
+	if p.gate != nil {
+		<-p.gate
+	}
 	return p.PageWriter.WritePages(ctx, off, b)
 }
 
 func (p *pipelined) StartCommit(ctx context.Context, pos int64, done func(error)) {
+	p.check()
+	p.inFlight.Add(1)
 	c := heldCommit{pos: pos, release: make(chan error, 1)}
 	p.commits <- c
 	go func() {
@@ -42,6 +90,7 @@ func (p *pipelined) StartCommit(ctx context.Context, pos int64, done func(error)
 		if err == nil {
 			err = p.PageWriter.CommitPosition(ctx, pos)
 		}
+		p.inFlight.Add(-1)
 		done(err)
 	}()
 }
@@ -90,6 +139,9 @@ func openPipelined(t *testing.T, s *mem.Storage) (*stream.Writer, *pipelined) {
 		}()
 		w.Close()
 		close(p.commits)
+		if n := p.violations.Load(); n > 0 {
+			t.Errorf("%d calls that CommitStarter forbids while a commit is in flight", n)
+		}
 	})
 	return w, p
 }
@@ -181,5 +233,27 @@ func TestFailedCommitFailsTheGroupAfterIt(t *testing.T) {
 	}
 	if n, _ := readSeqs(t, memReader(t, s)); n != 4 {
 		t.Fatalf("stream holds %d messages; want 4", n)
+	}
+}
+
+// A group is answered the moment its commit lands, even while the writer
+// is still writing the next group's pages.
+func TestPipelinedGroupIsAnsweredWhenItsCommitLands(t *testing.T) {
+	s := mem.New()
+	w, p := openPipelined(t, s)
+	p.gate = make(chan struct{}, 1)
+	p.gate <- struct{}{} // a's page write
+	a := appendAsync(w, batch(0, 3), stream.AppendOptions{})
+	first := <-p.commits
+	b := appendAsync(w, batch(3, 2), stream.AppendOptions{})
+	waitFor(t, func() bool { return p.writes.Load() == 2 }) // b's page write waits at the gate
+	first.release <- nil
+	if ra := <-a; ra.err != nil || ra.res.Position != first.pos {
+		t.Fatalf("first append, while the second's pages are held: %+v", ra)
+	}
+	p.gate <- struct{}{}
+	(<-p.commits).release <- nil
+	if rb := <-b; rb.err != nil {
+		t.Fatal(rb.err)
 	}
 }

@@ -188,8 +188,8 @@ type Writer struct {
 	// pipelined is set when pages is a messagevault.CommitStarter: it
 	// can write the next group's pages while a commit is in flight.
 	pipelined bool
-	// inflight is the group whose position commit is in flight; finish
-	// answers it if it failed.
+	// inflight is the group whose position commit is in flight. Its
+	// commit's callback answers it if it lands; finish, if it failed.
 	inflight *flight
 	// indexing is the time index write in flight, on a pipelined
 	// storage; waitIndex takes its outcome.
@@ -590,9 +590,10 @@ func (w *Writer) gather(group []*request, bytes int) []*request {
 	return group
 }
 
-// commit writes one group. It answers the group's requests once its
-// position is committed: at once, or, while the commit is in flight,
-// through finish. Groups are answered in order.
+// commit writes one group. Its requests are answered once its position
+// is committed: at once, or, when the commit is in flight, by the
+// commit's callback (or by finish, if it fails). Groups are answered in
+// order.
 func (w *Writer) commit(group []*request) {
 	// Take the requests whose callers are still waiting.
 	taken := group[:0]
@@ -819,7 +820,8 @@ func (w *Writer) write(f *flight) (err error) {
 	}
 	beforeFlush := func(ctx context.Context) error {
 		// The pages are written. The table goes to the slot that holds
-		// the one as of the previous group's end once that group is
+		// the table as of the end of the group before the previous one,
+		// which may be overwritten only once the previous group is
 		// committed: if its commit failed, this group fails too.
 		if err := w.finish(); err != nil {
 			return fmt.Errorf("an earlier group failed: %w", err)
@@ -840,7 +842,19 @@ func (w *Writer) write(f *flight) (err error) {
 		w.waitIndex()
 		if iw := w.index.prepare(); iw != nil {
 			w.indexing = iw
-			go iw.send(context.WithoutCancel(ctx), w.pages)
+			// Not cancelled with the group, but bounded by the same
+			// deadline (the leader's lease included).
+			ictx := context.WithoutCancel(ctx)
+			if d, ok := ctx.Deadline(); ok {
+				var cancel context.CancelFunc
+				ictx, cancel = context.WithDeadline(ictx, d)
+				go func() {
+					iw.send(ictx, w.pages)
+					cancel()
+				}()
+			} else {
+				go iw.send(ictx, w.pages)
+			}
 		}
 		return nil
 	}
@@ -953,6 +967,14 @@ func (w *Writer) checkSequence(ctx context.Context, r *request) (bool, error) {
 			r.dupOf = orig
 			return true, nil
 		}
+		if orig := w.inflightRequest(r.opts.Producer, r.opts.Sequence); orig != nil {
+			// Applied by the group whose commit is in flight: its
+			// offsets are known, and its records may lie in a segment
+			// that is not part of the stream until that commit lands.
+			// This group is answered after it, and fails if it fails.
+			r.res.Offsets = orig.res.Offsets
+			return true, nil
+		}
 		offsets, err := w.offsetsOf(ctx, a)
 		if errors.Is(err, messagevault.ErrTrimmed) {
 			// Applied, but its records are trimmed away: this request
@@ -974,6 +996,20 @@ func (w *Writer) checkSequence(ctx context.Context, r *request) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// inflightRequest returns the request of the group in flight that
+// appended producer's batch seq, or nil.
+func (w *Writer) inflightRequest(producer string, seq uint64) *request {
+	if w.inflight == nil {
+		return nil
+	}
+	for _, r := range w.inflight.group {
+		if !r.skip && r.opts.Producer == producer && r.opts.Sequence == seq {
+			return r
+		}
+	}
+	return nil
 }
 
 func seqKey(producer string, seq uint64) string { return fmt.Sprintf("%s\x00%d", producer, seq) }
@@ -1009,6 +1045,7 @@ func (w *Writer) offsetsOf(ctx context.Context, a applied) ([]int64, error) {
 // storage, and commits again a position that landed without being
 // confirmed, so that nobody sees it before it is durable.
 func (w *Writer) resolve(ctx context.Context) error {
+	w.waitIndex() // the index write in flight lands before the reload
 	before := w.Position()
 	if err := w.pages.Refence(ctx); err != nil {
 		return w.fail(fmt.Errorf("append to %q: recover after an earlier failure: %w", w.name, err))
