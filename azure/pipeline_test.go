@@ -329,3 +329,62 @@ func TestDuplicateOfAGroupInFlight(t *testing.T) {
 		t.Fatalf("segments %v, %v: want the fill's and the batch's", segs, err)
 	}
 }
+
+// isSequenceUpdate matches the requests that set a page blob's sequence
+// number.
+func isSequenceUpdate(req *http.Request) bool {
+	return req.Method == http.MethodPut && req.Header.Get("x-ms-sequence-number-action") != ""
+}
+
+// TestRetriedRefenceIsOwn: after a page write whose Put Page was
+// retried, the writer sets a new sequence number; when that update's
+// first try lands only after the SDK gave up on it, its retry fails its
+// condition. The writer must recognise the number it set itself, and go
+// on writing, rather than stop as if another writer had taken over.
+func TestRetriedRefenceIsOwn(t *testing.T) {
+	az := azurite.Start(t)
+	ctx := context.Background()
+	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	s, err := azure.Open(cs, azure.Config{TryTimeout: 500 * time.Millisecond, MaxRetries: 2, RetryDelay: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := writer(t, s, "ownrefence")
+	if _, err := w.Append(ctx, batch("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The next Put Page gets a 503 once (the SDK sends it again), and
+	// the sequence number update that follows is held past its try
+	// timeout and delivered just before its retry.
+	var once sync.Once
+	p.Answer(func(req *http.Request) bool {
+		hit := false
+		if isPageWrite(req) {
+			once.Do(func() { hit = true })
+		}
+		return hit
+	}, http.StatusServiceUnavailable, "ServerBusy")
+	p.Late(isSequenceUpdate, isSequenceUpdate, 1)
+	if _, err := w.Append(ctx, batch("b", 1)); err != nil {
+		t.Fatalf("append b, whose Put Page and refence were retried: %v", err)
+	}
+	if delivered, status := p.LateStatus(); !delivered || status != http.StatusOK {
+		t.Fatalf("the held sequence number update: delivered %v, status %d; want it landed (200)", delivered, status)
+	}
+	if _, err := w.Append(ctx, batch("c", 1)); err != nil {
+		t.Fatalf("append c: %v", err)
+	}
+	pr, err := s.OpenReader(ctx, "ownrefence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if got := strings.Join(readAll(t, pr), " "); got != "a-0 b-0 c-0" {
+		t.Fatalf("stream holds %s", got)
+	}
+}
