@@ -48,9 +48,10 @@ const takeOverTries = 5
 // If-Match of the ETags of this writer's own last changes. The active
 // segment's pages are written under x-ms-if-sequence-number-eq of a
 // blob sequence number this writer set when it took the stream over,
-// which page writes leave as it is: several can be in flight at once,
-// and a writer that takes over (or Refence) sets a new one, so every
-// page write sent before fails its condition.
+// which page writes leave as it is: several can be in flight at once.
+// A writer that takes over, Refence, and a page write whose Put Page
+// the SDK retried set a new one, so every page write sent before fails
+// its condition.
 type writer struct {
 	*segment.Reader
 	st      *reader
@@ -433,7 +434,8 @@ func (w *writer) WriteState(ctx context.Context, slot int, p []byte) error {
 // fencePages gives page blob pb a new random sequence number, under
 // If-Match of et (the ETag this writer gave it), and returns it: every
 // page write sent under the blob's earlier number, by this writer or
-// another, then fails its condition.
+// another, then fails its condition. On error it returns the number it
+// tried too: a retried update may have landed although it reports one.
 func fencePages(ctx context.Context, pb *pageblob.Client, et azcore.ETag) (int64, error) {
 	seq := newSequence()
 	_, err := pb.UpdateSequenceNumber(ctx, &pageblob.UpdateSequenceNumberOptions{
@@ -442,7 +444,7 @@ func fencePages(ctx context.Context, pb *pageblob.Client, et azcore.ETag) (int64
 		AccessConditions: ifMatch(et),
 	})
 	if err != nil {
-		return 0, fmt.Errorf("set the sequence number of %s: %w", pb.URL(), err)
+		return seq, fmt.Errorf("set the sequence number of %s: %w", pb.URL(), err)
 	}
 	return seq, nil
 }
@@ -547,8 +549,9 @@ func (w *writer) WritePages(ctx context.Context, off int64, p []byte) error {
 }
 
 // refencePages gives the active segment a new sequence number, while this
-// writer still owns it (its number is the one this writer set).
+// writer still owns it (its number is one this writer set).
 func (w *writer) refencePages(ctx context.Context) error {
+	tried := []int64{w.seq}
 	var err error
 	for try := 0; try < takeOverTries; try++ {
 		var props blob.GetPropertiesResponse
@@ -556,20 +559,31 @@ func (w *writer) refencePages(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("refence %s after a retried page write: %w", segment.Name(w.active), mapError(err))
 		}
-		if props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != w.seq || props.ETag == nil {
+		if props.BlobSequenceNumber == nil || props.ETag == nil || !slices.Contains(tried, *props.BlobSequenceNumber) {
 			return fmt.Errorf("refence %s after a retried page write: another writer set its sequence number since: %w", segment.Name(w.active), messagevault.ErrFenced)
 		}
+		if n := *props.BlobSequenceNumber; n != w.seq {
+			// An earlier update of this loop landed although its
+			// answer was an error (a retried request): it is ours.
+			w.seq = n
+			return nil
+		}
 		var seq int64
-		if seq, err = fencePages(ctx, w.records, *props.ETag); err == nil {
+		seq, err = fencePages(ctx, w.records, *props.ETag)
+		tried = append(tried, seq)
+		if err == nil {
 			w.seq = seq
 			return nil
 		}
 		if !bloberror.HasCode(err, bloberror.ConditionNotMet) {
 			break
 		}
-		// A late try landed between the two requests: read again.
+		// A late try landed between the two requests, or the update's
+		// own first try did: read again.
 	}
-	return fmt.Errorf("refence %s after a retried page write: %w", segment.Name(w.active), mapError(err))
+	// Not ErrFenced: the group fails with an unknown outcome, and the
+	// next one recovers through Refence.
+	return fmt.Errorf("refence %s after a retried page write: %w", segment.Name(w.active), err)
 }
 
 // writePages sends p at byte off of the active segment's blob: Put Pages
@@ -691,14 +705,31 @@ func (w *writer) Roll(ctx context.Context, start int64) error {
 		ifNone := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}}
 		seq = newSequence()
 		_, err := next.Create(ctx, 0, &pageblob.CreateOptions{AccessConditions: ifNone, SequenceNumber: &seq, Metadata: map[string]*string{"writer": to.Ptr(w.id)}})
+		if err != nil && bloberror.HasCode(err, bloberror.BlobAlreadyExists) && w.createdBy(ctx, next, seq) {
+			err = nil // this create's own first try landed, and the SDK retried it
+		}
 		if err != nil {
 			// Created meanwhile (a late create of an earlier roll, or
-			// a newer writer): the next group recovers and retries.
+			// a newer writer): the writer stops (fenced), and the vault
+			// opens a new one, which removes or takes over the blob.
 			return fmt.Errorf("roll: create %s: %w", segment.Name(start), mapError(err))
 		}
 	}
 	w.records, w.seq, w.active, w.size = next, seq, start, 0
 	return nil
+}
+
+// createdBy reports whether pb is the blob this writer just created with
+// sequence number seq: its number and its writer metadata are this
+// create's, and nothing has changed it since (a sequence number is
+// random, so no other create gives the same one).
+func (w *writer) createdBy(ctx context.Context, pb *pageblob.Client, seq int64) bool {
+	props, err := pb.GetProperties(ctx, nil)
+	if err != nil || props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != seq {
+		return false
+	}
+	id, _ := metadataValue(props.Metadata, "writer")
+	return id == w.id && props.ContentLength != nil && *props.ContentLength == 0
 }
 
 // indexGrowStep is how far the time index blob grows at a time.
