@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -484,11 +485,13 @@ func (u *Users) checkOnce(digest [32]byte, hash []byte, password string) error {
 	c := &check{done: make(chan struct{})}
 	u.checking[key] = c
 	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		delete(u.checking, key)
+		u.mu.Unlock()
+		close(c.done)
+	}()
 	c.err = compareHash(hash, password)
-	u.mu.Lock()
-	delete(u.checking, key)
-	u.mu.Unlock()
-	close(c.done)
 	return c.err
 }
 
@@ -500,8 +503,10 @@ type check struct {
 
 func (u *Users) digest(name, password string) [32]byte {
 	m := hmac.New(sha256.New, u.cacheKey)
+	// The name's length first, so that no two (name, password) pairs
+	// hash the same bytes.
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(name))))
 	m.Write([]byte(name))
-	m.Write([]byte{0})
 	m.Write([]byte(password))
 	var d [32]byte
 	copy(d[:], m.Sum(nil))

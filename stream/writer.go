@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -671,7 +672,7 @@ func (w *Writer) answer(f *flight, err error) {
 			// failed) whatever becomes of the appends.
 			r.res, r.err = AppendResult{}, err
 		} else if r.dupOf != nil {
-			r.res.Offsets, r.res.Position = r.dupOf.res.Offsets, r.dupOf.res.Position
+			r.res.Offsets, r.res.Position = slices.Clone(r.dupOf.res.Offsets), r.dupOf.res.Position
 		}
 		close(r.done)
 	}
@@ -972,7 +973,7 @@ func (w *Writer) checkSequence(ctx context.Context, r *request) (bool, error) {
 			// offsets are known, and its records may lie in a segment
 			// that is not part of the stream until that commit lands.
 			// This group is answered after it, and fails if it fails.
-			r.res.Offsets = orig.res.Offsets
+			r.res.Offsets = slices.Clone(orig.res.Offsets)
 			return true, nil
 		}
 		offsets, err := w.offsetsOf(ctx, a)
