@@ -6,13 +6,16 @@ GO ?= go
 ## test: everything CI runs: installs the test dependencies, then vet, gofmt check, all tests with the race detector, short fuzzing
 test: deps vet unit fuzz
 
-## deps: what the tests need besides Go: Azurite (pinned in package-lock.json) from npm, Chromium from Debian
+## deps: what the tests need besides Go: Azurite (pinned in package-lock.json) from npm, Chromium and kcat from Debian
 deps:
 	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 and npm (apt-get install nodejs npm)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 		echo "installing Debian's chromium for the browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v kcat >/dev/null || { \
+		echo "installing Debian's kcat for the Kafka gateway test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; }
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -31,6 +31,7 @@ import (
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/internal/buildinfo"
 	"github.com/messagevault/messagevault/internal/redact"
+	"github.com/messagevault/messagevault/kafka"
 	"github.com/messagevault/messagevault/metrics"
 	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/stream"
@@ -88,6 +89,7 @@ type ServeCommand struct {
 	MaxTails       int
 	MaxTailAge     time.Duration
 	MetricsListen  string
+	KafkaListen    string
 	LogLevel       string
 	LogFormat      string
 	SegmentSize    byteSize
@@ -161,6 +163,7 @@ exits 0.`,
 	f.IntVar(&c.MaxOpenFiles, "max-open-files", file.DefaultMaxOpenFiles, "local backend: stream files kept open at once, for all streams together; past it the least recently used idle file is closed and opened again when needed (files with writes not yet synced stay open until synced)")
 	f.IntVar(&c.MaxReads, "max-reads", server.DefaultMaxReads, "reads served at once (429 beyond)")
 	f.IntVar(&c.MaxTails, "max-tails", server.DefaultMaxTails, "event streams and long-polls served at once (429 beyond)")
+	f.StringVar(&c.KafkaListen, "kafka-listen", "", "also serve the Kafka protocol on this address (SASL/PLAIN with MessageVault's users; TLS when --tls-cert is set); off by default")
 	f.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (a private one, for a scraper); on the main address /metrics needs a user with all:read")
 	f.DurationVar(&c.MaxTailAge, "max-tail-duration", server.DefaultMaxTailDuration, "end an event stream after this long (clients reconnect with Last-Event-ID and log in again)")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -267,7 +270,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		return nil
 	})
 	node.start(api)
-	return c.serveUntilSignal(ctx, api, node.Node, l, b, log)
+	return c.serveUntilSignal(ctx, api, users, node.Node, l, b, log)
 }
 
 // logger makes the log of --log-level and --log-format; no SAS signature
@@ -358,6 +361,7 @@ func (c *ServeCommand) clusterTrust(ctx context.Context, b *backend) (string, *x
 type listener struct {
 	ln        net.Listener
 	metrics   net.Listener // --metrics-listen; nil without it
+	kafka     net.Listener // --kafka-listen; nil without it
 	srv       *http.Server
 	scheme    string
 	advertise string
@@ -398,6 +402,18 @@ func (c *ServeCommand) listen(log *slog.Logger) (*listener, error) {
 			return nil, fmt.Errorf("--metrics-listen %s: %w", c.MetricsListen, err)
 		}
 	}
+	if c.KafkaListen != "" {
+		if l.kafka, err = net.Listen("tcp", c.KafkaListen); err != nil {
+			l.close()
+			return nil, fmt.Errorf("--kafka-listen %s: %w", c.KafkaListen, err)
+		}
+		if c.MaxConns > 0 {
+			l.kafka = netutil.LimitListener(l.kafka, c.MaxConns)
+		}
+		if l.srv.TLSConfig != nil {
+			l.kafka = tls.NewListener(l.kafka, l.srv.TLSConfig)
+		}
+	}
 	return l, nil
 }
 
@@ -406,6 +422,9 @@ func (l *listener) close() {
 	l.ln.Close()
 	if l.metrics != nil {
 		l.metrics.Close()
+	}
+	if l.kafka != nil {
+		l.kafka.Close()
 	}
 }
 
@@ -476,7 +495,7 @@ func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, 
 // or serving fails, then drains: readiness fails for --drain-delay,
 // requests in flight finish, and the node leaves the election, within
 // ShutdownTimeout.
-func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, node *cluster.Node, l *listener, b *backend, log *slog.Logger) error {
+func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, users *auth.Users, node *cluster.Node, l *listener, b *backend, log *slog.Logger) error {
 	served := make(chan error, 2)
 	if mln := l.metrics; mln != nil {
 		msrv := &http.Server{Handler: api.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
@@ -487,6 +506,19 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 			}
 		}()
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
+	if l.kafka != nil {
+		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Users: users, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer ks.Close()
+		go func() {
+			if err := ks.Serve(); err != nil {
+				served <- err
+			}
+		}()
+		log.Info("serving the Kafka protocol", "address", l.kafka.Addr().String())
 	}
 	srv := l.srv
 	srv.Handler = api

@@ -1,0 +1,301 @@
+// Package kafka is MessageVault's Kafka-protocol gateway: a listener that
+// speaks Kafka's wire protocol, so that any Kafka client can produce to
+// MessageVault's streams. A topic is a stream with one partition, 0; a
+// record's Kafka offset is its MessageVault offset, its byte position in
+// the stream. Clients sign in with SASL/PLAIN as MessageVault users, and
+// their claims apply. The requests and responses are encoded and decoded
+// by franz-go's kmsg, generated from Kafka's own message schemas; this
+// package frames them and maps them onto the vault.
+//
+// This first version serves ApiVersions, SaslHandshake, SaslAuthenticate,
+// Metadata and Produce of uncompressed record batches without producer
+// ids. The rest of the protocol is to come.
+package kafka
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/vault"
+)
+
+// Limits of a connection.
+const (
+	// MaxRequestBytes bounds one request's size.
+	MaxRequestBytes = 64 << 20
+	// MaxSignInBytes bounds a request's size before SASL succeeds.
+	MaxSignInBytes = 64 << 10
+	// IdleTimeout closes a connection that sends nothing for this long
+	// (Kafka's connections.max.idle.ms is 10 minutes too).
+	IdleTimeout = 10 * time.Minute
+)
+
+// Config sets up a Server.
+type Config struct {
+	// Vault returns the vault of the streams while this node leads, and
+	// nil otherwise (a produce then answers NOT_LEADER_OR_FOLLOWER).
+	Vault func() *vault.Vault
+	// Users checks SASL/PLAIN credentials and gives the claims.
+	Users *auth.Users
+	// Advertise is the host and port this listener is reached at, given
+	// to clients as the only broker's address. Default: the listening
+	// address.
+	Advertise string
+	// Logger logs connections' errors. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Server serves the Kafka protocol on one listener.
+type Server struct {
+	cfg  Config
+	ln   net.Listener
+	host string
+	port int32
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// New returns a Server that will serve on ln (see Serve).
+func New(ln net.Listener, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = ln.Addr().String()
+	}
+	host, port, err := net.SplitHostPort(adv)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: advertised address %q: %w", adv, err)
+	}
+	p, err := strconv.ParseInt(port, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: advertised address %q: port: %w", adv, err)
+	}
+	return &Server{cfg: cfg, ln: ln, host: host, port: int32(p), conns: map[net.Conn]struct{}{}}, nil
+}
+
+// Serve accepts connections until Close.
+func (s *Server) Serve() error {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			return fmt.Errorf("kafka: accept: %w", err)
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their
+// requests to end.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	err := s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// conn is one client connection's state.
+type conn struct {
+	s    *Server
+	c    net.Conn
+	user *auth.Principal // nil until SASL succeeds
+	mech string          // the mechanism SaslHandshake chose
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	defer c.Close()
+	cc := &conn{s: s, c: c}
+	r := bufio.NewReaderSize(c, 64<<10)
+	w := bufio.NewWriterSize(c, 64<<10)
+	for {
+		limit := MaxSignInBytes
+		if cc.user != nil {
+			limit = MaxRequestBytes
+		}
+		c.SetReadDeadline(time.Now().Add(IdleTimeout))
+		frame, err := readFrame(r, limit)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.cfg.Logger.Debug("kafka connection closed", "remote", c.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+		h, body, err := parseHeader(frame)
+		if err != nil {
+			s.cfg.Logger.Info("kafka: bad request, connection closed", "remote", c.RemoteAddr().String(), "err", err)
+			return
+		}
+		req := h.req
+		if v := supported[kmsg.ApiVersions]; h.key == kmsg.ApiVersions.Int16() && h.version > v[1] {
+			// A client newer than this listener: answer in version 0
+			// with UNSUPPORTED_VERSION and the versions served, and it
+			// asks again in one of them.
+			resp := cc.apiVersions()
+			resp.ErrorCode = kerr.UnsupportedVersion.Code
+			h.version = 0
+			resp.SetVersion(0)
+			if err := writeResponse(w, h, resp); err != nil {
+				return
+			}
+			continue
+		}
+		if err := req.ReadFrom(body); err != nil {
+			s.cfg.Logger.Info("kafka: request that does not decode, connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "version", h.version, "err", err)
+			return
+		}
+		resp, err := cc.handle(context.Background(), req)
+		if err != nil {
+			s.cfg.Logger.Info("kafka: connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "err", err)
+			return
+		}
+		if resp == nil {
+			continue // acks=0: no answer
+		}
+		resp.SetVersion(h.version)
+		if err := writeResponse(w, h, resp); err != nil {
+			return
+		}
+	}
+}
+
+// readFrame reads one size-prefixed request of at most limit bytes.
+func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
+	var size [4]byte
+	if _, err := io.ReadFull(r, size[:]); err != nil {
+		return nil, err
+	}
+	n := int32(binary.BigEndian.Uint32(size[:]))
+	if n < 8 || int(n) > limit {
+		return nil, fmt.Errorf("request of %d bytes: want 8 to %d", n, limit)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// header is a request's header.
+type header struct {
+	key, version int16
+	correlation  int32
+	clientID     string
+	req          kmsg.Request
+}
+
+// parseHeader reads a request header (v1, or v2 for flexible requests)
+// and returns it with the request body.
+func parseHeader(b []byte) (header, []byte, error) {
+	var h header
+	h.key = int16(binary.BigEndian.Uint16(b))
+	h.version = int16(binary.BigEndian.Uint16(b[2:]))
+	h.correlation = int32(binary.BigEndian.Uint32(b[4:]))
+	b = b[8:]
+	h.req = kmsg.RequestForKey(h.key)
+	if h.req == nil {
+		return h, nil, fmt.Errorf("unknown API key %d", h.key)
+	}
+	if h.version < 0 {
+		return h, nil, fmt.Errorf("%s version %d", kmsg.NameForKey(h.key), h.version)
+	}
+	if v, ok := supported[kmsg.Key(h.key)]; !ok || h.version > v[1] && h.key != kmsg.ApiVersions.Int16() {
+		return h, nil, fmt.Errorf("%s version %d: not served", kmsg.NameForKey(h.key), h.version)
+	}
+	h.req.SetVersion(h.version)
+	if len(b) < 2 {
+		return h, nil, errors.New("short header")
+	}
+	n := int16(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if n > 0 {
+		if int(n) > len(b) {
+			return h, nil, errors.New("short client id")
+		}
+		h.clientID = string(b[:n])
+		b = b[n:]
+	}
+	if h.req.IsFlexible() {
+		// Header tagged fields: a count, then (tag, size, bytes) each.
+		count, k := binary.Uvarint(b)
+		if k <= 0 {
+			return h, nil, errors.New("bad header tags")
+		}
+		b = b[k:]
+		for range count {
+			_, k := binary.Uvarint(b)
+			if k <= 0 {
+				return h, nil, errors.New("bad header tag")
+			}
+			b = b[k:]
+			size, k := binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < size {
+				return h, nil, errors.New("bad header tag")
+			}
+			b = b[k+int(size):]
+		}
+	}
+	return h, b, nil
+}
+
+// writeResponse frames resp for h: size, correlation id, the response
+// header's tagged fields when flexible (ApiVersions always answers with
+// header v0), then the body.
+func writeResponse(w *bufio.Writer, h header, resp kmsg.Response) error {
+	buf := make([]byte, 4, 256) // the size, set below
+	buf = binary.BigEndian.AppendUint32(buf, uint32(h.correlation))
+	if resp.IsFlexible() && h.key != kmsg.ApiVersions.Int16() {
+		buf = append(buf, 0) // no tagged fields
+	}
+	buf = resp.AppendTo(buf)
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	if _, err := w.Write(buf); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// timeout is the deadline of one produce's appends.
+const timeout = time.Minute
