@@ -81,3 +81,18 @@ func TestDecodeLegacyMessages(t *testing.T) {
 		t.Fatalf("a changed message: code %d %q", code, msg)
 	}
 }
+
+// A message of the older formats too short to hold its fields is refused
+// as corrupt, whatever its length says (it must not panic the listener).
+func TestDecodeShortLegacyMessages(t *testing.T) {
+	for size := 5; size <= 14; size++ {
+		b := binary.BigEndian.AppendUint64(nil, 0)
+		b = binary.BigEndian.AppendUint32(b, uint32(size))
+		b = append(b, make([]byte, size)...)
+		b[16] = 1 // magic 1
+		binary.BigEndian.PutUint32(b[12:], crc32.ChecksumIEEE(b[16:]))
+		if _, code, msg := decodeBatches(b); code != kerr.CorruptMessage.Code {
+			t.Errorf("a message of %d bytes: code %d %q; want CORRUPT_MESSAGE", size, code, msg)
+		}
+	}
+}
