@@ -34,6 +34,7 @@ FUZZ_PUBLISH ?= 30000x
 FUZZ_AUTH ?= 5000x
 FUZZ_LZ4 ?= 100000x
 FUZZ_JSON ?= 100000x
+FUZZ_KAFKA ?= 100000x
 fuzz:
 	$(GO) test ./formats -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZ_RECORD)
 	$(GO) test ./formats -run '^$$' -fuzz '^FuzzDecodeTransfer$$' -fuzztime $(FUZZ_TRANSFER)
@@ -41,10 +42,11 @@ fuzz:
 	$(GO) test ./server -run '^$$' -fuzz '^FuzzAuthorization$$' -fuzztime $(FUZZ_AUTH)
 	$(GO) test ./formats/lz4stream -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZ_LZ4)
 	$(GO) test ./server -run '^$$' -fuzz '^FuzzDecodeJSONFast$$' -fuzztime $(FUZZ_JSON)
+	$(GO) test ./kafka -run '^$$' -fuzz '^FuzzDecodeBatches$$' -fuzztime $(FUZZ_KAFKA)
 
 ## fuzz-long: the same for ten minutes each (not part of `make test`)
 fuzz-long:
-	$(MAKE) fuzz FUZZ_RECORD=10m FUZZ_TRANSFER=10m FUZZ_PUBLISH=10m FUZZ_AUTH=10m FUZZ_LZ4=10m FUZZ_JSON=10m
+	$(MAKE) fuzz FUZZ_RECORD=10m FUZZ_TRANSFER=10m FUZZ_PUBLISH=10m FUZZ_AUTH=10m FUZZ_LZ4=10m FUZZ_JSON=10m FUZZ_KAFKA=10m
 
 ## soak: a steady load for SOAK_DURATION (default 30m) that fails if goroutines, open files or memory keep growing
 SOAK_DURATION ?= 30m

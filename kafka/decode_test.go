@@ -96,3 +96,20 @@ func TestDecodeShortLegacyMessages(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeBatches: no produce body makes the decoder panic, and what it
+// takes is a non-empty list of messages.
+func FuzzDecodeBatches(f *testing.F) {
+	f.Add(batchOf([][2]string{{"k", "v"}, {"", "value"}}, nil))
+	f.Add(legacyOf("a", "one"))
+	f.Add(append(legacyOf("a", "one"), batchOf([][2]string{{"k", "v"}}, nil)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msgs, code, msg := decodeBatches(b)
+		if code == 0 && len(msgs) == 0 {
+			t.Fatal("no error and no messages")
+		}
+		if code != 0 && (msgs != nil || msg == "") {
+			t.Fatalf("code %d with %d messages and message %q", code, len(msgs), msg)
+		}
+	})
+}

@@ -225,6 +225,9 @@ func decodeBatches(b []byte) ([]messagevault.Message, int16, string) {
 			return nil, kerr.CorruptMessage.Code, "record batch length out of bounds"
 		}
 		if magic := b[16]; magic < 2 {
+			if n < legacyMin {
+				return nil, kerr.CorruptMessage.Code, "message length out of bounds"
+			}
 			// A message of the older formats (magic 0 and 1), which
 			// clients use with brokers they take for older ones.
 			m, code, msg := decodeLegacy(b[:n])
@@ -280,6 +283,11 @@ func decodeBatches(b []byte) ([]messagevault.Message, int16, string) {
 	}
 	return msgs, 0, ""
 }
+
+// legacyMin is the size of the smallest message of the older formats:
+// offset, size, CRC, magic, attributes, and the lengths of a null key and
+// a null value.
+const legacyMin = 8 + 4 + 4 + 1 + 1 + 4 + 4
 
 // decodeLegacy reads one message of the formats before record batches
 // (magic 0 and 1): offset, size, CRC-32 (IEEE) of the rest, magic,

@@ -147,6 +147,13 @@ type conn struct {
 
 func (s *Server) serveConn(c net.Conn) {
 	defer c.Close()
+	defer func() {
+		// A bug that panics on some request costs its connection, not
+		// the server.
+		if p := recover(); p != nil {
+			s.cfg.Logger.Error("kafka: panic serving a connection, closed it", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
+		}
+	}()
 	cc := &conn{s: s, c: c}
 	r := bufio.NewReaderSize(c, 64<<10)
 	w := bufio.NewWriterSize(c, 64<<10)
