@@ -83,14 +83,17 @@ func TestPipelinedWrites(t *testing.T) {
 		t.Fatalf("a write of 10 MiB had at most %d Put Pages in flight; want its 3 at once", o.maxPages)
 	}
 
-	// Producers that keep appending: groups follow each other.
+	// Producers that keep appending, each pausing a different while
+	// between its appends so that they do not all land in one group:
+	// groups follow each other.
 	var wg sync.WaitGroup
-	positions := make([][]int64, 4)
+	positions := make([][]int64, 8)
 	for p := range positions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range 10 {
+				time.Sleep(time.Duration(p*3+i%4) * time.Millisecond)
 				res, err := w.Append(ctx, batch(fmt.Sprintf("p%d.%d", p, i), 3))
 				if err != nil {
 					t.Error(err)
