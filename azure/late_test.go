@@ -13,7 +13,6 @@ import (
 
 	"github.com/messagevault/messagevault/azure"
 	"github.com/messagevault/messagevault/internal/azurite"
-	"github.com/messagevault/messagevault/internal/faultproxy"
 	"github.com/messagevault/messagevault/stream"
 )
 
@@ -47,12 +46,7 @@ func TestLateCommitCannotCorrupt(t *testing.T) {
 	for _, tc := range cases {
 		deliverAt := tc.deliverAt
 		t.Run(fmt.Sprintf("%s-before-request-%d", tc.kind, deliverAt), func(t *testing.T) {
-			p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+			p, cs := proxied(t, az)
 			s, err := azure.Open(cs, azure.Config{MaxRetries: 1})
 			if err != nil {
 				t.Fatal(err)

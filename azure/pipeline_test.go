@@ -142,12 +142,7 @@ func TestPipelinedWrites(t *testing.T) {
 func TestZombiePageWriteFails(t *testing.T) {
 	az := azurite.Start(t)
 	ctx := context.Background()
-	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	p, cs := proxied(t, az)
 	viaProxy := func() *azure.Storage {
 		s, err := azure.Open(cs, azure.Config{MaxRetries: 1})
 		if err != nil {
@@ -203,12 +198,7 @@ func TestZombiePageWriteFails(t *testing.T) {
 func TestAbandonedPutPageAttemptCannotLand(t *testing.T) {
 	az := azurite.Start(t)
 	ctx := context.Background()
-	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	p, cs := proxied(t, az)
 	s, err := azure.Open(cs, azure.Config{TryTimeout: 500 * time.Millisecond, MaxRetries: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -347,12 +337,7 @@ func isSequenceUpdate(req *http.Request) bool {
 func TestRetriedRefenceIsOwn(t *testing.T) {
 	az := azurite.Start(t)
 	ctx := context.Background()
-	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	cs := strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
+	p, cs := proxied(t, az)
 	s, err := azure.Open(cs, azure.Config{TryTimeout: 500 * time.Millisecond, MaxRetries: 2, RetryDelay: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -390,4 +375,16 @@ func TestRetriedRefenceIsOwn(t *testing.T) {
 	if got := strings.Join(readAll(t, pr), " "); got != "a-0 b-0 c-0" {
 		t.Fatalf("stream holds %s", got)
 	}
+}
+
+// proxied starts the fault proxy in front of az for the test, and
+// returns it and the connection string that goes through it.
+func proxied(t testing.TB, az *azurite.Azurite) (*faultproxy.Proxy, string) {
+	t.Helper()
+	p, err := faultproxy.Start("http://127.0.0.1:" + az.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, strings.Replace(az.ConnectionString(), "http://127.0.0.1:"+az.Port, p.URL, 1)
 }
