@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
+	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/internal/mvtest"
 	"github.com/messagevault/messagevault/stream"
@@ -184,5 +186,113 @@ func TestKafkaOverTLS(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != "over tls" {
 		t.Fatalf("stream holds %v", got)
+	}
+}
+
+// pollN polls cl until it has n records or ctx ends.
+func pollN(t *testing.T, ctx context.Context, cl *kgo.Client, n int) []*kgo.Record {
+	t.Helper()
+	var got []*kgo.Record
+	for len(got) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("polled %d records of %d: %v", len(got), n, ctx.Err())
+		}
+		for _, e := range fs.Errors() {
+			t.Fatalf("fetch %s/%d: %v", e.Topic, e.Partition, e.Err)
+		}
+		got = append(got, fs.Records()...)
+	}
+	return got
+}
+
+// TestKafkaConsume: a franz-go consumer reads records published over
+// HTTP with their MessageVault offsets, keys and values; it is woken by a
+// publish while it waits; a consumer from a time starts at the first
+// record at or after it (ListOffsets through the time index).
+func TestKafkaConsume(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	big := strings.Repeat("v", 60<<10) // batches of several records and several fetches
+	var sent []messagevault.Message
+	for i := range 12 {
+		sent = append(sent, msg(fmt.Sprintf("k%d", i), fmt.Sprintf("%d-%s", i, big)))
+	}
+	first := publish(t, s, "consumed", sent[:6])
+	publish(t, s, "consumed", sent[6:])
+	cl := kafkaClient(t, addr, admin, adminPass,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"consumed": {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchMaxPartitionBytes(150<<10))
+	recs := readDirect(t, s, "consumed")
+	got := pollN(t, ctx, cl, 12)
+	if len(got) != 12 {
+		t.Fatalf("got %d records; want 12", len(got))
+	}
+	for i, r := range got {
+		if r.Offset != recs[i].Offset || string(r.Key) != string(recs[i].Key) || string(r.Value) != string(recs[i].Value) {
+			t.Fatalf("record %d: offset %d key %q; stored at %d with key %q", i, r.Offset, r.Key, recs[i].Offset, recs[i].Key)
+		}
+		if want := recs[i].ID.Time().UnixMilli(); r.Timestamp.UnixMilli() != want {
+			t.Fatalf("record %d: timestamp %v; its id says %d", i, r.Timestamp, want)
+		}
+	}
+	if got[0].Offset != first.Offsets[0] {
+		t.Fatalf("first offset %d; the publish said %d", got[0].Offset, first.Offsets[0])
+	}
+	// A publish wakes the waiting fetch.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		publish(t, s, "consumed", []messagevault.Message{msg("late", "woken")})
+	}()
+	start := time.Now()
+	late := pollN(t, ctx, cl, 1)
+	if string(late[0].Value) != "woken" || late[0].Offset != position(t, s, "consumed")-recordSize("late", "woken") {
+		t.Fatalf("after the tail: %q at %d", late[0].Value, late[0].Offset)
+	}
+	if waited := time.Since(start); waited > 4*time.Second {
+		t.Fatalf("the new record took %v to arrive: the fetch was not woken by the append", waited)
+	}
+
+	// From a time: the records after a pause.
+	time.Sleep(20 * time.Millisecond)
+	mark := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	after := publish(t, s, "consumed", []messagevault.Message{msg("t1", "after the mark"), msg("t2", "also after")})
+	since := kafkaClient(t, addr, admin, adminPass,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"consumed": {0: kgo.NewOffset().AfterMilli(mark.UnixMilli())}}))
+	got = pollN(t, ctx, since, 2)
+	if got[0].Offset != after.Offsets[0] || string(got[0].Value) != "after the mark" {
+		t.Fatalf("from %v: first record %q at %d; want %d", mark, got[0].Value, got[0].Offset, after.Offsets[0])
+	}
+}
+
+// TestKafkaConsumeWithKcat: kcat (librdkafka) reads a stream to its end
+// and exits there (-e): its end-of-partition detection needs the next
+// fetch offset to land on the high watermark, across the gaps between
+// offsets. It prints each record's offset, key and value.
+func TestKafkaConsumeWithKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
+	}
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	ans := publish(t, s, "kcat-read", []messagevault.Message{msg("a", "one"), msg("", "two"), msg("c", strings.Repeat("3", 1000))})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-t", "kcat-read", "-C", "-e", "-o", "beginning", "-f", "%o %k %S\n",
+		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+		"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat -C -e: %v (did it stop at the end?)\n%s", err, out)
+	}
+	want := fmt.Sprintf("%d a 3\n%d  3\n%d c 1000\n", ans.Offsets[0], ans.Offsets[1], ans.Offsets[2])
+	if string(out) != want {
+		t.Fatalf("kcat printed\n%s\nwant\n%s", out, want)
 	}
 }

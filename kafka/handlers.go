@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,6 +26,8 @@ var supported = map[kmsg.Key][2]int16{
 	kmsg.SASLAuthenticate: {0, 2},
 	kmsg.Metadata:         {0, 12},
 	kmsg.Produce:          {3, 11},
+	kmsg.Fetch:            {4, 12},
+	kmsg.ListOffsets:      {1, 6},
 }
 
 // handle answers one request; a nil response sends nothing (acks=0), an
@@ -49,13 +53,18 @@ func (c *conn) handle(ctx context.Context, req kmsg.Request) (kmsg.Response, err
 		return c.metadata(ctx, r), nil
 	case *kmsg.ProduceRequest:
 		return c.produce(ctx, r), nil
+	case *kmsg.FetchRequest:
+		return c.fetch(ctx, r), nil
+	case *kmsg.ListOffsetsRequest:
+		return c.listOffsets(ctx, r), nil
 	}
 	return nil, fmt.Errorf("%s is not supported", key.Name())
 }
 
 func (c *conn) apiVersions() *kmsg.ApiVersionsResponse {
 	resp := kmsg.NewPtrApiVersionsResponse()
-	for _, k := range []kmsg.Key{kmsg.Produce, kmsg.Metadata, kmsg.ApiVersions, kmsg.SASLHandshake, kmsg.SASLAuthenticate} {
+	keys := slices.Sorted(maps.Keys(supported))
+	for _, k := range keys {
 		v := supported[k]
 		resp.ApiKeys = append(resp.ApiKeys, kmsg.ApiVersionsResponseApiKey{ApiKey: k.Int16(), MinVersion: v[0], MaxVersion: v[1]})
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/vault"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	// Vault returns the vault of the streams while this node leads, and
 	// nil otherwise (a produce then answers NOT_LEADER_OR_FOLLOWER).
 	Vault func() *vault.Vault
+	// Storage is read by fetches on a node that does not lead (whose
+	// Vault is nil).
+	Storage messagevault.Storage
 	// Users checks SASL/PLAIN credentials and gives the claims.
 	Users *auth.Users
 	// Advertise is the host and port this listener is reached at, given
@@ -64,6 +68,10 @@ type Server struct {
 	ln   net.Listener
 	host string
 	port int32
+
+	// ctx ends at Close: requests that wait (fetches) stop waiting.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -88,7 +96,8 @@ func New(ln net.Listener, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: advertised address %q: port: %w", adv, err)
 	}
-	return &Server{cfg: cfg, ln: ln, host: host, port: int32(p), conns: map[net.Conn]struct{}{}}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, ln: ln, host: host, port: int32(p), ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}, nil
 }
 
 // Serve accepts connections until Close.
@@ -128,6 +137,7 @@ func (s *Server) Serve() error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
+	s.cancel()
 	err := s.ln.Close()
 	for c := range s.conns {
 		c.Close()
@@ -193,7 +203,7 @@ func (s *Server) serveConn(c net.Conn) {
 			s.cfg.Logger.Info("kafka: request that does not decode, connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "version", h.version, "err", err)
 			return
 		}
-		resp, err := cc.handle(context.Background(), req)
+		resp, err := cc.handle(s.ctx, req)
 		if err != nil {
 			s.cfg.Logger.Info("kafka: connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "err", err)
 			return

@@ -203,7 +203,7 @@ func (r *Reader) scan(ctx context.Context, buf []byte, from, to int64, asked boo
 func (r *Reader) bad(ctx context.Context, at int64, first bool, b []byte, err error) error {
 	if first && at != 0 && !startsRecordAt(b, at) {
 		nearest := ""
-		if prev, next, ok := r.around(ctx, at); ok {
+		if prev, next, ok := r.Around(ctx, at); ok {
 			nearest = fmt.Sprintf("; the nearest record starts are %d and %d", prev, next)
 		}
 		return fmt.Errorf("stream %q: no record starts at %d%s (positions are byte offsets: read from 0, or from a position a read returned, a record's offset or the position after one): %w", r.name, at, nearest, messagevault.ErrNotRecordStart)
@@ -211,10 +211,10 @@ func (r *Reader) bad(ctx context.Context, at int64, first bool, b []byte, err er
 	return r.corrupt(at, err)
 }
 
-// around returns, for a position inside a record, the start of that
+// Around returns, for a position inside a record, the start of that
 // record and that of the next one (or the committed position); ok is
 // false when they cannot be found.
-func (r *Reader) around(ctx context.Context, at int64) (prev, next int64, ok bool) {
+func (r *Reader) Around(ctx context.Context, at int64) (prev, next int64, ok bool) {
 	pos, err := r.Position(ctx)
 	if err != nil || at >= pos {
 		return 0, 0, false

@@ -508,7 +508,7 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
 	if l.kafka != nil {
-		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Users: users, Logger: log})
+		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, Logger: log})
 		if err != nil {
 			return err
 		}
