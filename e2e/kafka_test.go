@@ -3,17 +3,21 @@ package e2e_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/messagevault/messagevault"
@@ -294,5 +298,165 @@ func TestKafkaConsumeWithKcat(t *testing.T) {
 	want := fmt.Sprintf("%d a 3\n%d  3\n%d c 1000\n", ans.Offsets[0], ans.Offsets[1], ans.Offsets[2])
 	if string(out) != want {
 		t.Fatalf("kcat printed\n%s\nwant\n%s", out, want)
+	}
+}
+
+// TestKafkaCompressedProduce: batches compressed with each codec, by
+// franz-go and by kcat (librdkafka), are stored as their records.
+func TestKafkaCompressedProduce(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
+	}
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	codecs := map[string]kgo.CompressionCodec{"gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression()}
+	for name, codec := range codecs {
+		topic := "kgo-" + name
+		cl := kafkaClient(t, addr, admin, adminPass, kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(50*time.Millisecond))
+		var recs []*kgo.Record
+		for i := range 20 {
+			recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(fmt.Sprint(i)), Value: []byte(strings.Repeat(name, 100))})
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got := readDirect(t, s, topic)
+		if len(got) != 20 || string(got[19].Key) != "19" || string(got[0].Value) != strings.Repeat(name, 100) {
+			t.Fatalf("%s: stream holds %d records", name, len(got))
+		}
+		topic = "kcat-" + name
+		cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-t", topic, "-P", "-K", ":", "-z", name,
+			"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+			"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass, "-X", "linger.ms=100")
+		cmd.Stdin = strings.NewReader("a:" + strings.Repeat("x", 500) + "\nb:two\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kcat -P -z %s: %v\n%s", name, err, out)
+		}
+		if got := values(readDirect(t, s, topic)); len(got) != 2 || got[1] != "b=two" {
+			t.Fatalf("kcat -z %s: stream holds %d records", name, len(got))
+		}
+	}
+}
+
+// TestKafkaIdempotentProduce: franz-go's default producer (idempotent,
+// snappy) stores each record once; a batch sent again, even after a
+// restart of the server, is answered with its first offset and not
+// stored again; a batch past a gap in the sequence is refused.
+func TestKafkaIdempotentProduce(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	s := mvtest.Start(t, dir, nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	def, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.SASL(plain.Auth{User: admin, Pass: adminPass}.AsMechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for i := range 200 {
+		recs = append(recs, &kgo.Record{Topic: "idempotent", Value: []byte(fmt.Sprint(i))})
+	}
+	if err := def.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("the default producer: %v", err)
+	}
+	def.Close()
+	if got := readDirect(t, s, "idempotent"); len(got) != 200 || string(got[199].Value) != "199" {
+		t.Fatalf("stream holds %d records; want 200", len(got))
+	}
+
+	// By hand: the same batch twice, from a producer id the server gave.
+	cl := kafkaClient(t, addr, admin, adminPass)
+	init, err := kmsg.NewPtrInitProducerIDRequest().RequestWith(ctx, cl)
+	if err != nil || init.ErrorCode != 0 {
+		t.Fatalf("InitProducerId: %v %v", err, init)
+	}
+	produce := func(cl *kgo.Client, seq int32, values ...string) (int16, int64) {
+		t.Helper()
+		batch := idempotentBatch(init.ProducerID, init.ProducerEpoch, seq, values)
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = -1, 10000
+		req.Topics = []kmsg.ProduceRequestTopic{{Topic: "by-hand", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: batch}}}}
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := resp.Topics[0].Partitions[0]
+		return p.ErrorCode, p.BaseOffset
+	}
+	code, first := produce(cl, 0, "a", "b")
+	if code != 0 {
+		t.Fatalf("first batch: %v", kerr.ErrorForCode(code))
+	}
+	if code, again := produce(cl, 0, "a", "b"); code != 0 || again != first {
+		t.Fatalf("the batch again: %v at %d; want success at %d", kerr.ErrorForCode(code), again, first)
+	}
+	if code, _ := produce(cl, 5, "gap"); code != kerr.OutOfOrderSequenceNumber.Code {
+		t.Fatalf("a batch past a gap: %v; want OUT_OF_ORDER_SEQUENCE_NUMBER", kerr.ErrorForCode(code))
+	}
+	code, second := produce(cl, 2, "c")
+	if code != 0 {
+		t.Fatalf("the next batch: %v", kerr.ErrorForCode(code))
+	}
+
+	// A restart forgets what the process remembered; the stream's
+	// producer table does not.
+	s.Signal(syscall.SIGTERM)
+	s.Wait(30 * time.Second)
+	s = mvtest.Start(t, dir, nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	cl2 := kafkaClient(t, addr, admin, adminPass)
+	if code, again := produce(cl2, 2, "c"); code != 0 || again != second {
+		t.Fatalf("after a restart, the last batch again: %v at %d; want success at %d", kerr.ErrorForCode(code), again, second)
+	}
+	if code, _ := produce(cl2, 4, "gap"); code != kerr.OutOfOrderSequenceNumber.Code {
+		t.Fatalf("after a restart, a batch past a gap: %v; want OUT_OF_ORDER_SEQUENCE_NUMBER", kerr.ErrorForCode(code))
+	}
+	if got := strings.Join(values(readDirect(t, s, "by-hand")), " "); got != "=a =b =c" {
+		t.Fatalf("stream holds %s; want each record once", got)
+	}
+}
+
+// idempotentBatch encodes an uncompressed v2 batch of values from
+// producer id and epoch, its first record at sequence seq.
+func idempotentBatch(id int64, epoch int16, seq int32, values []string) []byte {
+	var recs []byte
+	for i, v := range values {
+		r := kmsg.Record{OffsetDelta: int32(i), Value: []byte(v)}
+		body := r.AppendTo(nil)[1:] // without the placeholder length
+		recs = binary.AppendVarint(recs, int64(len(body)))
+		recs = append(recs, body...)
+	}
+	b := kmsg.RecordBatch{Magic: 2, ProducerID: id, ProducerEpoch: epoch, FirstSequence: seq, LastOffsetDelta: int32(len(values) - 1), NumRecords: int32(len(values)), Records: recs}
+	out := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return out
+}
+
+// TestKafkaDropHeaders: with --kafka-drop-headers, a record with headers
+// is stored without them, and the metric counts it.
+func TestKafkaDropHeaders(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr, "--kafka-drop-headers")
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := kafkaClient(t, addr, admin, adminPass)
+	err := cl.ProduceSync(ctx, &kgo.Record{Topic: "headers", Value: []byte("kept"), Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("v")}}},
+		&kgo.Record{Topic: "headers", Value: []byte("plain")}).FirstErr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(values(readDirect(t, s, "headers")), " "); got != "=kept =plain" {
+		t.Fatalf("stream holds %s", got)
+	}
+	status, body, _ := do(t, s.Request("GET", "/metrics", admin, adminPass, nil, ""))
+	if status != http.StatusOK || !strings.Contains(string(body), "messagevault_kafka_headers_dropped_total 1\n") {
+		t.Fatalf("/metrics: %d, want messagevault_kafka_headers_dropped_total 1", status)
 	}
 }

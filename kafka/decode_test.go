@@ -1,11 +1,17 @@
 package kafka
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -32,7 +38,8 @@ func batchOf(pairs [][2]string, change func(*kmsg.RecordBatch)) []byte {
 
 func TestDecodeBatches(t *testing.T) {
 	two := append(batchOf([][2]string{{"k1", "v1"}, {"", "v2"}}, nil), batchOf([][2]string{{"k3", "v3"}}, nil)...)
-	msgs, code, msg := decodeBatches(two)
+	b, code, msg := decodeBatches(two, false)
+	msgs := b.msgs
 	if code != 0 || len(msgs) != 3 || string(msgs[0].Key) != "k1" || string(msgs[1].Value) != "v2" || string(msgs[2].Key) != "k3" {
 		t.Fatalf("two batches: %d messages, code %d %q", len(msgs), code, msg)
 	}
@@ -44,14 +51,17 @@ func TestDecodeBatches(t *testing.T) {
 	}{
 		{"crc", func() []byte { b := batchOf([][2]string{{"k", "v"}}, nil); b[len(b)-1] ^= 1; return b }(), kerr.CorruptMessage.Code, "CRC"},
 		{"truncated", batchOf([][2]string{{"k", "v"}}, nil)[:40], kerr.CorruptMessage.Code, "length"},
-		{"compressed", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.Attributes = 2 }), kerr.UnsupportedCompressionType.Code, "without compression"},
-		{"idempotent", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.ProducerID = 7 }), kerr.InvalidRecord.Code, "idempotent"},
+		{"not snappy", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.Attributes = codecSnappy }), kerr.CorruptMessage.Code, "snappy"},
+		{"unknown codec", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.Attributes = 5 }), kerr.CorruptMessage.Code, "codec 5"},
+		{"idempotent beside another", append(batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.ProducerID = 7 }), batchOf([][2]string{{"k", "v"}}, nil)...), kerr.InvalidRecord.Code, "alone"},
+		{"transactional", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.Attributes = 0x10 }), kerr.InvalidRecord.Code, "transactional"},
+		{"headers", headerBatch(), kerr.InvalidRecord.Code, "--kafka-drop-headers"},
 		{"more records than sent", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.NumRecords = 2 }), kerr.CorruptMessage.Code, "truncated record"},
 		{"empty", nil, kerr.InvalidRecord.Code, "no records"},
 	} {
-		msgs, code, msg := decodeBatches(tc.b)
-		if code != tc.code || msgs != nil || !strings.Contains(msg, tc.says) {
-			t.Errorf("%s: %d messages, code %d %q; want code %d saying %q", tc.name, len(msgs), code, msg, tc.code, tc.says)
+		b, code, msg := decodeBatches(tc.b, false)
+		if code != tc.code || b.msgs != nil || !strings.Contains(msg, tc.says) {
+			t.Errorf("%s: %d messages, code %d %q; want code %d saying %q", tc.name, len(b.msgs), code, msg, tc.code, tc.says)
 		}
 	}
 }
@@ -71,13 +81,14 @@ func legacyOf(key, value string) []byte {
 }
 
 func TestDecodeLegacyMessages(t *testing.T) {
-	msgs, code, msg := decodeBatches(append(legacyOf("a", "one"), legacyOf("b", "two")...))
+	b, code, msg := decodeBatches(append(legacyOf("a", "one"), legacyOf("b", "two")...), false)
+	msgs := b.msgs
 	if code != 0 || len(msgs) != 2 || string(msgs[0].Key) != "a" || string(msgs[1].Value) != "two" {
 		t.Fatalf("two messages: %d, code %d %q", len(msgs), code, msg)
 	}
 	bad := legacyOf("a", "one")
 	bad[len(bad)-1] ^= 1
-	if _, code, msg := decodeBatches(bad); code != kerr.CorruptMessage.Code || !strings.Contains(msg, "CRC") {
+	if _, code, msg := decodeBatches(bad, false); code != kerr.CorruptMessage.Code || !strings.Contains(msg, "CRC") {
 		t.Fatalf("a changed message: code %d %q", code, msg)
 	}
 }
@@ -91,7 +102,7 @@ func TestDecodeShortLegacyMessages(t *testing.T) {
 		b = append(b, make([]byte, size)...)
 		b[16] = 1 // magic 1
 		binary.BigEndian.PutUint32(b[12:], crc32.ChecksumIEEE(b[16:]))
-		if _, code, msg := decodeBatches(b); code != kerr.CorruptMessage.Code {
+		if _, code, msg := decodeBatches(b, false); code != kerr.CorruptMessage.Code {
 			t.Errorf("a message of %d bytes: code %d %q; want CORRUPT_MESSAGE", size, code, msg)
 		}
 	}
@@ -104,12 +115,99 @@ func FuzzDecodeBatches(f *testing.F) {
 	f.Add(legacyOf("a", "one"))
 	f.Add(append(legacyOf("a", "one"), batchOf([][2]string{{"k", "v"}}, nil)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		msgs, code, msg := decodeBatches(b)
-		if code == 0 && len(msgs) == 0 {
+		out, code, msg := decodeBatches(b, false)
+		if code == 0 && len(out.msgs) == 0 {
 			t.Fatal("no error and no messages")
 		}
-		if code != 0 && (msgs != nil || msg == "") {
-			t.Fatalf("code %d with %d messages and message %q", code, len(msgs), msg)
+		if code != 0 && (out.msgs != nil || msg == "") {
+			t.Fatalf("code %d with %d messages and message %q", code, len(out.msgs), msg)
 		}
 	})
+}
+
+// headerBatch is a batch of one record with a header.
+func headerBatch() []byte {
+	r := kmsg.Record{Key: []byte("k"), Value: []byte("v"), Headers: []kmsg.Header{{Key: "h", Value: []byte("x")}}}
+	body := r.AppendTo(nil)[1:]
+	recs := binary.AppendVarint(nil, int64(len(body)))
+	recs = append(recs, body...)
+	out := (&kmsg.RecordBatch{Magic: 2, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1, NumRecords: 1, Records: recs}).AppendTo(nil)
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	return out
+}
+
+// With dropHeaders, a record's headers are dropped and counted.
+func TestDecodeDropsHeaders(t *testing.T) {
+	b, code, msg := decodeBatches(headerBatch(), true)
+	if code != 0 || len(b.msgs) != 1 || string(b.msgs[0].Value) != "v" || b.headersDropped != 1 {
+		t.Fatalf("code %d %q, %d messages, %d dropped", code, msg, len(b.msgs), b.headersDropped)
+	}
+}
+
+// compressWith compresses b with a codec as Kafka clients do.
+func compressWith(t *testing.T, codec int, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	switch codec {
+	case codecGzip:
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case codecSnappy:
+		return s2.EncodeSnappy(nil, b)
+	case codecLZ4:
+		w := lz4.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case codecZstd:
+		e, err := zstd.NewWriter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.EncodeAll(b, nil)
+	}
+	return buf.Bytes()
+}
+
+// Batches compressed with each codec decode to their records; snappy in
+// the xerial framing of older Java clients too.
+func TestDecodeCompressedBatches(t *testing.T) {
+	pairs := [][2]string{{"k1", strings.Repeat("a", 1000)}, {"", "v2"}, {"k3", "v3"}}
+	xerial := func(b *kmsg.RecordBatch) {
+		b.Attributes = codecSnappy
+		framed := append([]byte{}, xerialMagic...)
+		framed = binary.BigEndian.AppendUint64(framed, 1<<32|1) // versions
+		half := len(b.Records) / 2
+		for _, part := range [][]byte{b.Records[:half], b.Records[half:]} {
+			block := s2.EncodeSnappy(nil, part)
+			framed = binary.BigEndian.AppendUint32(framed, uint32(len(block)))
+			framed = append(framed, block...)
+		}
+		b.Records = framed
+	}
+	cases := map[string]func(*kmsg.RecordBatch){"xerial snappy": xerial}
+	for name, codec := range map[string]int{"gzip": codecGzip, "snappy": codecSnappy, "lz4": codecLZ4, "zstd": codecZstd} {
+		cases[name] = func(b *kmsg.RecordBatch) {
+			b.Attributes = int16(codec)
+			b.Records = compressWith(t, codec, b.Records)
+		}
+	}
+	for name, change := range cases {
+		b, code, msg := decodeBatches(batchOf(pairs, change), false)
+		if code != 0 || len(b.msgs) != 3 || string(b.msgs[0].Value) != pairs[0][1] || string(b.msgs[2].Key) != "k3" {
+			t.Errorf("%s: code %d %q, %d messages", name, code, msg, len(b.msgs))
+		}
+	}
+}
+
+// A batch that expands past its bound is refused.
+func TestDecompressionBomb(t *testing.T) {
+	huge := make([]byte, 1<<20)
+	for _, codec := range []int{codecGzip, codecSnappy, codecLZ4, codecZstd} {
+		_, err := decompress(codec, compressWith(t, codec, huge), 1<<19)
+		if !errors.Is(err, errTooBig) {
+			t.Errorf("codec %d: %v; want %v", codec, err, errTooBig)
+		}
+	}
 }

@@ -28,6 +28,7 @@ var supported = map[kmsg.Key][2]int16{
 	kmsg.Produce:          {3, 11},
 	kmsg.Fetch:            {4, 12},
 	kmsg.ListOffsets:      {1, 6},
+	kmsg.InitProducerID:   {0, 4},
 }
 
 // handle answers one request; a nil response sends nothing (acks=0), an
@@ -57,6 +58,8 @@ func (c *conn) handle(ctx context.Context, req kmsg.Request) (kmsg.Response, err
 		return c.fetch(ctx, r), nil
 	case *kmsg.ListOffsetsRequest:
 		return c.listOffsets(ctx, r), nil
+	case *kmsg.InitProducerIDRequest:
+		return c.initProducerID(r), nil
 	}
 	return nil, fmt.Errorf("%s is not supported", key.Name())
 }
@@ -197,7 +200,7 @@ func (c *conn) produceTo(ctx context.Context, topic string, partition int32, rec
 	if !c.user.CanWrite(name) {
 		return kerr.TopicAuthorizationFailed.Code, fmt.Sprintf("user %q may not write %s (claim %s:write)", c.user.Name, name, name), -1
 	}
-	msgs, code, msg := decodeBatches(records)
+	b, code, msg := decodeBatches(records, c.s.cfg.DropHeaders)
 	if code != 0 {
 		return code, msg, -1
 	}
@@ -205,9 +208,15 @@ func (c *conn) produceTo(ctx context.Context, topic string, partition int32, rec
 	if v == nil {
 		return kerr.NotLeaderForPartition.Code, "this node does not lead the cluster: produce to the leader's Kafka listener", -1
 	}
+	if b.headersDropped > 0 && c.s.headersDropped != nil {
+		c.s.headersDropped.Add(float64(b.headersDropped))
+	}
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := v.AppendChecked(actx, name, msgs, stream.AppendOptions{})
+	if b.producerID >= 0 {
+		return c.appendIdempotent(actx, v, name, b)
+	}
+	res, err := v.AppendChecked(actx, name, b.msgs, stream.AppendOptions{})
 	if err != nil {
 		if errors.Is(err, messagevault.ErrInvalidMessage) {
 			return kerr.InvalidRecord.Code, err.Error(), -1
@@ -219,78 +228,116 @@ func (c *conn) produceTo(ctx context.Context, topic string, partition int32, rec
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// decodeBatches reads the v2 record batches of a produce into messages,
-// checking each batch's CRC-32C. It refuses compressed batches, producer
-// ids, and records with headers (v1 records have none), with an error
-// code and a message saying so.
-func decodeBatches(b []byte) ([]messagevault.Message, int16, string) {
-	var msgs []messagevault.Message
+// batches is what decodeBatches read from one partition's records.
+type batches struct {
+	msgs []messagevault.Message
+	// producerID is the batches' idempotent producer id, or -1; with it,
+	// there is one batch, with its epoch, first sequence and count.
+	producerID int64
+	epoch      int16
+	sequence   int32
+	count      int32
+	// headersDropped counts the records whose headers were dropped.
+	headersDropped int
+}
+
+// decodeBatches reads the record batches of a produce into messages,
+// checking each batch's CRC-32C and decompressing it. Records with
+// headers are refused (v1 records have none) unless dropHeaders. It
+// refuses transactional batches and idempotent ones other than alone,
+// with an error code and a message saying why.
+func decodeBatches(b []byte, dropHeaders bool) (batches, int16, string) {
+	out, code, msg := decodeAll(b, dropHeaders)
+	if code != 0 {
+		return batches{producerID: -1}, code, msg
+	}
+	return out, 0, ""
+}
+
+// decodeAll is decodeBatches, without clearing what it read before an
+// error.
+func decodeAll(b []byte, dropHeaders bool) (batches, int16, string) {
+	out := batches{producerID: -1}
+	budget := MaxDecompressed
 	for len(b) > 0 {
 		if len(b) < 12 {
-			return nil, kerr.CorruptMessage.Code, "truncated record batch"
+			return out, kerr.CorruptMessage.Code, "truncated record batch"
 		}
 		n := int(int32(binary.BigEndian.Uint32(b[8:]))) + 12
 		if n < 17 || n > len(b) {
-			return nil, kerr.CorruptMessage.Code, "record batch length out of bounds"
+			return out, kerr.CorruptMessage.Code, "record batch length out of bounds"
 		}
 		if magic := b[16]; magic < 2 {
 			if n < legacyMin {
-				return nil, kerr.CorruptMessage.Code, "message length out of bounds"
+				return out, kerr.CorruptMessage.Code, "message length out of bounds"
 			}
 			// A message of the older formats (magic 0 and 1), which
 			// clients use with brokers they take for older ones.
-			m, code, msg := decodeLegacy(b[:n])
+			msgs, code, msg := decodeLegacy(b[:n], &budget, true)
 			if code != 0 {
-				return nil, code, msg
+				return out, code, msg
 			}
-			msgs = append(msgs, m)
+			out.msgs = append(out.msgs, msgs...)
 			b = b[n:]
 			continue
 		}
 		if n < 61 {
-			return nil, kerr.CorruptMessage.Code, "record batch length out of bounds"
+			return out, kerr.CorruptMessage.Code, "record batch length out of bounds"
 		}
 		var batch kmsg.RecordBatch
 		if err := batch.ReadFrom(b[:n]); err != nil {
-			return nil, kerr.CorruptMessage.Code, fmt.Sprintf("record batch: %v", err)
+			return out, kerr.CorruptMessage.Code, fmt.Sprintf("record batch: %v", err)
 		}
 		if batch.Magic != 2 {
-			return nil, kerr.UnsupportedForMessageFormat.Code, fmt.Sprintf("record batch of magic %d: want 2", batch.Magic)
+			return out, kerr.UnsupportedForMessageFormat.Code, fmt.Sprintf("record batch of magic %d: want 2", batch.Magic)
 		}
 		if uint32(batch.CRC) != crc32.Checksum(b[21:n], castagnoli) {
-			return nil, kerr.CorruptMessage.Code, "record batch: CRC-32C mismatch"
-		}
-		if batch.Attributes&0x07 != 0 {
-			return nil, kerr.UnsupportedCompressionType.Code, "compressed record batches are not supported yet: produce without compression"
+			return out, kerr.CorruptMessage.Code, "record batch: CRC-32C mismatch"
 		}
 		if batch.Attributes&0x10 != 0 || batch.Attributes&0x20 != 0 {
-			return nil, kerr.InvalidRecord.Code, "transactional and control batches are not supported"
+			return out, kerr.InvalidRecord.Code, "transactional and control batches are not supported"
 		}
 		if batch.ProducerID >= 0 {
-			return nil, kerr.InvalidRecord.Code, "idempotent producers are not supported yet: disable idempotence"
+			if out.producerID >= 0 || len(out.msgs) > 0 || len(b) > n {
+				return out, kerr.InvalidRecord.Code, "an idempotent producer's batch must come alone in its partition's records"
+			}
+			out.producerID, out.epoch, out.sequence, out.count = batch.ProducerID, batch.ProducerEpoch, batch.FirstSequence, batch.NumRecords
 		}
 		recs := batch.Records
+		if codec := int(batch.Attributes & 0x07); codec != codecNone {
+			var err error
+			if recs, err = decompress(codec, recs, budget); err != nil {
+				return out, kerr.CorruptMessage.Code, fmt.Sprintf("record batch: %v", err)
+			}
+			budget -= len(recs)
+		}
 		for i := int32(0); i < batch.NumRecords; i++ {
 			size, k := binary.Varint(recs)
 			if k <= 0 || size < 0 || int64(len(recs)-k) < size {
-				return nil, kerr.CorruptMessage.Code, "truncated record"
+				return out, kerr.CorruptMessage.Code, "truncated record"
 			}
 			var rec kmsg.Record
 			if err := rec.ReadFrom(recs[:k+int(size)]); err != nil {
-				return nil, kerr.CorruptMessage.Code, fmt.Sprintf("record: %v", err)
+				return out, kerr.CorruptMessage.Code, fmt.Sprintf("record: %v", err)
 			}
 			if len(rec.Headers) > 0 {
-				return nil, kerr.InvalidRecord.Code, "records with headers are refused: MessageVault's records (format v1) have none"
+				if !dropHeaders {
+					return out, kerr.InvalidRecord.Code, "records with headers are refused: MessageVault's records (format v1) have none (serve --kafka-drop-headers drops them instead)"
+				}
+				out.headersDropped++
 			}
-			msgs = append(msgs, messagevault.NewMessage(rec.Key, rec.Value, 0))
+			out.msgs = append(out.msgs, messagevault.NewMessage(rec.Key, rec.Value, 0))
 			recs = recs[k+int(size):]
+		}
+		if len(recs) != 0 {
+			return out, kerr.CorruptMessage.Code, "record batch: bytes after its last record"
 		}
 		b = b[n:]
 	}
-	if len(msgs) == 0 {
-		return nil, kerr.InvalidRecord.Code, "no records"
+	if len(out.msgs) == 0 {
+		return out, kerr.InvalidRecord.Code, "no records"
 	}
-	return msgs, 0, ""
+	return out, 0, ""
 }
 
 // legacyMin is the size of the smallest message of the older formats:
@@ -301,19 +348,17 @@ const legacyMin = 8 + 4 + 4 + 1 + 1 + 4 + 4
 // decodeLegacy reads one message of the formats before record batches
 // (magic 0 and 1): offset, size, CRC-32 (IEEE) of the rest, magic,
 // attributes, a timestamp in magic 1, then key and value, each with an
-// int32 length (-1: null).
-func decodeLegacy(b []byte) (messagevault.Message, int16, string) {
+// int32 length (-1: null). A compressed message (outer) holds a
+// compressed set of messages as its value; they are not compressed again.
+func decodeLegacy(b []byte, budget *int, outer bool) ([]messagevault.Message, int16, string) {
 	if uint32(binary.BigEndian.Uint32(b[12:])) != crc32.ChecksumIEEE(b[16:]) {
-		return messagevault.Message{}, kerr.CorruptMessage.Code, "message: CRC mismatch"
+		return nil, kerr.CorruptMessage.Code, "message: CRC mismatch"
 	}
 	magic, attrs := b[16], b[17]
-	if attrs&0x07 != 0 {
-		return messagevault.Message{}, kerr.UnsupportedCompressionType.Code, "compressed messages are not supported yet: produce without compression"
-	}
 	rest := b[18:]
 	if magic == 1 {
 		if len(rest) < 8 {
-			return messagevault.Message{}, kerr.CorruptMessage.Code, "truncated message"
+			return nil, kerr.CorruptMessage.Code, "truncated message"
 		}
 		rest = rest[8:]
 	}
@@ -336,7 +381,35 @@ func decodeLegacy(b []byte) (messagevault.Message, int16, string) {
 	key, ok1 := field()
 	value, ok2 := field()
 	if !ok1 || !ok2 || len(rest) != 0 {
-		return messagevault.Message{}, kerr.CorruptMessage.Code, "truncated message"
+		return nil, kerr.CorruptMessage.Code, "truncated message"
 	}
-	return messagevault.NewMessage(key, value, 0), 0, ""
+	codec := int(attrs & 0x07)
+	if codec == codecNone {
+		return []messagevault.Message{messagevault.NewMessage(key, value, 0)}, 0, ""
+	}
+	if !outer {
+		return nil, kerr.CorruptMessage.Code, "a compressed message inside a compressed message"
+	}
+	inner, err := decompress(codec, value, *budget)
+	if err != nil {
+		return nil, kerr.CorruptMessage.Code, fmt.Sprintf("message: %v", err)
+	}
+	*budget -= len(inner)
+	var msgs []messagevault.Message
+	for len(inner) > 0 {
+		if len(inner) < 12 {
+			return nil, kerr.CorruptMessage.Code, "truncated inner message"
+		}
+		n := int(int32(binary.BigEndian.Uint32(inner[8:]))) + 12
+		if n < legacyMin || n > len(inner) {
+			return nil, kerr.CorruptMessage.Code, "inner message length out of bounds"
+		}
+		m, code, msg := decodeLegacy(inner[:n], budget, false)
+		if code != 0 {
+			return nil, code, msg
+		}
+		msgs = append(msgs, m...)
+		inner = inner[n:]
+	}
+	return msgs, 0, ""
 }

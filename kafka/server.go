@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -58,6 +59,13 @@ type Config struct {
 	// to clients as the only broker's address. Default: the listening
 	// address.
 	Advertise string
+	// DropHeaders drops the headers of produced records, which
+	// MessageVault's records cannot hold, instead of refusing the
+	// records; Registry's messagevault_kafka_headers_dropped_total counts
+	// the records whose headers were dropped.
+	DropHeaders bool
+	// Registry, if set, takes the gateway's metrics.
+	Registry prometheus.Registerer
 	// Logger logs connections' errors. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -68,6 +76,9 @@ type Server struct {
 	ln   net.Listener
 	host string
 	port int32
+
+	seqs           sequences
+	headersDropped prometheus.Counter
 
 	// ctx ends at Close: requests that wait (fetches) stop waiting.
 	ctx    context.Context
@@ -97,7 +108,18 @@ func New(ln net.Listener, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("kafka: advertised address %q: port: %w", adv, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, ln: ln, host: host, port: int32(p), ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}, nil
+	s := &Server{cfg: cfg, ln: ln, host: host, port: int32(p), ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	if cfg.Registry != nil {
+		s.headersDropped = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "messagevault_kafka_headers_dropped_total",
+			Help: "Records produced through the Kafka gateway whose headers were dropped (serve --kafka-drop-headers).",
+		})
+		if err := cfg.Registry.Register(s.headersDropped); err != nil {
+			cancel()
+			return nil, fmt.Errorf("kafka: register metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // Serve accepts connections until Close.

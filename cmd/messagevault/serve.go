@@ -90,6 +90,7 @@ type ServeCommand struct {
 	MaxTailAge     time.Duration
 	MetricsListen  string
 	KafkaListen    string
+	KafkaDropHdrs  bool
 	LogLevel       string
 	LogFormat      string
 	SegmentSize    byteSize
@@ -164,6 +165,7 @@ exits 0.`,
 	f.IntVar(&c.MaxReads, "max-reads", server.DefaultMaxReads, "reads served at once (429 beyond)")
 	f.IntVar(&c.MaxTails, "max-tails", server.DefaultMaxTails, "event streams and long-polls served at once (429 beyond)")
 	f.StringVar(&c.KafkaListen, "kafka-listen", "", "also serve the Kafka protocol on this address (SASL/PLAIN with MessageVault's users; TLS when --tls-cert is set); off by default")
+	f.BoolVar(&c.KafkaDropHdrs, "kafka-drop-headers", false, "drop the headers of records produced through Kafka (MessageVault's records have none) instead of refusing those records; messagevault_kafka_headers_dropped_total counts them")
 	f.StringVar(&c.MetricsListen, "metrics-listen", "", "also serve /metrics without authentication on this address (a private one, for a scraper); on the main address /metrics needs a user with all:read")
 	f.DurationVar(&c.MaxTailAge, "max-tail-duration", server.DefaultMaxTailDuration, "end an event stream after this long (clients reconnect with Last-Event-ID and log in again)")
 	f.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -270,7 +272,7 @@ func (c *ServeCommand) Run(ctx context.Context) (err error) {
 		return nil
 	})
 	node.start(api)
-	return c.serveUntilSignal(ctx, api, users, node.Node, l, b, log)
+	return c.serveUntilSignal(ctx, api, users, node.Node, l, b, registry, log)
 }
 
 // logger makes the log of --log-level and --log-format; no SAS signature
@@ -495,7 +497,7 @@ func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, 
 // or serving fails, then drains: readiness fails for --drain-delay,
 // requests in flight finish, and the node leaves the election, within
 // ShutdownTimeout.
-func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, users *auth.Users, node *cluster.Node, l *listener, b *backend, log *slog.Logger) error {
+func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, users *auth.Users, node *cluster.Node, l *listener, b *backend, registry *prometheus.Registry, log *slog.Logger) error {
 	served := make(chan error, 2)
 	if mln := l.metrics; mln != nil {
 		msrv := &http.Server{Handler: api.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
@@ -508,7 +510,7 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
 	if l.kafka != nil {
-		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, Logger: log})
+		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, DropHeaders: c.KafkaDropHdrs, Registry: registry, Logger: log})
 		if err != nil {
 			return err
 		}
