@@ -460,3 +460,178 @@ func TestKafkaDropHeaders(t *testing.T) {
 		t.Fatalf("/metrics: %d, want messagevault_kafka_headers_dropped_total 1", status)
 	}
 }
+
+// collect polls cl in the background and sends what it gets to a channel,
+// until ctx ends.
+func collect(ctx context.Context, cl *kgo.Client) <-chan *kgo.Record {
+	out := make(chan *kgo.Record, 1000)
+	go func() {
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			if fs.IsClientClosed() {
+				return
+			}
+			for _, r := range fs.Records() {
+				out <- r
+			}
+		}
+	}()
+	return out
+}
+
+// receive takes n records from ch, failing after the timeout.
+func receive(t *testing.T, ch <-chan *kgo.Record, n int, timeout time.Duration) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(timeout)
+	for len(got) < n {
+		select {
+		case r := <-ch:
+			got = append(got, string(r.Value))
+		case <-deadline:
+			t.Fatalf("received %d records of %d: %v", len(got), n, got)
+		}
+	}
+	return got
+}
+
+// cursorOf reads a stream's cursor over HTTP; -1 if it has none.
+func cursorOf(t *testing.T, s *mvtest.Server, stream, name string) int64 {
+	t.Helper()
+	status, body, _ := do(t, s.Request("GET", "/streams/"+stream+"/cursors/"+name, admin, adminPass, nil, ""))
+	if status == http.StatusNotFound {
+		return -1
+	}
+	if status != http.StatusOK {
+		t.Fatalf("GET cursor %s of %s: %d %s", name, stream, status, body)
+	}
+	var c struct{ Position int64 }
+	mustDecode(t, body, &c)
+	return c.Position
+}
+
+// TestKafkaConsumerGroup: a franz-go group of two members over one
+// partition. The first member reads and commits; its committed offset is
+// the group's cursor over HTTP. The second joins, the group rebalances,
+// and new records go to one member only. When the partition's owner
+// leaves, the other takes over from the committed offset.
+func TestKafkaConsumerGroup(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var first []messagevault.Message
+	for i := range 10 {
+		first = append(first, msg("", fmt.Sprint("a", i)))
+	}
+	publish(t, s, "grouped", first)
+	member := func() *kgo.Client {
+		return kafkaClient(t, addr, admin, adminPass, kgo.ConsumerGroup("g1"), kgo.ConsumeTopics("grouped"),
+			kgo.DisableAutoCommit(), kgo.HeartbeatInterval(300*time.Millisecond), kgo.SessionTimeout(6*time.Second),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	}
+	a := member()
+	aCtx, stopA := context.WithCancel(ctx)
+	defer stopA()
+	aGot := collect(aCtx, a)
+	if got := receive(t, aGot, 10, 30*time.Second); got[0] != "a0" || got[9] != "a9" {
+		t.Fatalf("member a got %v", got)
+	}
+	if err := a.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c, pos := cursorOf(t, s, "grouped", "g1"), position(t, s, "grouped"); c != pos {
+		t.Fatalf("the group's cursor is at %d; a committed after the last record, at %d", c, pos)
+	}
+
+	b := member()
+	bCtx, stopB := context.WithCancel(ctx)
+	defer stopB()
+	bGot := collect(bCtx, b)
+	// Both rebalance into a stable group of two.
+	describer := kafkaClient(t, addr, admin, adminPass)
+	waitFor(t, 30*time.Second, func() bool {
+		req := kmsg.NewPtrDescribeGroupsRequest()
+		req.Groups = []string{"g1"}
+		resp, err := req.RequestWith(ctx, describer)
+		return err == nil && resp.Groups[0].State == "Stable" && len(resp.Groups[0].Members) == 2
+	})
+	var second []messagevault.Message
+	for i := range 5 {
+		second = append(second, msg("", fmt.Sprint("b", i)))
+	}
+	publish(t, s, "grouped", second)
+	owner, ownerGot, otherGot, stopOwner := a, aGot, bGot, stopA
+	select {
+	case r := <-aGot:
+		if string(r.Value) != "b0" {
+			t.Fatalf("a got %q after the rebalance", r.Value)
+		}
+	case r := <-bGot:
+		if string(r.Value) != "b0" {
+			t.Fatalf("b got %q after the rebalance", r.Value)
+		}
+		owner, ownerGot, otherGot, stopOwner = b, bGot, aGot, stopB
+	case <-time.After(30 * time.Second):
+		t.Fatal("no member got the new records")
+	}
+	receive(t, ownerGot, 4, 10*time.Second)
+	if err := owner.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-otherGot:
+		t.Fatalf("both members got records: the other got %q", r.Value)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// The owner leaves; the other takes over from the committed offset.
+	stopOwner()
+	owner.Close()
+	publish(t, s, "grouped", []messagevault.Message{msg("", "c0"), msg("", "c1")})
+	if got := receive(t, otherGot, 2, 30*time.Second); got[0] != "c0" || got[1] != "c1" {
+		t.Fatalf("after the owner left, the other member got %v; want c0 c1", got)
+	}
+}
+
+// TestKafkaConsumerGroupWithKcat: kcat's balanced consumer (librdkafka's
+// group protocol) reads a stream in a group and commits on exit; the
+// group's cursor is then at the stream's end.
+func TestKafkaConsumerGroupWithKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
+	}
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	publish(t, s, "kcat-group", []messagevault.Message{msg("a", "one"), msg("b", "two")})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-G", "kcat-readers", "kcat-group", "-e", "-f", "%k=%s\n",
+		"-X", "auto.offset.reset=earliest",
+		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+		"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat -G: %v\n%s", err, out)
+	}
+	if string(out) != "a=one\nb=two\n" {
+		t.Fatalf("kcat -G printed %q", out)
+	}
+	if c, pos := cursorOf(t, s, "kcat-group", "kcat-readers"), position(t, s, "kcat-group"); c != pos {
+		t.Fatalf("the group's cursor is at %d; want the end, %d", c, pos)
+	}
+}
+
+// waitFor polls cond every 100 ms until it holds, failing after timeout.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not so after %v", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

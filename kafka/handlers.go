@@ -29,6 +29,15 @@ var supported = map[kmsg.Key][2]int16{
 	kmsg.Fetch:            {4, 12},
 	kmsg.ListOffsets:      {1, 6},
 	kmsg.InitProducerID:   {0, 4},
+	kmsg.FindCoordinator:  {0, 3},
+	kmsg.JoinGroup:        {0, 9},
+	kmsg.SyncGroup:        {0, 5},
+	kmsg.Heartbeat:        {0, 4},
+	kmsg.LeaveGroup:       {0, 5},
+	kmsg.OffsetCommit:     {2, 8},
+	kmsg.OffsetFetch:      {1, 7},
+	kmsg.DescribeGroups:   {0, 5},
+	kmsg.ListGroups:       {0, 4},
 }
 
 // handle answers one request; a nil response sends nothing (acks=0), an
@@ -60,6 +69,24 @@ func (c *conn) handle(ctx context.Context, req kmsg.Request) (kmsg.Response, err
 		return c.listOffsets(ctx, r), nil
 	case *kmsg.InitProducerIDRequest:
 		return c.initProducerID(r), nil
+	case *kmsg.FindCoordinatorRequest:
+		return c.findCoordinator(r), nil
+	case *kmsg.JoinGroupRequest:
+		return c.joinGroup(ctx, r), nil
+	case *kmsg.SyncGroupRequest:
+		return c.syncGroup(ctx, r), nil
+	case *kmsg.HeartbeatRequest:
+		return c.heartbeat(r), nil
+	case *kmsg.LeaveGroupRequest:
+		return c.leaveGroup(r), nil
+	case *kmsg.OffsetCommitRequest:
+		return c.offsetCommit(ctx, r), nil
+	case *kmsg.OffsetFetchRequest:
+		return c.offsetFetch(ctx, r), nil
+	case *kmsg.DescribeGroupsRequest:
+		return c.describeGroups(r), nil
+	case *kmsg.ListGroupsRequest:
+		return c.listGroups(r), nil
 	}
 	return nil, fmt.Errorf("%s is not supported", key.Name())
 }

@@ -78,6 +78,7 @@ type Server struct {
 	port int32
 
 	seqs           sequences
+	groups         coordinator
 	headersDropped prometheus.Counter
 
 	// ctx ends at Close: requests that wait (fetches) stop waiting.
@@ -119,6 +120,11 @@ func New(ln net.Listener, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("kafka: register metrics: %w", err)
 		}
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.groups.run(ctx)
+	}()
 	return s, nil
 }
 
@@ -171,10 +177,11 @@ func (s *Server) Close() error {
 
 // conn is one client connection's state.
 type conn struct {
-	s    *Server
-	c    net.Conn
-	user *auth.Principal // nil until SASL succeeds
-	mech string          // the mechanism SaslHandshake chose
+	s        *Server
+	c        net.Conn
+	user     *auth.Principal // nil until SASL succeeds
+	mech     string          // the mechanism SaslHandshake chose
+	clientID string          // of the request being served
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -225,6 +232,7 @@ func (s *Server) serveConn(c net.Conn) {
 			s.cfg.Logger.Info("kafka: request that does not decode, connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "version", h.version, "err", err)
 			return
 		}
+		cc.clientID = h.clientID
 		resp, err := cc.handle(s.ctx, req)
 		if err != nil {
 			s.cfg.Logger.Info("kafka: connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "err", err)
