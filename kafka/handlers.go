@@ -38,6 +38,8 @@ var supported = map[kmsg.Key][2]int16{
 	kmsg.OffsetFetch:      {1, 7},
 	kmsg.DescribeGroups:   {0, 5},
 	kmsg.ListGroups:       {0, 4},
+	kmsg.CreateTopics:     {0, 7},
+	kmsg.DeleteTopics:     {0, 5},
 }
 
 // handle answers one request; a nil response sends nothing (acks=0), an
@@ -87,6 +89,10 @@ func (c *conn) handle(ctx context.Context, req kmsg.Request) (kmsg.Response, err
 		return c.describeGroups(r), nil
 	case *kmsg.ListGroupsRequest:
 		return c.listGroups(r), nil
+	case *kmsg.CreateTopicsRequest:
+		return c.createTopics(ctx, r), nil
+	case *kmsg.DeleteTopicsRequest:
+		return c.deleteTopics(ctx, r), nil
 	}
 	return nil, fmt.Errorf("%s is not supported", key.Name())
 }

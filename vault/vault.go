@@ -332,6 +332,27 @@ func (v *Vault) Append(ctx context.Context, name string, msgs []messagevault.Mes
 	})
 }
 
+// CreateStream creates stream name (normalized first), empty, as its
+// first append would, and reports whether it was new: false for a stream
+// that storage already holds. Two creations at once may both report a
+// new stream.
+func (v *Vault) CreateStream(ctx context.Context, name string) (created bool, err error) {
+	name, err = messagevault.NormalizeStreamName(name)
+	if err != nil {
+		return false, err
+	}
+	pr, err := v.storage.OpenReader(ctx, name)
+	if err == nil {
+		pr.Close()
+		return false, nil
+	}
+	if !errors.Is(err, messagevault.ErrStreamNotFound) {
+		return false, fmt.Errorf("create %q: %w", name, err)
+	}
+	_, err = v.append(ctx, name, func(*stream.Writer) (stream.AppendResult, error) { return stream.AppendResult{}, nil })
+	return err == nil, err
+}
+
 // AppendChecked is Append under the conditions of opts, for messages
 // whose sizes and checksums the caller has already checked
 // (formats.DecodeTransfer does): it skips the second check.

@@ -256,3 +256,30 @@ func TestNoDeletePastTheDeadline(t *testing.T) {
 		t.Fatalf("storage holds %v (%v) after a refused delete", names, err)
 	}
 }
+
+// CreateStream makes an empty stream that lists and reads at position 0,
+// once: a second creation, or one of a written stream, reports false.
+func TestCreateStream(t *testing.T) {
+	ctx := context.Background()
+	v := vault.New(mem.New(), vault.Config{})
+	defer v.Close()
+	if created, err := v.CreateStream(ctx, "made"); err != nil || !created {
+		t.Fatalf("create: %v, %v", created, err)
+	}
+	infos, err := v.Streams(ctx)
+	if err != nil || len(infos) != 1 || infos[0].Name != "made" || infos[0].Position != 0 {
+		t.Fatalf("Streams = %v, %v", infos, err)
+	}
+	if created, err := v.CreateStream(ctx, "made"); err != nil || created {
+		t.Fatalf("create again: %v, %v; want false", created, err)
+	}
+	if _, err := v.Append(ctx, "written", msgs(1)); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := v.CreateStream(ctx, "written"); err != nil || created {
+		t.Fatalf("create a written stream: %v, %v; want false", created, err)
+	}
+	if _, err := v.CreateStream(ctx, "../bad"); !errors.Is(err, messagevault.ErrInvalidStreamName) {
+		t.Fatalf("create ../bad: %v", err)
+	}
+}
