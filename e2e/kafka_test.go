@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/file"
 	"github.com/messagevault/messagevault/internal/mvtest"
 	"github.com/messagevault/messagevault/stream"
@@ -725,5 +728,87 @@ func TestKafkaCreateAndDeleteTopics(t *testing.T) {
 	}
 	if code := del(cl, "made"); code != kerr.UnknownTopicOrPartition.Code {
 		t.Fatalf("delete again: %v; want UNKNOWN_TOPIC_OR_PARTITION", kerr.ErrorForCode(code))
+	}
+}
+
+// kafkaRoundTrip sends req on conn and decodes the answer into resp.
+func kafkaRoundTrip(t *testing.T, conn net.Conn, req kmsg.Request, resp kmsg.Response) {
+	t.Helper()
+	frame := binary.BigEndian.AppendUint32(nil, 0)
+	frame = binary.BigEndian.AppendUint16(frame, uint16(req.Key()))
+	frame = binary.BigEndian.AppendUint16(frame, uint16(req.GetVersion()))
+	frame = binary.BigEndian.AppendUint32(frame, 1)      // correlation id
+	frame = binary.BigEndian.AppendUint16(frame, 0xffff) // no client id
+	frame = req.AppendTo(frame)
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	var size [4]byte
+	if _, err := io.ReadFull(conn, size[:]); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(size[:]))
+	if _, err := io.ReadFull(conn, body); err != nil {
+		t.Fatal(err)
+	}
+	resp.SetVersion(req.GetVersion())
+	if err := resp.ReadFrom(body[4:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// saslLogin signs in over a new connection with SASL/PLAIN and returns
+// the answer's error code and message.
+func saslLogin(t *testing.T, addr, user, password string) (int16, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "PLAIN"
+	kafkaRoundTrip(t, conn, hs, kmsg.NewPtrSASLHandshakeResponse())
+	req := kmsg.NewPtrSASLAuthenticateRequest()
+	req.Version, req.SASLAuthBytes = 1, []byte("\x00"+user+"\x00"+password)
+	resp := kmsg.NewPtrSASLAuthenticateResponse()
+	kafkaRoundTrip(t, conn, req, resp)
+	msg := ""
+	if resp.ErrorMessage != nil {
+		msg = *resp.ErrorMessage
+	}
+	return resp.ErrorCode, msg
+}
+
+// TestKafkaSignInThrottle: wrong passwords over SASL are slowed down as
+// over HTTP, by the same throttle: after them, the client's address is
+// refused for a while, on the Kafka listener and on the HTTP one.
+func TestKafkaSignInThrottle(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	if code, msg := saslLogin(t, addr, admin, adminPass); code != 0 {
+		t.Fatalf("the right password: %v %s", kerr.ErrorForCode(code), msg)
+	}
+	// Wrong passwords, each after the backoff of the ones before, until
+	// the backoff is 2 s.
+	for i := 0; i < auth.FreeFailures+3; i++ {
+		waitFor(t, 10*time.Second, func() bool {
+			code, msg := saslLogin(t, addr, "guessed", "wrong")
+			if code != kerr.SaslAuthenticationFailed.Code {
+				t.Fatalf("a wrong password: %v %s", kerr.ErrorForCode(code), msg)
+			}
+			return strings.Contains(msg, "wrong user name or password")
+		})
+	}
+	code, msg := saslLogin(t, addr, "guessed", "wrong")
+	if code != kerr.SaslAuthenticationFailed.Code || !strings.Contains(msg, "too many failed sign-ins") {
+		t.Fatalf("inside the backoff: %v %q; want a refusal that says to wait", kerr.ErrorForCode(code), msg)
+	}
+	// The address is throttled on the HTTP listener too.
+	if status, body, _ := do(t, s.Request("GET", "/streams", "guessed", "wrong", nil, "")); status != http.StatusTooManyRequests {
+		t.Fatalf("HTTP inside the Kafka listener's backoff: %d %s; want 429", status, body)
 	}
 }

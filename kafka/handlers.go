@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -130,18 +131,40 @@ func (c *conn) saslAuthenticate(r *kmsg.SASLAuthenticateRequest) (kmsg.Response,
 		resp.ErrorMessage = kmsg.StringPtr("SASL/PLAIN: want authzid NUL user NUL password")
 		return resp, nil
 	}
-	p, err := c.s.cfg.Users.Authenticate(string(parts[1]), string(parts[2]))
-	if err != nil {
-		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
-		msg := "wrong user name or password"
-		if errors.Is(err, auth.ErrBusy) {
-			msg = "too many password checks at once; try again"
+	name, password := string(parts[1]), string(parts[2])
+	p, ok := c.s.cfg.Users.Cached(name, password)
+	if !ok {
+		var msg string
+		if p, msg = c.checkPassword(name, password); msg != "" {
+			resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
+			resp.ErrorMessage = kmsg.StringPtr(msg)
+			return resp, nil
 		}
-		resp.ErrorMessage = kmsg.StringPtr(msg)
-		return resp, nil
 	}
 	c.user = &p
 	return resp, nil
+}
+
+// checkPassword runs a full password check unless the client's address
+// or the user name is inside a backoff after failed ones (auth.Throttle);
+// it returns the principal, or a message saying why not.
+func (c *conn) checkPassword(name, password string) (auth.Principal, string) {
+	t := c.s.cfg.Throttle
+	addr, user := auth.ThrottleKeys(c.c.RemoteAddr().String(), name)
+	now := time.Now()
+	if wait := t.Wait(now, addr, user); wait > 0 {
+		return auth.Principal{}, fmt.Sprintf("too many failed sign-ins from this address or for this user: retry in %v", wait.Round(time.Millisecond))
+	}
+	p, err := c.s.cfg.Users.Authenticate(name, password)
+	switch {
+	case errors.Is(err, auth.ErrBusy):
+		return p, "too many password checks at once; try again"
+	case err != nil:
+		t.Failed(time.Now(), addr, user)
+		return p, "wrong user name or password"
+	}
+	t.Succeeded(user)
+	return p, ""
 }
 
 // metadata names this listener as the only broker and every valid topic

@@ -55,6 +55,10 @@ type Config struct {
 	Storage messagevault.Storage
 	// Users checks SASL/PLAIN credentials and gives the claims.
 	Users *auth.Users
+	// Throttle slows down password guessing: share the HTTP server's, so
+	// that failures on either listener count for both. Default: a new
+	// one.
+	Throttle *auth.Throttle
 	// Advertise is the host and port this listener is reached at, given
 	// to clients as the only broker's address. Default: the listening
 	// address.
@@ -95,6 +99,9 @@ type Server struct {
 func New(ln net.Listener, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Throttle == nil {
+		cfg.Throttle = auth.NewThrottle()
 	}
 	adv := cfg.Advertise
 	if adv == "" {

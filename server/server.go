@@ -131,6 +131,9 @@ type Config struct {
 	// Registry receives the server's metrics and is served at /metrics.
 	// Default: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// Throttle slows down password guessing; share it with the process's
+	// other listeners (the Kafka gateway). Default: a new one.
+	Throttle *auth.Throttle
 }
 
 // Defaults of Config.
@@ -156,6 +159,10 @@ func (s *Server) SetVault(v *vault.Vault) (old *vault.Vault) { return s.vault.Sw
 
 // Vault returns the vault that writes, nil while this node does not lead.
 func (s *Server) Vault() *vault.Vault { return s.vault.Load() }
+
+// Throttle returns the server's throttle of failed sign-ins, for the
+// process's other listeners to share.
+func (s *Server) Throttle() *auth.Throttle { return s.throttle }
 
 func (s *Server) role() string {
 	if s.cfg.Node == nil {
@@ -204,7 +211,7 @@ type Server struct {
 	log      *slog.Logger
 	vault    atomic.Pointer[vault.Vault]
 	client   *http.Client
-	throttle *throttle // of failed password checks
+	throttle *auth.Throttle // of failed password checks
 	mux      *http.ServeMux
 	handler  http.Handler
 	metrics  *metrics
@@ -252,6 +259,9 @@ func New(cfg Config) *Server {
 	if cfg.ClaimRecheck <= 0 {
 		cfg.ClaimRecheck = DefaultClaimRecheck
 	}
+	if cfg.Throttle == nil {
+		cfg.Throttle = auth.NewThrottle()
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 		cfg.Registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
@@ -265,7 +275,7 @@ func New(cfg Config) *Server {
 		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.ClusterRoots, MinVersion: tls.VersionTLS12}
 		fwd.Transport = tr
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}), client: fwd, throttle: newThrottle()}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), shutdown: make(chan struct{}), client: fwd, throttle: cfg.Throttle}
 	s.vault.Store(cfg.Vault)
 	s.status = newStatus()
 	sctx, cancel := context.WithCancel(context.Background())
@@ -621,16 +631,16 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 // checkToken checks a bearer token, unless the client's address is inside
 // a backoff after failed checks.
 func (s *Server) checkToken(r *http.Request, token string) (auth.Principal, error) {
-	addr, _ := throttleKeys(r, "")
+	addr, _ := auth.ThrottleKeys(r.RemoteAddr, "")
 	now := time.Now()
-	if wait := s.throttle.wait(now, addr); wait > 0 {
+	if wait := s.throttle.Wait(now, addr); wait > 0 {
 		s.metrics.authFailures.WithLabelValues("throttled").Inc()
 		return auth.Principal{}, &throttledError{wait: wait}
 	}
 	p, err := s.cfg.Users.AuthenticateToken(token)
 	if err != nil {
 		s.metrics.authFailures.WithLabelValues("wrong-token").Inc()
-		s.throttle.failed(now, addr)
+		s.throttle.Failed(now, addr)
 	}
 	return p, err
 }
@@ -638,9 +648,9 @@ func (s *Server) checkToken(r *http.Request, token string) (auth.Principal, erro
 // checkPassword runs a full (bcrypt) password check, unless the client's
 // address or the user name is inside a backoff after failed ones.
 func (s *Server) checkPassword(r *http.Request, name, password string) (auth.Principal, error) {
-	addr, user := throttleKeys(r, name)
+	addr, user := auth.ThrottleKeys(r.RemoteAddr, name)
 	now := time.Now()
-	if wait := s.throttle.wait(now, addr, user); wait > 0 {
+	if wait := s.throttle.Wait(now, addr, user); wait > 0 {
 		s.metrics.authFailures.WithLabelValues("throttled").Inc()
 		return auth.Principal{}, &throttledError{wait: wait}
 	}
@@ -650,9 +660,9 @@ func (s *Server) checkPassword(r *http.Request, name, password string) (auth.Pri
 		s.metrics.authFailures.WithLabelValues("busy").Inc()
 	case err != nil:
 		s.metrics.authFailures.WithLabelValues("wrong-password").Inc()
-		s.throttle.failed(time.Now(), addr, user)
+		s.throttle.Failed(time.Now(), addr, user)
 	default:
-		s.throttle.succeeded(user)
+		s.throttle.Succeeded(user)
 	}
 	return p, err
 }

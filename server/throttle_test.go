@@ -10,10 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/messagevault/messagevault/auth"
 	"github.com/messagevault/messagevault/server"
 )
 
-// TestWrongPasswordsAreThrottled: after server.FreeFailures wrong
+// TestWrongPasswordsAreThrottled: after auth.FreeFailures wrong
 // passwords from one address, further checks wait for a backoff, and a
 // request inside it gets 429 with Retry-After and no password check. A
 // user whose password was verified recently still gets in at once, and
@@ -37,7 +38,7 @@ func TestWrongPasswordsAreThrottled(t *testing.T) {
 	if rec := get("alice", "right"); rec.Code != http.StatusOK {
 		t.Fatalf("alice: %d %s", rec.Code, rec.Body)
 	}
-	for i := 0; i < server.FreeFailures; i++ {
+	for i := 0; i < auth.FreeFailures; i++ {
 		if rec := get("mallory", "guess"); rec.Code != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d", i, rec.Code)
 		}
@@ -54,11 +55,11 @@ func TestWrongPasswordsAreThrottled(t *testing.T) {
 	if rec := get("bob", "right"); rec.Code != http.StatusTooManyRequests {
 		t.Fatalf("bob from a throttled address: %d", rec.Code)
 	}
-	time.Sleep(server.BaseBackoff + 50*time.Millisecond)
+	time.Sleep(auth.BaseBackoff + 50*time.Millisecond)
 	if rec := get("bob", "right"); rec.Code != http.StatusOK {
 		t.Fatalf("bob after the backoff: %d %s", rec.Code, rec.Body)
 	}
-	if n := authFailures(t, reg, "wrong-password"); n != server.FreeFailures {
+	if n := authFailures(t, reg, "wrong-password"); n != auth.FreeFailures {
 		t.Fatalf("wrong-password failures counted: %v", n)
 	}
 	if n := authFailures(t, reg, "throttled"); n != 2 {

@@ -510,7 +510,7 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
 	if l.kafka != nil {
-		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, DropHeaders: c.KafkaDropHdrs, Registry: registry, Logger: log})
+		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, DropHeaders: c.KafkaDropHdrs, Throttle: api.Throttle(), Registry: registry, Logger: log})
 		if err != nil {
 			return err
 		}
