@@ -25,6 +25,10 @@ import (
 type Config struct {
 	// Client publishes and reads.
 	Client *client.Client
+	// Publish, if set, sends each batch instead of Client.Publish (for
+	// example through the Kafka gateway: KafkaPublisher); Client still
+	// reads back.
+	Publish func(ctx context.Context, stream string, msgs []client.Message) error
 	// Threads publishing at once. Default 4.
 	Threads int
 	// Steps per thread; Duration instead when Steps is 0.
@@ -227,7 +231,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					k0, v0 = k0+kl, v0+vl
 				}
 				t0 := time.Now()
-				_, err := cfg.Client.Publish(ctx, name, msgs)
+				var err error
+				if cfg.Publish != nil {
+					err = cfg.Publish(ctx, name, msgs)
+				} else {
+					_, err = cfg.Client.Publish(ctx, name, msgs)
+				}
 				lat := time.Since(t0)
 				mu.Lock()
 				if err != nil {

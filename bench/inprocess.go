@@ -12,6 +12,7 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
+	"github.com/messagevault/messagevault/kafka"
 	"github.com/messagevault/messagevault/metrics"
 	"github.com/messagevault/messagevault/server"
 	"github.com/messagevault/messagevault/vault"
@@ -28,6 +29,7 @@ type Server struct {
 	vault   *vault.Vault
 	dir     string
 	metrics *metrics.Metrics
+	kafka   *kafka.Server // after ServeKafka
 }
 
 // StorageRequestsPer1000 is the storage operations per 1,000 messages the
@@ -77,6 +79,9 @@ func StartServerWith(storage messagevault.Storage, cfg vault.Config) (*Server, e
 func (s *Server) Close() error {
 	s.api.BeginShutdown()
 	err := s.http.Shutdown(context.Background())
+	if s.kafka != nil {
+		err = errors.Join(err, s.kafka.Close())
+	}
 	err = errors.Join(err, s.api.Close(), s.vault.Close(), s.users.Close())
 	os.RemoveAll(s.dir)
 	return err

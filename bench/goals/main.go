@@ -12,11 +12,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/messagevault/messagevault/bench"
 	"github.com/messagevault/messagevault/client"
@@ -27,8 +31,28 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each throughput measurement (the median is reported)")
 	seconds := flag.Int("seconds", 8, "seconds per run")
 	withAzure := flag.Bool("azure", true, "also measure the Azure goals on Azurite (go test -bench in ./azure; needs `npm ci`)")
+	kafkaOnly := flag.Bool("kafka-only", false, "measure only Kafka produce against HTTP publish")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (clients and servers are in this process) to this file")
 	flag.Parse()
-	if err := run(context.Background(), *runs, time.Duration(*seconds)*time.Second, *withAzure); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "goals:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+	}
+	var err error
+	if *kafkaOnly {
+		var g []goal
+		if g, err = kafkaGoals(context.Background(), *runs, time.Duration(*seconds)*time.Second); err == nil {
+			err = printGoals(g)
+		}
+	} else {
+		err = run(context.Background(), *runs, time.Duration(*seconds)*time.Second, *withAzure)
+	}
+	pprof.StopCPUProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "goals:", err)
 		os.Exit(1)
 	}
@@ -83,6 +107,12 @@ func run(ctx context.Context, runs int, d time.Duration, withAzure bool) error {
 	goals = append(goals, goal{"publish p99 at 100 msgs/s, against bare fdatasync p99", fmt.Sprintf("≤ 2 × %.2f + 1 = %.2f ms", base.P99, limit),
 		fmt.Sprintf("%.2f ms (%.1f×)", rep.LatencyMs.P99, rep.LatencyMs.P99/base.P99), rep.LatencyMs.P99 <= limit})
 
+	kg, err := kafkaGoals(ctx, runs, d)
+	if err != nil {
+		return err
+	}
+	goals = append(goals, kg...)
+
 	if withAzure {
 		az, err := azureGoals(ctx, runs)
 		if err != nil {
@@ -90,7 +120,11 @@ func run(ctx context.Context, runs int, d time.Duration, withAzure bool) error {
 		}
 		goals = append(goals, az...)
 	}
+	return printGoals(goals)
+}
 
+// printGoals prints the table of goals.
+func printGoals(goals []goal) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "goal\twant\tmeasured\tpass")
 	for _, g := range goals {
@@ -104,6 +138,81 @@ func run(ctx context.Context, runs int, d time.Duration, withAzure bool) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", g.name, g.want, g.got, pass)
 	}
 	return w.Flush()
+}
+
+// kafkaGoals measures produce through the Kafka gateway (franz-go, acks
+// all, without compression) against HTTP publish, the same workload in
+// turn within one run: 4 producers, batches of 1,000 values of 100 bytes,
+// one stream. HTTP publishes without producer sequences, so the goal's
+// Kafka producer is not idempotent either; franz-go's default, the
+// idempotent producer, is measured beside it.
+func kafkaGoals(ctx context.Context, runs int, d time.Duration) ([]goal, error) {
+	var httpRates, kafkaRates, idemRates []float64
+	for range runs {
+		for _, via := range []string{"http", "kafka", "idempotent"} {
+			cfg := bench.Config{Threads: 4, Batch: 1000, MinSize: 100, MaxSize: 100, Duration: d, SkipVerify: true}
+			var rep *bench.Report
+			var err error
+			if via == "http" {
+				rep, _, err = publish(ctx, cfg, false, "")
+			} else {
+				rep, err = kafkaPublish(ctx, cfg, via == "idempotent")
+			}
+			if err != nil {
+				return nil, err
+			}
+			switch via {
+			case "http":
+				httpRates = append(httpRates, rep.MessagesPerSecond)
+			case "kafka":
+				kafkaRates = append(kafkaRates, rep.MessagesPerSecond)
+			default:
+				idemRates = append(idemRates, rep.MessagesPerSecond)
+			}
+		}
+	}
+	h, k, i := median(httpRates), median(kafkaRates), median(idemRates)
+	return []goal{
+		{"Kafka produce against HTTP publish, same workload, same run", "≥ 0.70", fmt.Sprintf("%.2f (%.2f M against %.2f M msgs/s)", k/h, k/1e6, h/1e6), k/h >= 0.70},
+		{"  the same with franz-go's idempotent producer", "(for comparison)", fmt.Sprintf("%.2f (%.2f M msgs/s)", i/h, i/1e6), true},
+	}, nil
+}
+
+// kafkaPublish runs one bench through the Kafka gateway of an in-process
+// server on a new temporary directory, idempotent or not.
+func kafkaPublish(ctx context.Context, cfg bench.Config, idempotent bool) (*bench.Report, error) {
+	dir, err := os.MkdirTemp("", "mv-goals-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	store, err := file.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	srv, err := bench.StartServer(store)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	addr, err := srv.ServeKafka()
+	if err != nil {
+		return nil, err
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(addr), kgo.SASL(plain.Auth{User: srv.User, Pass: srv.Password}.AsMechanism()),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RequiredAcks(kgo.AllISRAcks())}
+	if !idempotent {
+		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	cfg.Client = client.New(srv.URL, srv.User, srv.Password)
+	cfg.Publish = bench.KafkaPublisher(cl)
+	return bench.Run(ctx, cfg)
 }
 
 // publish runs one bench against an in-process server on a new local
