@@ -46,6 +46,10 @@ var (
 	// producer's last applied one and is no longer remembered, so the
 	// server cannot tell whether that batch was stored.
 	ErrSequenceTooOld = errors.New("producer sequence too old")
+	// ErrSequenceGap reports a batch appended on condition that it follow
+	// a given sequence of its producer, whose last applied sequence is
+	// another (the batch before it failed, or was never sent).
+	ErrSequenceGap = errors.New("producer sequence does not follow the last applied one")
 	// ErrPositionMismatch reports a conditional append whose expected
 	// position is not the stream's position when the batch is appended.
 	ErrPositionMismatch = errors.New("position mismatch")

@@ -16,7 +16,6 @@ import (
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
-	"github.com/messagevault/messagevault/stream"
 )
 
 // supported gives the versions served of each API: up to what this
@@ -47,7 +46,7 @@ var supported = map[kmsg.Key][2]int16{
 // error closes the connection.
 func (c *conn) handle(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
 	key := kmsg.Key(req.Key())
-	if v, ok := supported[key]; !ok || req.GetVersion() < v[0] || req.GetVersion() > v[1] {
+	if !c.supports(req) {
 		return nil, fmt.Errorf("%s v%d is not supported", key.Name(), req.GetVersion())
 	}
 	switch r := req.(type) {
@@ -96,6 +95,12 @@ func (c *conn) handle(ctx context.Context, req kmsg.Request) (kmsg.Response, err
 		return c.deleteTopics(ctx, r), nil
 	}
 	return nil, fmt.Errorf("%s is not supported", key.Name())
+}
+
+// supports reports whether req's API and version are served.
+func (c *conn) supports(req kmsg.Request) bool {
+	v, ok := supported[kmsg.Key(req.Key())]
+	return ok && req.GetVersion() >= v[0] && req.GetVersion() <= v[1]
 }
 
 func (c *conn) apiVersions() *kmsg.ApiVersionsResponse {
@@ -211,75 +216,6 @@ func (c *conn) metadata(ctx context.Context, r *kmsg.MetadataRequest) kmsg.Respo
 		resp.Topics = append(resp.Topics, t)
 	}
 	return resp
-}
-
-// produce appends each partition's records to its stream, and answers
-// with the base offset of each once it is durable.
-func (c *conn) produce(ctx context.Context, r *kmsg.ProduceRequest) kmsg.Response {
-	resp := kmsg.NewPtrProduceResponse()
-	for _, t := range r.Topics {
-		rt := kmsg.NewProduceResponseTopic()
-		rt.Topic = t.Topic
-		for _, p := range t.Partitions {
-			rp := kmsg.NewProduceResponseTopicPartition()
-			rp.Partition = p.Partition
-			rp.BaseOffset = -1
-			rp.LogAppendTime = -1
-			code, msg, base := c.produceTo(ctx, t.Topic, p.Partition, p.Records)
-			if code != 0 {
-				c.s.cfg.Logger.Debug("kafka: produce refused", "topic", t.Topic, "code", code, "err", msg)
-			}
-			rp.ErrorCode, rp.BaseOffset = code, base
-			if msg != "" {
-				rp.ErrorMessage = kmsg.StringPtr(msg)
-			}
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		resp.Topics = append(resp.Topics, rt)
-	}
-	if r.Acks == 0 {
-		return nil
-	}
-	return resp
-}
-
-// produceTo appends the record batches of one partition and returns an
-// error code (0: none), a message, and the first record's offset.
-func (c *conn) produceTo(ctx context.Context, topic string, partition int32, records []byte) (int16, string, int64) {
-	name, err := messagevault.NormalizeStreamName(topic)
-	if err != nil || name != topic {
-		return kerr.InvalidTopicException.Code, fmt.Sprintf("topic %q: not a valid stream name (lower case letters, digits and dashes)", topic), -1
-	}
-	if partition != 0 {
-		return kerr.UnknownTopicOrPartition.Code, "a topic has one partition, 0", -1
-	}
-	if !c.user.CanWrite(name) {
-		return kerr.TopicAuthorizationFailed.Code, fmt.Sprintf("user %q may not write %s (claim %s:write)", c.user.Name, name, name), -1
-	}
-	b, code, msg := decodeBatches(records, c.s.cfg.DropHeaders)
-	if code != 0 {
-		return code, msg, -1
-	}
-	v := c.s.cfg.Vault()
-	if v == nil {
-		return kerr.NotLeaderForPartition.Code, "this node does not lead the cluster: produce to the leader's Kafka listener", -1
-	}
-	if b.headersDropped > 0 && c.s.headersDropped != nil {
-		c.s.headersDropped.Add(float64(b.headersDropped))
-	}
-	actx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if b.producerID >= 0 {
-		return c.appendIdempotent(actx, v, name, b)
-	}
-	res, err := v.AppendChecked(actx, name, b.msgs, stream.AppendOptions{})
-	if err != nil {
-		if errors.Is(err, messagevault.ErrInvalidMessage) {
-			return kerr.InvalidRecord.Code, err.Error(), -1
-		}
-		return kerr.UnknownServerError.Code, err.Error(), -1
-	}
-	return 0, "", res.Offsets[0]
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -83,8 +83,13 @@ func (c *conn) initProducerID(r *kmsg.InitProducerIDRequest) kmsg.Response {
 
 // appendIdempotent appends one idempotent producer's batch to stream
 // name, after checking that its sequence follows the producer's last.
+// queued, if set, is called once the append holds its place in the
+// stream. A batch that follows one this node has seen (still in flight,
+// perhaps) is appended on condition that it follows it in the stream too
+// (stream.AppendOptions.Follows): if the one before failed, this one is
+// not stored, and the producer gets OUT_OF_ORDER_SEQUENCE_NUMBER.
 // It returns an error code (0: none), a message and the first offset.
-func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string, b batches) (int16, string, int64) {
+func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string, b batches, queued func()) (int16, string, int64) {
 	if b.sequence < 0 || b.count < 1 || int64(b.sequence)+int64(b.count)-1 > 1<<31-1 {
 		return kerr.InvalidRecord.Code, fmt.Sprintf("sequence %d of %d records: out of range", b.sequence, b.count), -1
 	}
@@ -100,22 +105,35 @@ func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string
 			next, known = int64(seq)+1, true
 		}
 	}
-	if known && int64(b.sequence) > next {
-		return kerr.OutOfOrderSequenceNumber.Code, fmt.Sprintf("batch starts at sequence %d; the producer's next is %d", b.sequence, next), -1
+	if known && (int64(b.sequence) > next || int64(b.sequence) < next && last >= next) {
+		return kerr.OutOfOrderSequenceNumber.Code, fmt.Sprintf("batch of sequences %d to %d; the producer's next is %d", b.sequence, last, next), -1
 	}
-	res, err := v.AppendChecked(ctx, name, b.msgs, stream.AppendOptions{Producer: producer, Sequence: uint64(last)})
+	opts := stream.AppendOptions{Producer: producer, Sequence: uint64(last)}
+	if known && int64(b.sequence) == next && next > 0 {
+		opts.Follows, opts.Previous = true, uint64(next-1)
+	}
+	opts.Queued = func() {
+		if known && int64(b.sequence) < next {
+			// A batch sent again: next does not move.
+		} else {
+			c.s.seqs.set(name, producer, last+1)
+		}
+		if queued != nil {
+			queued()
+		}
+	}
+	res, err := v.AppendChecked(ctx, name, b.msgs, opts)
 	if err != nil {
 		c.s.seqs.forget(name, producer) // read it again from the stream
 		switch {
+		case errors.Is(err, messagevault.ErrSequenceGap):
+			return kerr.OutOfOrderSequenceNumber.Code, err.Error(), -1
 		case errors.Is(err, messagevault.ErrSequenceTooOld):
 			return kerr.DuplicateSequenceNumber.Code, err.Error(), -1
 		case errors.Is(err, messagevault.ErrInvalidMessage):
 			return kerr.InvalidRecord.Code, err.Error(), -1
 		}
 		return kerr.UnknownServerError.Code, err.Error(), -1
-	}
-	if !res.Duplicate {
-		c.s.seqs.set(name, producer, last+1)
 	}
 	return 0, "", res.Offsets[0]
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/messagevault/messagevault"
 	"github.com/messagevault/messagevault/auth"
@@ -193,78 +194,147 @@ type conn struct {
 
 func (s *Server) serveConn(c net.Conn) {
 	defer c.Close()
-	defer func() {
-		// A bug that panics on some request costs its connection, not
-		// the server.
-		if p := recover(); p != nil {
-			s.cfg.Logger.Error("kafka: panic serving a connection, closed it", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
-		}
-	}()
+	defer s.recoverConn(c)
 	cc := &conn{s: s, c: c}
 	r := bufio.NewReaderSize(c, 64<<10)
-	w := bufio.NewWriterSize(c, 64<<10)
+	// Answers go out in the order of the requests, from their own
+	// goroutine: a produce is answered once durable, and meanwhile the
+	// next requests are read (see pipelined).
+	replies := make(chan *reply, maxInFlight)
+	inflight := semaphore.NewWeighted(MaxRequestBytes)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		defer s.recoverConn(c)
+		s.writeReplies(c, replies, inflight)
+	}()
+	defer func() {
+		close(replies)
+		<-written
+	}()
 	for {
 		limit := MaxSignInBytes
 		if cc.user != nil {
 			limit = MaxRequestBytes
 		}
 		c.SetReadDeadline(time.Now().Add(IdleTimeout))
-		frame, err := readFrame(r, limit)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				s.cfg.Logger.Debug("kafka connection closed", "remote", c.RemoteAddr().String(), "err", err)
+		n, err := readSize(r, limit)
+		if err == nil {
+			if err = inflight.Acquire(s.ctx, int64(n)); err == nil {
+				var frame []byte
+				if frame, err = readBody(r, n); err == nil {
+					err = cc.serveRequest(frame, replies)
+				}
 			}
-			return
 		}
-		h, body, err := parseHeader(frame)
 		if err != nil {
-			s.cfg.Logger.Info("kafka: bad request, connection closed", "remote", c.RemoteAddr().String(), "err", err)
-			return
-		}
-		req := h.req
-		if v := supported[kmsg.ApiVersions]; h.key == kmsg.ApiVersions.Int16() && h.version > v[1] {
-			// A client newer than this listener: answer in version 0
-			// with UNSUPPORTED_VERSION and the versions served, and it
-			// asks again in one of them.
-			resp := cc.apiVersions()
-			resp.ErrorCode = kerr.UnsupportedVersion.Code
-			h.version = 0
-			resp.SetVersion(0)
-			if err := writeResponse(w, h, resp); err != nil {
-				return
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
+				s.cfg.Logger.Info("kafka: connection closed", "remote", c.RemoteAddr().String(), "err", err)
 			}
-			continue
-		}
-		if err := req.ReadFrom(body); err != nil {
-			s.cfg.Logger.Info("kafka: request that does not decode, connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "version", h.version, "err", err)
-			return
-		}
-		cc.clientID = h.clientID
-		resp, err := cc.handle(s.ctx, req)
-		if err != nil {
-			s.cfg.Logger.Info("kafka: connection closed", "remote", c.RemoteAddr().String(), "api", kmsg.NameForKey(h.key), "err", err)
-			return
-		}
-		if resp == nil {
-			continue // acks=0: no answer
-		}
-		resp.SetVersion(h.version)
-		if err := writeResponse(w, h, resp); err != nil {
 			return
 		}
 	}
 }
 
-// readFrame reads one size-prefixed request of at most limit bytes.
-func readFrame(r *bufio.Reader, limit int) ([]byte, error) {
+// maxInFlight bounds the requests of a connection read before their
+// answers are written (Kafka clients send at most 5 at once by default);
+// their bytes are bounded by MaxRequestBytes.
+const maxInFlight = 8
+
+// reply is the answer to one request, ready once done is closed; a nil
+// resp sends nothing (acks=0).
+type reply struct {
+	h    header
+	resp kmsg.Response
+	size int // of the request, released from the in-flight bytes once answered
+	done chan struct{}
+}
+
+// recoverConn turns a panic while serving c into the loss of c alone.
+func (s *Server) recoverConn(c net.Conn) {
+	if p := recover(); p != nil {
+		s.cfg.Logger.Error("kafka: panic serving a connection, closed it", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
+		c.Close()
+	}
+}
+
+// writeReplies writes each reply once it is ready, in order. After a
+// failed write it closes the connection, and only waits for the rest.
+func (s *Server) writeReplies(c net.Conn, replies <-chan *reply, inflight *semaphore.Weighted) {
+	w := bufio.NewWriterSize(c, 64<<10)
+	failed := false
+	for rp := range replies {
+		<-rp.done
+		if rp.resp != nil && !failed {
+			if err := writeResponse(w, rp.h, rp.resp); err != nil {
+				failed = true
+				c.Close()
+			}
+		}
+		inflight.Release(int64(rp.size))
+	}
+}
+
+// serveRequest decodes and serves one request, and queues its reply; an
+// error closes the connection.
+func (cc *conn) serveRequest(frame []byte, replies chan<- *reply) error {
+	s := cc.s
+	h, body, err := parseHeader(frame)
+	if err != nil {
+		return fmt.Errorf("bad request: %w", err)
+	}
+	rp := &reply{h: h, size: len(frame), done: make(chan struct{})}
+	req := h.req
+	if v := supported[kmsg.ApiVersions]; h.key == kmsg.ApiVersions.Int16() && h.version > v[1] {
+		// A client newer than this listener: answer in version 0
+		// with UNSUPPORTED_VERSION and the versions served, and it
+		// asks again in one of them.
+		resp := cc.apiVersions()
+		resp.ErrorCode = kerr.UnsupportedVersion.Code
+		rp.h.version = 0
+		resp.SetVersion(0)
+		rp.resp = resp
+		close(rp.done)
+		replies <- rp
+		return nil
+	}
+	if err := req.ReadFrom(body); err != nil {
+		return fmt.Errorf("%s v%d that does not decode: %w", kmsg.NameForKey(h.key), h.version, err)
+	}
+	cc.clientID = h.clientID
+	if p, ok := req.(*kmsg.ProduceRequest); ok && cc.user != nil && p.Acks != 0 && cc.supports(req) {
+		cc.pipelined(p, rp)
+		replies <- rp
+		return nil
+	}
+	resp, err := cc.handle(s.ctx, req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", kmsg.NameForKey(h.key), err)
+	}
+	if resp != nil {
+		resp.SetVersion(h.version)
+	}
+	rp.resp = resp
+	close(rp.done)
+	replies <- rp
+	return nil
+}
+
+// readSize reads the size of the next request, at most limit bytes.
+func readSize(r *bufio.Reader, limit int) (int, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
-		return nil, err
+		return 0, err
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
 	if n < 8 || int(n) > limit {
-		return nil, fmt.Errorf("request of %d bytes: want 8 to %d", n, limit)
+		return 0, fmt.Errorf("request of %d bytes: want 8 to %d", n, limit)
 	}
+	return int(n), nil
+}
+
+// readBody reads a request of n bytes.
+func readBody(r *bufio.Reader, n int) ([]byte, error) {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, err

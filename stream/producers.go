@@ -39,12 +39,25 @@ type AppendOptions struct {
 	// An empty Producer publishes without this check.
 	Producer string
 	Sequence uint64
+	// Follows, with Producer, makes a new batch conditional: it fails
+	// with messagevault.ErrSequenceGap, appending nothing, unless the
+	// producer's last applied sequence is Previous when the batch's turn
+	// comes. A producer that queues a batch before the one before it is
+	// durable sets it, so that the second is never stored if the first
+	// failed. A duplicate is answered as without it.
+	Follows  bool
+	Previous uint64
 	// ExpectPosition, when Expect is set, makes the append conditional:
 	// it fails with messagevault.ErrPositionMismatch, appending nothing,
 	// unless the stream's position is exactly ExpectPosition when the
 	// batch's turn comes in its group.
 	Expect         bool
 	ExpectPosition int64
+	// Queued, if set, is called once the batch holds its place in the
+	// stream's order (batches queued later are written after it), before
+	// the append returns. A caller that pipelines appends starts the next
+	// one then. It is not called when the append fails before that.
+	Queued func()
 }
 
 // PositionMismatchError is the error of a conditional append whose

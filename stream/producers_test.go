@@ -352,3 +352,63 @@ func TestLostStateSlotIsRecovered(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 4", n)
 	}
 }
+
+// Queued is called before an append returns, once it holds its place:
+// appends each started after the one before it was queued land in that
+// order, though none waits for the one before it to be durable.
+func TestQueuedKeepsTheOrder(t *testing.T) {
+	w := openMem(t, mem.New(), stream.WriterConfig{})
+	const n = 40
+	offsets := make([]int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		queued := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := w.AppendWith(context.Background(), batch(i, 1), stream.AppendOptions{Queued: func() { close(queued) }})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			offsets[i] = res.Offsets[0]
+		}()
+		select {
+		case <-queued:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("append %d: Queued was not called", i)
+		}
+	}
+	wg.Wait()
+	if !slices.IsSorted(offsets) {
+		t.Fatalf("offsets %v: not in the order the appends were queued", offsets)
+	}
+}
+
+// With Follows, a batch is appended only after the sequence it names:
+// never after a gap, as when the batch before it failed.
+func TestFollowsRefusesAGap(t *testing.T) {
+	s := mem.New()
+	w := openMem(t, s, stream.WriterConfig{})
+	ctx := context.Background()
+	appendSeq(t, w, "p", 4, 0, 2)
+	follows := func(seq, prev uint64, from int) (stream.AppendResult, error) {
+		return w.AppendWith(ctx, batch(from, 1), stream.AppendOptions{Producer: "p", Sequence: seq, Follows: true, Previous: prev})
+	}
+	if _, err := follows(9, 7, 2); !errors.Is(err, messagevault.ErrSequenceGap) {
+		t.Fatalf("a batch after a gap: %v; want ErrSequenceGap", err)
+	}
+	if _, err := w.AppendWith(ctx, batch(2, 1), stream.AppendOptions{Producer: "new", Sequence: 1, Follows: true}); !errors.Is(err, messagevault.ErrSequenceGap) {
+		t.Fatalf("a batch to follow a producer never seen: %v; want ErrSequenceGap", err)
+	}
+	res, err := follows(6, 4, 2)
+	if err != nil || res.Duplicate {
+		t.Fatalf("a batch that follows: %+v, %v", res, err)
+	}
+	if again, err := follows(6, 4, 2); err != nil || !again.Duplicate || again.Offsets[0] != res.Offsets[0] {
+		t.Fatalf("the same batch again: %+v, %v; want a duplicate", again, err)
+	}
+	if n, _ := readSeqs(t, memReader(t, s)); n != 3 {
+		t.Fatalf("stream holds %d messages, want 3", n)
+	}
+}

@@ -486,6 +486,9 @@ func (w *Writer) AppendChecked(ctx context.Context, msgs []messagevault.Message,
 	case <-w.closing:
 		return AppendResult{}, fmt.Errorf("append to %q: %w", w.name, messagevault.ErrClosed)
 	}
+	if opts.Queued != nil {
+		opts.Queued()
+	}
 	select {
 	case <-r.done:
 		return r.res, r.err
@@ -995,6 +998,18 @@ func (w *Writer) checkSequence(ctx context.Context, r *request) (bool, error) {
 		r.err = fmt.Errorf("append to %q: producer %q sequence %d: %w: its last applied sequence is %d, and the stream no longer remembers whether %d was applied (it keeps the last %d per producer)",
 			w.name, r.opts.Producer, r.opts.Sequence, messagevault.ErrSequenceTooOld, last, r.opts.Sequence, SequencesPerProducer)
 		return true, nil
+	}
+	if r.opts.Follows {
+		if last, known := w.producers.last(r.opts.Producer); !known || last != r.opts.Previous {
+			r.skip = true
+			was := "none"
+			if known {
+				was = fmt.Sprint(last)
+			}
+			r.err = fmt.Errorf("append to %q: producer %q sequence %d was to follow %d: %w (the last applied is %s)",
+				w.name, r.opts.Producer, r.opts.Sequence, r.opts.Previous, messagevault.ErrSequenceGap, was)
+			return true, nil
+		}
 	}
 	return false, nil
 }

@@ -140,47 +140,64 @@ func printGoals(goals []goal) error {
 	return w.Flush()
 }
 
+// kafkaVariant is one way of producing through the Kafka gateway.
+type kafkaVariant struct {
+	name string
+	opts []kgo.Opt
+}
+
+// kafkaVariants are franz-go's default producer (idempotent, snappy) and
+// the same without compression, as HTTP publishes; then, without
+// producer sequences as the HTTP bench, a producer that is not idempotent
+// (franz-go then allows one request in flight unless told more).
+var kafkaVariants = []kafkaVariant{
+	{"franz-go's default producer (idempotent, snappy)", nil},
+	{"  idempotent, without compression", []kgo.Opt{kgo.ProducerBatchCompression(kgo.NoCompression())}},
+	{"  not idempotent, without compression, 5 requests in flight", []kgo.Opt{kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.DisableIdempotentWrite(), kgo.MaxProduceRequestsInflightPerBroker(5)}},
+	{"  not idempotent, without compression, 1 request in flight", []kgo.Opt{kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.DisableIdempotentWrite()}},
+}
+
 // kafkaGoals measures produce through the Kafka gateway (franz-go, acks
-// all, without compression) against HTTP publish, the same workload in
-// turn within one run: 4 producers, batches of 1,000 values of 100 bytes,
-// one stream. HTTP publishes without producer sequences, so the goal's
-// Kafka producer is not idempotent either; franz-go's default, the
-// idempotent producer, is measured beside it.
+// all) against HTTP publish, the same workload in turn within one run: 4
+// producers, batches of 1,000 values of 100 bytes, one stream. The goal
+// is franz-go's default producer's rate; the other variants are shown
+// beside it.
 func kafkaGoals(ctx context.Context, runs int, d time.Duration) ([]goal, error) {
-	var httpRates, kafkaRates, idemRates []float64
+	var httpRates []float64
+	kafkaRates := make([][]float64, len(kafkaVariants))
 	for range runs {
-		for _, via := range []string{"http", "kafka", "idempotent"} {
-			cfg := bench.Config{Threads: 4, Batch: 1000, MinSize: 100, MaxSize: 100, Duration: d, SkipVerify: true}
-			var rep *bench.Report
-			var err error
-			if via == "http" {
-				rep, _, err = publish(ctx, cfg, false, "")
-			} else {
-				rep, err = kafkaPublish(ctx, cfg, via == "idempotent")
-			}
+		cfg := bench.Config{Threads: 4, Batch: 1000, MinSize: 100, MaxSize: 100, Duration: d, SkipVerify: true}
+		rep, _, err := publish(ctx, cfg, false, "")
+		if err != nil {
+			return nil, err
+		}
+		httpRates = append(httpRates, rep.MessagesPerSecond)
+		for i, v := range kafkaVariants {
+			rep, err := kafkaPublish(ctx, cfg, v.opts)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", v.name, err)
 			}
-			switch via {
-			case "http":
-				httpRates = append(httpRates, rep.MessagesPerSecond)
-			case "kafka":
-				kafkaRates = append(kafkaRates, rep.MessagesPerSecond)
-			default:
-				idemRates = append(idemRates, rep.MessagesPerSecond)
-			}
+			kafkaRates[i] = append(kafkaRates[i], rep.MessagesPerSecond)
 		}
 	}
-	h, k, i := median(httpRates), median(kafkaRates), median(idemRates)
-	return []goal{
-		{"Kafka produce against HTTP publish, same workload, same run", "≥ 0.70", fmt.Sprintf("%.2f (%.2f M against %.2f M msgs/s)", k/h, k/1e6, h/1e6), k/h >= 0.70},
-		{"  the same with franz-go's idempotent producer", "(for comparison)", fmt.Sprintf("%.2f (%.2f M msgs/s)", i/h, i/1e6), true},
-	}, nil
+	h := median(httpRates)
+	var goals []goal
+	for i, v := range kafkaVariants {
+		k := median(kafkaRates[i])
+		if i == 0 {
+			goals = append(goals, goal{"Kafka produce against HTTP publish (" + fmt.Sprintf("%.2f M msgs/s", h/1e6) + "), same workload, same run: " + v.name, "≥ 0.70",
+				fmt.Sprintf("%.2f (%.2f M msgs/s)", k/h, k/1e6), k/h >= 0.70})
+			continue
+		}
+		goals = append(goals, goal{v.name, "(for comparison)", fmt.Sprintf("%.2f (%.2f M msgs/s)", k/h, k/1e6), true})
+	}
+	return goals, nil
 }
 
 // kafkaPublish runs one bench through the Kafka gateway of an in-process
-// server on a new temporary directory, idempotent or not.
-func kafkaPublish(ctx context.Context, cfg bench.Config, idempotent bool) (*bench.Report, error) {
+// server on a new temporary directory, with franz-go's producer (acks
+// all) under opts.
+func kafkaPublish(ctx context.Context, cfg bench.Config, opts []kgo.Opt) (*bench.Report, error) {
 	dir, err := os.MkdirTemp("", "mv-goals-")
 	if err != nil {
 		return nil, err
@@ -200,11 +217,8 @@ func kafkaPublish(ctx context.Context, cfg bench.Config, idempotent bool) (*benc
 	if err != nil {
 		return nil, err
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(addr), kgo.SASL(plain.Auth{User: srv.User, Pass: srv.Password}.AsMechanism()),
-		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RequiredAcks(kgo.AllISRAcks())}
-	if !idempotent {
-		opts = append(opts, kgo.DisableIdempotentWrite())
-	}
+	opts = append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.SASL(plain.Auth{User: srv.User, Pass: srv.Password}.AsMechanism()),
+		kgo.RequiredAcks(kgo.AllISRAcks())}, opts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, err
