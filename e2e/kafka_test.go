@@ -393,7 +393,7 @@ func TestKafkaIdempotentProduce(t *testing.T) {
 	}
 	produce := func(cl *kgo.Client, seq int32, values ...string) (int16, int64) {
 		t.Helper()
-		batch := idempotentBatch(init.ProducerID, init.ProducerEpoch, seq, values)
+		batch := batchFrom(init.ProducerID, init.ProducerEpoch, seq, values)
 		req := kmsg.NewPtrProduceRequest()
 		req.Acks, req.TimeoutMillis = -1, 10000
 		req.Topics = []kmsg.ProduceRequestTopic{{Topic: "by-hand", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: batch}}}}
@@ -437,9 +437,10 @@ func TestKafkaIdempotentProduce(t *testing.T) {
 	}
 }
 
-// idempotentBatch encodes an uncompressed v2 batch of values from
-// producer id and epoch, its first record at sequence seq.
-func idempotentBatch(id int64, epoch int16, seq int32, values []string) []byte {
+// batchFrom encodes an uncompressed v2 batch of values from producer id
+// and epoch (-1: no idempotent producer), its first record at sequence
+// seq.
+func batchFrom(id int64, epoch int16, seq int32, values []string) []byte {
 	var recs []byte
 	for i, v := range values {
 		r := kmsg.Record{OffsetDelta: int32(i), Value: []byte(v)}
@@ -731,20 +732,29 @@ func TestKafkaCreateAndDeleteTopics(t *testing.T) {
 	}
 }
 
-// kafkaRoundTrip sends req on conn and decodes the answer into resp.
-func kafkaRoundTrip(t *testing.T, conn net.Conn, req kmsg.Request, resp kmsg.Response) {
+// kafkaSend sends req on conn with a correlation id.
+func kafkaSend(t *testing.T, conn net.Conn, req kmsg.Request, correlation int32) {
 	t.Helper()
 	frame := binary.BigEndian.AppendUint32(nil, 0)
 	frame = binary.BigEndian.AppendUint16(frame, uint16(req.Key()))
 	frame = binary.BigEndian.AppendUint16(frame, uint16(req.GetVersion()))
-	frame = binary.BigEndian.AppendUint32(frame, 1)      // correlation id
+	frame = binary.BigEndian.AppendUint32(frame, uint32(correlation))
 	frame = binary.BigEndian.AppendUint16(frame, 0xffff) // no client id
+	if req.IsFlexible() {
+		frame = append(frame, 0) // no header tags
+	}
 	frame = req.AppendTo(frame)
 	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4))
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := conn.Write(frame); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// kafkaReceive reads one answer from conn into resp (of a non-flexible
+// version) and returns its correlation id.
+func kafkaReceive(t *testing.T, conn net.Conn, resp kmsg.Response) int32 {
+	t.Helper()
 	var size [4]byte
 	if _, err := io.ReadFull(conn, size[:]); err != nil {
 		t.Fatal(err)
@@ -753,10 +763,18 @@ func kafkaRoundTrip(t *testing.T, conn net.Conn, req kmsg.Request, resp kmsg.Res
 	if _, err := io.ReadFull(conn, body); err != nil {
 		t.Fatal(err)
 	}
-	resp.SetVersion(req.GetVersion())
 	if err := resp.ReadFrom(body[4:]); err != nil {
 		t.Fatal(err)
 	}
+	return int32(binary.BigEndian.Uint32(body))
+}
+
+// kafkaRoundTrip sends req on conn and decodes the answer into resp.
+func kafkaRoundTrip(t *testing.T, conn net.Conn, req kmsg.Request, resp kmsg.Response) {
+	t.Helper()
+	kafkaSend(t, conn, req, 1)
+	resp.SetVersion(req.GetVersion())
+	kafkaReceive(t, conn, resp)
 }
 
 // saslLogin signs in over a new connection with SASL/PLAIN and returns
@@ -810,5 +828,55 @@ func TestKafkaSignInThrottle(t *testing.T) {
 	// The address is throttled on the HTTP listener too.
 	if status, body, _ := do(t, s.Request("GET", "/streams", "guessed", "wrong", nil, "")); status != http.StatusTooManyRequests {
 		t.Fatalf("HTTP inside the Kafka listener's backoff: %d %s; want 429", status, body)
+	}
+}
+
+// TestKafkaPipelinedProduce: produce requests sent one after the other
+// on one connection, without waiting for answers, are stored in the
+// order sent and answered in that order.
+func TestKafkaPipelinedProduce(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version, hs.Mechanism = 1, "PLAIN"
+	kafkaRoundTrip(t, conn, hs, kmsg.NewPtrSASLHandshakeResponse())
+	auth := kmsg.NewPtrSASLAuthenticateRequest()
+	auth.Version, auth.SASLAuthBytes = 1, []byte("\x00"+admin+"\x00"+adminPass)
+	authResp := kmsg.NewPtrSASLAuthenticateResponse()
+	if kafkaRoundTrip(t, conn, auth, authResp); authResp.ErrorCode != 0 {
+		t.Fatalf("sign in: %v", kerr.ErrorForCode(authResp.ErrorCode))
+	}
+	const n = 20
+	for i := range n {
+		req := kmsg.NewPtrProduceRequest()
+		req.Version, req.Acks, req.TimeoutMillis = 7, -1, 10000
+		batch := batchFrom(-1, -1, -1, []string{fmt.Sprint("p", i), strings.Repeat("x", 1000)})
+		req.Topics = []kmsg.ProduceRequestTopic{{Topic: "pipelined", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: batch}}}}
+		kafkaSend(t, conn, req, int32(100+i))
+	}
+	last := int64(-1)
+	for i := range n {
+		resp := kmsg.NewPtrProduceResponse()
+		resp.Version = 7
+		if id := kafkaReceive(t, conn, resp); id != int32(100+i) {
+			t.Fatalf("answer %d has correlation id %d; want %d", i, id, 100+i)
+		}
+		p := resp.Topics[0].Partitions[0]
+		if p.ErrorCode != 0 || p.BaseOffset <= last {
+			t.Fatalf("answer %d: %v at %d, after %d", i, kerr.ErrorForCode(p.ErrorCode), p.BaseOffset, last)
+		}
+		last = p.BaseOffset
+	}
+	recs := readDirect(t, s, "pipelined")
+	for i := range n {
+		if got := string(recs[2*i].Value); got != fmt.Sprint("p", i) {
+			t.Fatalf("record %d is %q: not in the order sent", 2*i, got)
+		}
 	}
 }

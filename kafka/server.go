@@ -236,6 +236,10 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 }
 
+// writeTimeout bounds the writing of one answer: a client that stops
+// reading loses its connection.
+const writeTimeout = time.Minute
+
 // maxInFlight bounds the requests of a connection read before their
 // answers are written (Kafka clients send at most 5 at once by default);
 // their bytes are bounded by MaxRequestBytes.
@@ -266,6 +270,7 @@ func (s *Server) writeReplies(c net.Conn, replies <-chan *reply, inflight *semap
 	for rp := range replies {
 		<-rp.done
 		if rp.resp != nil && !failed {
+			c.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if err := writeResponse(w, rp.h, rp.resp); err != nil {
 				failed = true
 				c.Close()
