@@ -57,7 +57,7 @@ soak: deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./...
 
-## bench-goals: tables of the performance goals measured here (goal, measured, pass: publish and latency, Azure on Azurite, the peers' ratio, then scale as bench-scale does), then the issue 7 runs of `messagevault bench` (see docs/PERFORMANCE.md)
+## bench-goals: tables of the performance goals measured here (goal, measured, pass: publish and latency, Kafka produce against HTTP publish, Azure on Azurite, the peers' ratio, then scale as bench-scale does), then the issue 7 runs of `messagevault bench` (see docs/PERFORMANCE.md)
 bench-goals: deps build
 	$(GO) run ./bench/goals
 	cd bench/peers && $(GO) run . -producers 4 -batch 1000 -size 100 -duration 10s

@@ -114,6 +114,12 @@ func FuzzDecodeBatches(f *testing.F) {
 	f.Add(batchOf([][2]string{{"k", "v"}, {"", "value"}}, nil))
 	f.Add(legacyOf("a", "one"))
 	f.Add(append(legacyOf("a", "one"), batchOf([][2]string{{"k", "v"}}, nil)...))
+	for _, codec := range []int{codecGzip, codecSnappy, codecLZ4, codecZstd} {
+		f.Add(batchOf([][2]string{{"k", "v"}, {"", "value"}}, func(b *kmsg.RecordBatch) {
+			b.Attributes = int16(codec)
+			b.Records = compressWith(f, codec, b.Records)
+		}))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, code, msg := decodeBatches(b, false)
 		if code == 0 && len(out.msgs) == 0 {
@@ -146,7 +152,7 @@ func TestDecodeDropsHeaders(t *testing.T) {
 }
 
 // compressWith compresses b with a codec as Kafka clients do.
-func compressWith(t *testing.T, codec int, b []byte) []byte {
+func compressWith(t testing.TB, codec int, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	switch codec {
