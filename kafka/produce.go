@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -104,15 +103,15 @@ func (c *conn) runProduce(ctx context.Context, j *produceJob, queued func()) {
 		return
 	}
 	res, err := v.AppendChecked(ctx, j.name, j.b.msgs, stream.AppendOptions{Queued: queued})
-	switch {
-	case errors.Is(err, messagevault.ErrInvalidMessage):
-		fail(j.rp, j.name, kerr.InvalidRecord.Code, err.Error(), c)
-	case err != nil:
-		c.s.cfg.Logger.Warn("kafka: produce failed", "topic", j.name, "err", err)
-		fail(j.rp, j.name, kerr.UnknownServerError.Code, err.Error(), c)
-	default:
-		j.rp.BaseOffset = res.Offsets[0]
+	if err != nil {
+		code := produceError(err)
+		if code != kerr.InvalidRecord.Code {
+			c.s.cfg.Logger.Warn("kafka: produce failed", "topic", j.name, "err", err)
+		}
+		fail(j.rp, j.name, code, err.Error(), c)
+		return
 	}
+	j.rp.BaseOffset = res.Offsets[0]
 }
 
 // produce serves a produce request to its end.

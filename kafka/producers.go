@@ -26,10 +26,13 @@ import (
 // without a gap (OUT_OF_ORDER_SEQUENCE_NUMBER otherwise), so that a failed
 // batch is never overtaken by the next.
 
-// sequences remembers, per stream and producer, the Kafka sequence the
-// next batch must start with, as far as this node has seen.
+// sequences remembers, per stream and producer, the sequence the next
+// batch must start with, as far as this node has seen while leading with
+// one vault: a new vault (a new term of leadership) starts afresh, since
+// another node may have written meanwhile.
 type sequences struct {
 	mu   sync.Mutex
+	of   *vault.Vault
 	next map[[2]string]int64
 }
 
@@ -37,18 +40,21 @@ type sequences struct {
 // forgotten, and read again from the stream's producer table.
 const maxRemembered = 100_000
 
-func (s *sequences) get(name, producer string) (int64, bool) {
+func (s *sequences) get(v *vault.Vault, name, producer string) (int64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.of != v {
+		return 0, false
+	}
 	n, ok := s.next[[2]string{name, producer}]
 	return n, ok
 }
 
-func (s *sequences) set(name, producer string, next int64) {
+func (s *sequences) set(v *vault.Vault, name, producer string, next int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.next == nil || len(s.next) >= maxRemembered {
-		s.next = map[[2]string]int64{}
+	if s.of != v || s.next == nil || len(s.next) >= maxRemembered {
+		s.of, s.next = v, map[[2]string]int64{}
 	}
 	s.next[[2]string{name, producer}] = next
 }
@@ -57,6 +63,21 @@ func (s *sequences) forget(name, producer string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.next, [2]string{name, producer})
+}
+
+// unwrap places a batch's first Kafka sequence, which wraps from 2^31-1
+// to 0, in MessageVault's 64-bit sequences: the value of its residue
+// nearest next, the sequence expected.
+func unwrap(next int64, seq int32) int64 {
+	const span = 1 << 31
+	c := next - next%span + int64(seq)
+	switch {
+	case c-next > span/2:
+		c -= span
+	case next-c > span/2:
+		c += span
+	}
+	return max(c, int64(seq)%span)
 }
 
 // initProducerID gives an idempotent producer its id. Transactions are
@@ -82,41 +103,65 @@ func (c *conn) initProducerID(r *kmsg.InitProducerIDRequest) kmsg.Response {
 }
 
 // appendIdempotent appends one idempotent producer's batch to stream
-// name, after checking that its sequence follows the producer's last.
-// queued, if set, is called once the append holds its place in the
-// stream. A batch that follows one this node has seen (still in flight,
-// perhaps) is appended on condition that it follows it in the stream too
-// (stream.AppendOptions.Follows): if the one before failed, this one is
-// not stored, and the producer gets OUT_OF_ORDER_SEQUENCE_NUMBER.
-// It returns an error code (0: none), a message and the first offset.
+// name, after checking that its sequence follows the producer's last, and
+// returns an error code (0: none), a message and the first offset. queued,
+// if set, is called once the append holds its place in the stream.
+//
+// The batch is stored under MessageVault's producer "kafka-<id>-<epoch>",
+// with the 64-bit sequence of its last record (Kafka's wrap at 2^31
+// unwrapped). Every batch but a producer's first is appended on condition
+// that it follows the one before it in the stream
+// (stream.AppendOptions.Follows): if that one failed, even while this one
+// was queued behind it, this one is not stored either.
 func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string, b batches, queued func()) (int16, string, int64) {
-	if b.sequence < 0 || b.count < 1 || int64(b.sequence)+int64(b.count)-1 > 1<<31-1 {
+	if b.sequence < 0 || b.count < 1 {
 		return kerr.InvalidRecord.Code, fmt.Sprintf("sequence %d of %d records: out of range", b.sequence, b.count), -1
 	}
 	producer := fmt.Sprintf("kafka-%d-%d", b.producerID, b.epoch)
-	last := int64(b.sequence) + int64(b.count) - 1
-	next, known := c.s.seqs.get(name, producer)
-	if !known {
+	fromStream := func() (int64, bool, error) {
 		seq, ok, err := v.LastSequence(ctx, name, producer)
-		if err != nil {
-			return kerr.UnknownServerError.Code, err.Error(), -1
-		}
-		if ok {
-			next, known = int64(seq)+1, true
+		return int64(seq) + 1, ok, err
+	}
+	next, known := c.s.seqs.get(v, name, producer)
+	var err error
+	if !known {
+		if next, known, err = fromStream(); err != nil {
+			return produceError(err), err.Error(), -1
 		}
 	}
-	if known && (int64(b.sequence) > next || int64(b.sequence) < next && last >= next) {
-		return kerr.OutOfOrderSequenceNumber.Code, fmt.Sprintf("batch of sequences %d to %d; the producer's next is %d", b.sequence, last, next), -1
+	first := int64(b.sequence)
+	if known {
+		first = unwrap(next, b.sequence)
 	}
+	outOfOrder := func() bool {
+		last := first + int64(b.count) - 1
+		return first > next || first < next && last >= next
+	}
+	if known && outOfOrder() {
+		// What this node remembered may be stale: ask the stream.
+		c.s.seqs.forget(name, producer)
+		if next, known, err = fromStream(); err != nil {
+			return produceError(err), err.Error(), -1
+		}
+		if known {
+			first = unwrap(next, b.sequence)
+		}
+		if known && outOfOrder() {
+			return kerr.OutOfOrderSequenceNumber.Code, fmt.Sprintf("batch of sequences %d to %d; the producer's next is %d", first, first+int64(b.count)-1, next), -1
+		}
+	}
+	if !known && first > 0 {
+		return kerr.UnknownProducerID.Code, fmt.Sprintf("the stream knows no batch of producer %s before sequence %d: start a new epoch", producer, first), -1
+	}
+	last := first + int64(b.count) - 1
 	opts := stream.AppendOptions{Producer: producer, Sequence: uint64(last)}
-	if known && int64(b.sequence) == next && next > 0 {
-		opts.Follows, opts.Previous = true, uint64(next-1)
+	if first > 0 {
+		opts.Follows, opts.Previous = true, uint64(first-1)
 	}
+	resend := known && first < next
 	opts.Queued = func() {
-		if known && int64(b.sequence) < next {
-			// A batch sent again: next does not move.
-		} else {
-			c.s.seqs.set(name, producer, last+1)
+		if !resend {
+			c.s.seqs.set(v, name, producer, last+1)
 		}
 		if queued != nil {
 			queued()
@@ -127,13 +172,32 @@ func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string
 		c.s.seqs.forget(name, producer) // read it again from the stream
 		switch {
 		case errors.Is(err, messagevault.ErrSequenceGap):
+			if _, ok, lerr := fromStream(); lerr == nil && !ok {
+				return kerr.UnknownProducerID.Code, err.Error(), -1
+			}
 			return kerr.OutOfOrderSequenceNumber.Code, err.Error(), -1
 		case errors.Is(err, messagevault.ErrSequenceTooOld):
-			return kerr.DuplicateSequenceNumber.Code, err.Error(), -1
-		case errors.Is(err, messagevault.ErrInvalidMessage):
-			return kerr.InvalidRecord.Code, err.Error(), -1
+			// Whether it was stored cannot be told: never answer that
+			// it was.
+			return kerr.OutOfOrderSequenceNumber.Code, err.Error(), -1
 		}
-		return kerr.UnknownServerError.Code, err.Error(), -1
+		return produceError(err), err.Error(), -1
 	}
 	return 0, "", res.Offsets[0]
+}
+
+// produceError is the error code of a failed append: retriable where a
+// retry may succeed (another leader, storage back), so that Kafka clients
+// retry, and an idempotent producer's retry of a batch that was stored
+// after all is answered as a duplicate.
+func produceError(err error) int16 {
+	switch {
+	case errors.Is(err, messagevault.ErrInvalidMessage):
+		return kerr.InvalidRecord.Code
+	case errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrFenced):
+		return kerr.NotLeaderForPartition.Code
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return kerr.RequestTimedOut.Code
+	}
+	return kerr.KafkaStorageError.Code
 }

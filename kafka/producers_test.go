@@ -82,3 +82,24 @@ func TestBatchOfAnUnknownProducer(t *testing.T) {
 		t.Fatalf("stream holds %v", got)
 	}
 }
+
+func TestUnwrap(t *testing.T) {
+	for _, tc := range []struct {
+		next int64
+		seq  int32
+		want int64
+	}{
+		{0, 0, 0},
+		{10, 10, 10},
+		{10, 5, 5},
+		{10, 1<<31 - 1, 1<<31 - 1}, // far ahead, not behind 0
+		{1<<31 - 1, 1<<31 - 1, 1<<31 - 1},
+		{1 << 31, 0, 1 << 31},
+		{1<<31 + 3, 1<<31 - 2, 1<<31 - 2},
+		{5<<31 + 7, 9, 5<<31 + 9},
+	} {
+		if got := unwrap(tc.next, tc.seq); got != tc.want {
+			t.Errorf("unwrap(%d, %d) = %d; want %d", tc.next, tc.seq, got, tc.want)
+		}
+	}
+}
