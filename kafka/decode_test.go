@@ -217,3 +217,25 @@ func TestDecompressionBomb(t *testing.T) {
 		}
 	}
 }
+
+// The bound on what a produce request's records expand to holds for the
+// whole request, not for each partition in it.
+func TestDecompressionBoundPerRequest(t *testing.T) {
+	c := testConn(t)
+	big := batchOf([][2]string{{"k", strings.Repeat("z", 40<<20)}}, func(b *kmsg.RecordBatch) {
+		b.Attributes = codecZstd
+		b.Records = compressWith(t, codecZstd, b.Records)
+	})
+	r := kmsg.NewPtrProduceRequest()
+	r.Acks = -1
+	for _, topic := range []string{"first", "second"} {
+		r.Topics = append(r.Topics, kmsg.ProduceRequestTopic{Topic: topic, Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: big}}})
+	}
+	resp, jobs := c.prepareProduce(r)
+	if len(jobs) != 1 || jobs[0].name != "first" {
+		t.Fatalf("%d partitions to append; want only the first", len(jobs))
+	}
+	if p := resp.Topics[1].Partitions[0]; p.ErrorCode != kerr.CorruptMessage.Code || !strings.Contains(*p.ErrorMessage, "more than") {
+		t.Fatalf("the second partition: %v %v", kerr.ErrorForCode(p.ErrorCode), p.ErrorMessage)
+	}
+}
