@@ -24,8 +24,9 @@ const (
 	codecZstd   = 4
 )
 
-// MaxDecompressed bounds what one produce request's compressed batches
-// may expand to, so that a small request cannot claim unbounded memory.
+// MaxDecompressed bounds what one produce request's records may take
+// once decoded, their decompressed bytes and a cost per record, so that a
+// small request cannot claim unbounded memory.
 const MaxDecompressed = 64 << 20
 
 // errTooBig reports a batch that decompresses past its bound.

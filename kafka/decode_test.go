@@ -38,7 +38,7 @@ func batchOf(pairs [][2]string, change func(*kmsg.RecordBatch)) []byte {
 
 func TestDecodeBatches(t *testing.T) {
 	two := append(batchOf([][2]string{{"k1", "v1"}, {"", "v2"}}, nil), batchOf([][2]string{{"k3", "v3"}}, nil)...)
-	b, code, msg := decodeBatches(two, false)
+	b, code, msg := decodeBatches(two, false, budget())
 	msgs := b.msgs
 	if code != 0 || len(msgs) != 3 || string(msgs[0].Key) != "k1" || string(msgs[1].Value) != "v2" || string(msgs[2].Key) != "k3" {
 		t.Fatalf("two batches: %d messages, code %d %q", len(msgs), code, msg)
@@ -59,7 +59,7 @@ func TestDecodeBatches(t *testing.T) {
 		{"more records than sent", batchOf([][2]string{{"k", "v"}}, func(b *kmsg.RecordBatch) { b.NumRecords = 2 }), kerr.CorruptMessage.Code, "truncated record"},
 		{"empty", nil, kerr.InvalidRecord.Code, "no records"},
 	} {
-		b, code, msg := decodeBatches(tc.b, false)
+		b, code, msg := decodeBatches(tc.b, false, budget())
 		if code != tc.code || b.msgs != nil || !strings.Contains(msg, tc.says) {
 			t.Errorf("%s: %d messages, code %d %q; want code %d saying %q", tc.name, len(b.msgs), code, msg, tc.code, tc.says)
 		}
@@ -81,14 +81,14 @@ func legacyOf(key, value string) []byte {
 }
 
 func TestDecodeLegacyMessages(t *testing.T) {
-	b, code, msg := decodeBatches(append(legacyOf("a", "one"), legacyOf("b", "two")...), false)
+	b, code, msg := decodeBatches(append(legacyOf("a", "one"), legacyOf("b", "two")...), false, budget())
 	msgs := b.msgs
 	if code != 0 || len(msgs) != 2 || string(msgs[0].Key) != "a" || string(msgs[1].Value) != "two" {
 		t.Fatalf("two messages: %d, code %d %q", len(msgs), code, msg)
 	}
 	bad := legacyOf("a", "one")
 	bad[len(bad)-1] ^= 1
-	if _, code, msg := decodeBatches(bad, false); code != kerr.CorruptMessage.Code || !strings.Contains(msg, "CRC") {
+	if _, code, msg := decodeBatches(bad, false, budget()); code != kerr.CorruptMessage.Code || !strings.Contains(msg, "CRC") {
 		t.Fatalf("a changed message: code %d %q", code, msg)
 	}
 }
@@ -102,7 +102,7 @@ func TestDecodeShortLegacyMessages(t *testing.T) {
 		b = append(b, make([]byte, size)...)
 		b[16] = 1 // magic 1
 		binary.BigEndian.PutUint32(b[12:], crc32.ChecksumIEEE(b[16:]))
-		if _, code, msg := decodeBatches(b, false); code != kerr.CorruptMessage.Code {
+		if _, code, msg := decodeBatches(b, false, budget()); code != kerr.CorruptMessage.Code {
 			t.Errorf("a message of %d bytes: code %d %q; want CORRUPT_MESSAGE", size, code, msg)
 		}
 	}
@@ -121,7 +121,7 @@ func FuzzDecodeBatches(f *testing.F) {
 		}))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out, code, msg := decodeBatches(b, false)
+		out, code, msg := decodeBatches(b, false, budget())
 		if code == 0 && len(out.msgs) == 0 {
 			t.Fatal("no error and no messages")
 		}
@@ -145,7 +145,7 @@ func headerBatch() []byte {
 
 // With dropHeaders, a record's headers are dropped and counted.
 func TestDecodeDropsHeaders(t *testing.T) {
-	b, code, msg := decodeBatches(headerBatch(), true)
+	b, code, msg := decodeBatches(headerBatch(), true, budget())
 	if code != 0 || len(b.msgs) != 1 || string(b.msgs[0].Value) != "v" || b.headersDropped != 1 {
 		t.Fatalf("code %d %q, %d messages, %d dropped", code, msg, len(b.msgs), b.headersDropped)
 	}
@@ -200,7 +200,7 @@ func TestDecodeCompressedBatches(t *testing.T) {
 		}
 	}
 	for name, change := range cases {
-		b, code, msg := decodeBatches(batchOf(pairs, change), false)
+		b, code, msg := decodeBatches(batchOf(pairs, change), false, budget())
 		if code != 0 || len(b.msgs) != 3 || string(b.msgs[0].Value) != pairs[0][1] || string(b.msgs[2].Key) != "k3" {
 			t.Errorf("%s: code %d %q, %d messages", name, code, msg, len(b.msgs))
 		}
@@ -238,4 +238,10 @@ func TestDecompressionBoundPerRequest(t *testing.T) {
 	if p := resp.Topics[1].Partitions[0]; p.ErrorCode != kerr.CorruptMessage.Code || !strings.Contains(*p.ErrorMessage, "more than") {
 		t.Fatalf("the second partition: %v %v", kerr.ErrorForCode(p.ErrorCode), p.ErrorMessage)
 	}
+}
+
+// budget returns a fresh request's budget.
+func budget() *int {
+	b := MaxDecompressed
+	return &b
 }

@@ -237,20 +237,25 @@ type batches struct {
 // checking each batch's CRC-32C and decompressing it. Records with
 // headers are refused (v1 records have none) unless dropHeaders. It
 // refuses transactional batches and idempotent ones other than alone,
-// with an error code and a message saying why.
-func decodeBatches(b []byte, dropHeaders bool) (batches, int16, string) {
-	out, code, msg := decodeAll(b, dropHeaders)
+// with an error code and a message saying why. budget is what the
+// request's records may still take: their decompressed bytes and
+// recordCost for each record; decodeBatches takes its share from it.
+func decodeBatches(b []byte, dropHeaders bool, budget *int) (batches, int16, string) {
+	out, code, msg := decodeAll(b, dropHeaders, budget)
 	if code != 0 {
 		return batches{producerID: -1}, code, msg
 	}
 	return out, 0, ""
 }
 
+// recordCost is what a decoded record costs beside its bytes: its
+// messagevault.Message.
+const recordCost = 64
+
 // decodeAll is decodeBatches, without clearing what it read before an
 // error.
-func decodeAll(b []byte, dropHeaders bool) (batches, int16, string) {
+func decodeAll(b []byte, dropHeaders bool, budget *int) (batches, int16, string) {
 	out := batches{producerID: -1}
-	budget := MaxDecompressed
 	for len(b) > 0 {
 		if len(b) < 12 {
 			return out, kerr.CorruptMessage.Code, "truncated record batch"
@@ -265,7 +270,7 @@ func decodeAll(b []byte, dropHeaders bool) (batches, int16, string) {
 			}
 			// A message of the older formats (magic 0 and 1), which
 			// clients use with brokers they take for older ones.
-			msgs, code, msg := decodeLegacy(b[:n], &budget, true)
+			msgs, code, msg := decodeLegacy(b[:n], budget, true)
 			if code != 0 {
 				return out, code, msg
 			}
@@ -298,10 +303,13 @@ func decodeAll(b []byte, dropHeaders bool) (batches, int16, string) {
 		recs := batch.Records
 		if codec := int(batch.Attributes & 0x07); codec != codecNone {
 			var err error
-			if recs, err = decompress(codec, recs, budget); err != nil {
+			if recs, err = decompress(codec, recs, *budget); err != nil {
 				return out, kerr.CorruptMessage.Code, fmt.Sprintf("record batch: %v", err)
 			}
-			budget -= len(recs)
+			*budget -= len(recs)
+		}
+		if *budget -= recordCost * int(max(batch.NumRecords, 0)); *budget < 0 {
+			return out, kerr.CorruptMessage.Code, fmt.Sprintf("the request's records take more than %d bytes decoded (%d bytes each besides their own)", MaxDecompressed, recordCost)
 		}
 		for i := int32(0); i < batch.NumRecords; i++ {
 			size, k := binary.Varint(recs)
@@ -376,6 +384,9 @@ func decodeLegacy(b []byte, budget *int, outer bool) ([]messagevault.Message, in
 		return nil, kerr.CorruptMessage.Code, "truncated message"
 	}
 	codec := int(attrs & 0x07)
+	if *budget -= recordCost; *budget < 0 {
+		return nil, kerr.CorruptMessage.Code, fmt.Sprintf("the request's records take more than %d bytes decoded (%d bytes each besides their own)", MaxDecompressed, recordCost)
+	}
 	if codec == codecNone {
 		return []messagevault.Message{messagevault.NewMessage(key, value, 0)}, 0, ""
 	}

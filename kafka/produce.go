@@ -34,6 +34,7 @@ type produceJob struct {
 func (c *conn) prepareProduce(r *kmsg.ProduceRequest) (*kmsg.ProduceResponse, []*produceJob) {
 	resp := kmsg.NewPtrProduceResponse()
 	var jobs []*produceJob
+	budget := MaxDecompressed
 	for _, t := range r.Topics {
 		rt := kmsg.NewProduceResponseTopic()
 		rt.Topic = t.Topic
@@ -42,7 +43,7 @@ func (c *conn) prepareProduce(r *kmsg.ProduceRequest) (*kmsg.ProduceResponse, []
 			rp := &rt.Partitions[i]
 			*rp = kmsg.NewProduceResponseTopicPartition()
 			rp.Partition, rp.BaseOffset, rp.LogAppendTime = p.Partition, -1, -1
-			name, b, code, msg := c.checkPartition(t.Topic, p.Partition, p.Records)
+			name, b, code, msg := c.checkPartition(t.Topic, p.Partition, p.Records, &budget)
 			if code != 0 {
 				fail(rp, t.Topic, code, msg, c)
 				continue
@@ -65,7 +66,7 @@ func fail(rp *kmsg.ProduceResponseTopicPartition, topic string, code int16, msg 
 
 // checkPartition checks a partition's topic, number and claim, and
 // decodes its batches.
-func (c *conn) checkPartition(topic string, partition int32, records []byte) (string, batches, int16, string) {
+func (c *conn) checkPartition(topic string, partition int32, records []byte, budget *int) (string, batches, int16, string) {
 	name, err := messagevault.NormalizeStreamName(topic)
 	if err != nil || name != topic {
 		return "", batches{}, kerr.InvalidTopicException.Code, fmt.Sprintf("topic %q: not a valid stream name (lower case letters, digits and dashes)", topic)
@@ -76,7 +77,7 @@ func (c *conn) checkPartition(topic string, partition int32, records []byte) (st
 	if !c.user.CanWrite(name) {
 		return "", batches{}, kerr.TopicAuthorizationFailed.Code, fmt.Sprintf("user %q may not write %s (claim %s:write)", c.user.Name, name, name)
 	}
-	b, code, msg := decodeBatches(records, c.s.cfg.DropHeaders)
+	b, code, msg := decodeBatches(records, c.s.cfg.DropHeaders, budget)
 	return name, b, code, msg
 }
 
