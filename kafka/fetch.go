@@ -93,23 +93,35 @@ func (c *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) kmsg.Response {
 	deadline := time.Now().Add(wait)
 	for {
 		budget := int64(r.MaxBytes)
-		if r.Version < 3 || budget <= 0 {
-			budget = MaxRequestBytes
+		if budget <= 0 || budget > maxFetchBytes {
+			budget = maxFetchBytes
 		}
-		got := 0
+		got, failed := 0, false
+		var waiting []*fetchPart
 		for _, p := range parts {
 			n := c.fetchPartition(ctx, p, budget, got == 0)
 			got += n
 			budget -= int64(n)
+			switch {
+			case p.resp.ErrorCode != 0:
+				failed = true
+			case p.offset == p.resp.HighWatermark:
+				waiting = append(waiting, p)
+			}
 		}
-		if got >= int(r.MinBytes) || len(parts) == 0 || !time.Now().Before(deadline) {
+		// As Kafka, answer at once when a partition is in error.
+		if got >= int(r.MinBytes) || failed || len(waiting) == 0 || !time.Now().Before(deadline) {
 			return resp
 		}
-		if !c.waitForAny(ctx, parts, deadline) {
+		if !c.waitForAny(ctx, waiting, deadline) {
 			return resp
 		}
 	}
 }
+
+// maxFetchBytes bounds a fetch's answer, whatever it asks (as a broker's
+// fetch.max.bytes does), beyond the first record.
+const maxFetchBytes = 64 << 20
 
 // mayRead checks that the user may read topic's partition.
 func (c *conn) mayRead(topic string, partition int32) (int16, string) {
@@ -269,8 +281,9 @@ func appendBatch(dst []byte, base int64, lastOffsetDelta int32, firstTime, maxTi
 	return dst
 }
 
-// waitForAny waits until a commit of one of parts' streams may have moved
-// it past the offset asked, or until deadline; false when ctx ended.
+// waitForAny waits until a commit of one of parts' streams (each at its
+// end) may have moved it past the offset asked, or until deadline; false
+// when ctx ended.
 func (c *conn) waitForAny(ctx context.Context, parts []*fetchPart, deadline time.Time) bool {
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
