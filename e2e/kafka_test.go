@@ -882,3 +882,45 @@ func TestKafkaPipelinedProduce(t *testing.T) {
 		}
 	}
 }
+
+// TestKafkaSaslHandshakeV0: after a SaslHandshake of version 0 the
+// client sends the bare PLAIN token in a frame of its own, and gets an
+// empty frame back once signed in; a wrong one closes the connection.
+func TestKafkaSaslHandshakeV0(t *testing.T) {
+	addr := freePort(t)
+	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	login := func(password string) (net.Conn, error) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := kmsg.NewPtrSASLHandshakeRequest()
+		hs.Version, hs.Mechanism = 0, "PLAIN"
+		kafkaRoundTrip(t, conn, hs, kmsg.NewPtrSASLHandshakeResponse())
+		token := []byte("\x00" + admin + "\x00" + password)
+		conn.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(token))), token...))
+		var size [4]byte
+		_, err = io.ReadFull(conn, size[:])
+		if err == nil && binary.BigEndian.Uint32(size[:]) != 0 {
+			t.Fatalf("answer to the token: %d bytes; want an empty frame", binary.BigEndian.Uint32(size[:]))
+		}
+		return conn, err
+	}
+	if conn, err := login("wrong"); err == nil {
+		conn.Close()
+		t.Fatal("a wrong password was answered; want the connection closed")
+	}
+	conn, err := login(adminPass)
+	if err != nil {
+		t.Fatalf("the right password: %v", err)
+	}
+	defer conn.Close()
+	meta := kmsg.NewPtrMetadataRequest()
+	meta.Version = 4
+	resp := kmsg.NewPtrMetadataResponse()
+	kafkaRoundTrip(t, conn, meta, resp)
+	if len(resp.Brokers) != 1 {
+		t.Fatalf("Metadata after signing in: %+v", resp)
+	}
+}

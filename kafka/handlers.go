@@ -113,6 +113,9 @@ func (c *conn) apiVersions() *kmsg.ApiVersionsResponse {
 	return resp
 }
 
+// saslHandshake chooses PLAIN. After version 0, the client sends its
+// token in a frame of its own rather than in SaslAuthenticate
+// (serveRawSASL).
 func (c *conn) saslHandshake(r *kmsg.SASLHandshakeRequest) kmsg.Response {
 	resp := kmsg.NewPtrSASLHandshakeResponse()
 	resp.SupportedMechanisms = []string{"PLAIN"}
@@ -121,33 +124,39 @@ func (c *conn) saslHandshake(r *kmsg.SASLHandshakeRequest) kmsg.Response {
 		return resp
 	}
 	c.mech = r.Mechanism
+	c.rawSASL = r.Version == 0
 	return resp
 }
 
 func (c *conn) saslAuthenticate(r *kmsg.SASLAuthenticateRequest) (kmsg.Response, error) {
 	resp := kmsg.NewPtrSASLAuthenticateResponse()
-	if c.mech != "PLAIN" {
-		return nil, errors.New("SaslAuthenticate without a PLAIN handshake")
+	if c.mech != "PLAIN" || c.rawSASL {
+		return nil, errors.New("SaslAuthenticate without a PLAIN handshake of version 1")
 	}
-	// PLAIN: authorization id, NUL, user, NUL, password.
-	parts := bytes.SplitN(r.SASLAuthBytes, []byte{0}, 3)
-	if len(parts) != 3 {
+	if msg := c.signIn(r.SASLAuthBytes); msg != "" {
 		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
-		resp.ErrorMessage = kmsg.StringPtr("SASL/PLAIN: want authzid NUL user NUL password")
-		return resp, nil
+		resp.ErrorMessage = kmsg.StringPtr(msg)
+	}
+	return resp, nil
+}
+
+// signIn checks a SASL/PLAIN token (authorization id, NUL, user, NUL,
+// password) and signs the connection in; it returns why not, or "".
+func (c *conn) signIn(token []byte) string {
+	parts := bytes.SplitN(token, []byte{0}, 3)
+	if len(parts) != 3 {
+		return "SASL/PLAIN: want authzid NUL user NUL password"
 	}
 	name, password := string(parts[1]), string(parts[2])
 	p, ok := c.s.cfg.Users.Cached(name, password)
 	if !ok {
 		var msg string
 		if p, msg = c.checkPassword(name, password); msg != "" {
-			resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
-			resp.ErrorMessage = kmsg.StringPtr(msg)
-			return resp, nil
+			return msg
 		}
 	}
 	c.user = &p
-	return resp, nil
+	return ""
 }
 
 // checkPassword runs a full password check unless the client's address

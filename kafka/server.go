@@ -189,6 +189,7 @@ type conn struct {
 	c        net.Conn
 	user     *auth.Principal // nil until SASL succeeds
 	mech     string          // the mechanism SaslHandshake chose
+	rawSASL  bool            // SaslHandshake v0: the next frame is the bare PLAIN token
 	clientID string          // of the request being served
 }
 
@@ -205,7 +206,6 @@ func (s *Server) serveConn(c net.Conn) {
 	written := make(chan struct{})
 	go func() {
 		defer close(written)
-		defer s.recoverConn(c)
 		s.writeReplies(c, replies, inflight)
 	}()
 	defer func() {
@@ -218,12 +218,20 @@ func (s *Server) serveConn(c net.Conn) {
 			limit = MaxRequestBytes
 		}
 		c.SetReadDeadline(time.Now().Add(IdleTimeout))
-		n, err := readSize(r, limit)
+		least := 8 // a request header
+		if cc.rawSASL {
+			least = 1
+		}
+		n, err := readSize(r, least, limit)
 		if err == nil {
 			if err = inflight.Acquire(s.ctx, int64(n)); err == nil {
 				var frame []byte
 				if frame, err = readBody(r, n); err == nil {
-					err = cc.serveRequest(frame, replies)
+					if cc.rawSASL {
+						err = cc.serveRawSASL(frame, replies)
+					} else {
+						err = cc.serveRequest(frame, replies)
+					}
 				}
 			}
 		}
@@ -246,10 +254,12 @@ const writeTimeout = time.Minute
 const maxInFlight = 8
 
 // reply is the answer to one request, ready once done is closed; a nil
-// resp sends nothing (acks=0).
+// resp sends nothing (acks=0), unless raw: then an empty frame goes (the
+// answer to a bare SASL token).
 type reply struct {
 	h    header
 	resp kmsg.Response
+	raw  bool
 	size int // of the request, released from the in-flight bytes once answered
 	done chan struct{}
 }
@@ -263,21 +273,58 @@ func (s *Server) recoverConn(c net.Conn) {
 }
 
 // writeReplies writes each reply once it is ready, in order. After a
-// failed write it closes the connection, and only waits for the rest.
+// failed (or panicking) write it closes the connection, and only waits
+// for the rest, so that the reader never blocks on a full queue.
 func (s *Server) writeReplies(c net.Conn, replies <-chan *reply, inflight *semaphore.Weighted) {
 	w := bufio.NewWriterSize(c, 64<<10)
 	failed := false
 	for rp := range replies {
 		<-rp.done
-		if rp.resp != nil && !failed {
-			c.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := writeResponse(w, rp.h, rp.resp); err != nil {
-				failed = true
-				c.Close()
-			}
+		if (rp.resp != nil || rp.raw) && !failed {
+			failed = !s.writeReply(c, w, rp)
 		}
 		inflight.Release(int64(rp.size))
 	}
+}
+
+// writeReply writes one reply; false, with the connection closed, if it
+// could not.
+func (s *Server) writeReply(c net.Conn, w *bufio.Writer, rp *reply) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.cfg.Logger.Error("kafka: panic writing an answer, closed the connection", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(p))
+			c.Close()
+			ok = false
+		}
+	}()
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	var err error
+	if rp.raw {
+		if _, err = w.Write([]byte{0, 0, 0, 0}); err == nil {
+			err = w.Flush()
+		}
+	} else {
+		err = writeResponse(w, rp.h, rp.resp)
+	}
+	if err != nil {
+		c.Close()
+		return false
+	}
+	return true
+}
+
+// serveRawSASL signs in with the bare PLAIN token that follows a
+// SaslHandshake of version 0, and answers an empty frame; a failure
+// closes the connection, as Kafka does.
+func (cc *conn) serveRawSASL(token []byte, replies chan<- *reply) error {
+	cc.rawSASL = false
+	if msg := cc.signIn(token); msg != "" {
+		return fmt.Errorf("SASL/PLAIN after a version 0 handshake: %s", msg)
+	}
+	rp := &reply{raw: true, size: len(token), done: make(chan struct{})}
+	close(rp.done)
+	replies <- rp
+	return nil
 }
 
 // serveRequest decodes and serves one request, and queues its reply; an
@@ -325,15 +372,15 @@ func (cc *conn) serveRequest(frame []byte, replies chan<- *reply) error {
 	return nil
 }
 
-// readSize reads the size of the next request, at most limit bytes.
-func readSize(r *bufio.Reader, limit int) (int, error) {
+// readSize reads the size of the next request, least to limit bytes.
+func readSize(r *bufio.Reader, least, limit int) (int, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
 		return 0, err
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
-	if n < 8 || int(n) > limit {
-		return 0, fmt.Errorf("request of %d bytes: want 8 to %d", n, limit)
+	if n < int32(least) || int(n) > limit {
+		return 0, fmt.Errorf("request of %d bytes: want %d to %d", n, least, limit)
 	}
 	return int(n), nil
 }

@@ -509,12 +509,19 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 		}()
 		log.Info("serving metrics", "url", "http://"+mln.Addr().String()+"/metrics")
 	}
+	var ks *kafka.Server
+	kafkaStopped := false
 	if l.kafka != nil {
-		ks, err := kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, DropHeaders: c.KafkaDropHdrs, Throttle: api.Throttle(), Registry: registry, Logger: log})
+		var err error
+		ks, err = kafka.New(l.kafka, kafka.Config{Vault: api.Vault, Storage: b.store, Users: users, DropHeaders: c.KafkaDropHdrs, Throttle: api.Throttle(), Registry: registry, Logger: log})
 		if err != nil {
 			return err
 		}
-		defer ks.Close()
+		defer func() {
+			if !kafkaStopped {
+				ks.Close()
+			}
+		}()
 		go func() {
 			if err := ks.Serve(); err != nil {
 				served <- err
@@ -548,7 +555,22 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 	api.BeginShutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
+	// The Kafka listener stops with the HTTP one, before the vault
+	// closes: its requests in flight end (appends not yet taken are
+	// dropped unanswered), within the same timeout.
+	kafkaClosed := make(chan struct{})
+	go func() {
+		if ks != nil {
+			ks.Close()
+		}
+		close(kafkaClosed)
+	}()
+	kafkaStopped = true
 	shutdownErr := srv.Shutdown(sctx)
+	select {
+	case <-kafkaClosed:
+	case <-sctx.Done():
+	}
 	// Then leave the election: queued appends are written, the lock is
 	// released, and another node takes over at once. Storage that does
 	// not answer (a stuck disk) cannot hold the exit past the drain
