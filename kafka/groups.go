@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/messagevault/messagevault"
+	"github.com/messagevault/messagevault/auth"
 )
 
 // Consumer groups. This listener is the coordinator of every group (its
@@ -30,24 +32,30 @@ import (
 
 // Group states, as DescribeGroups and ListGroups name them.
 const (
-	stateEmpty       = "Empty"
-	statePreparing   = "PreparingRebalance"
-	stateCompleting  = "CompletingRebalance"
-	stateStable      = "Stable"
-	janitorInterval  = 200 * time.Millisecond
-	minSessionTime   = time.Second
-	maxSessionTime   = 30 * time.Minute
-	maxRebalanceTime = 30 * time.Minute
+	stateEmpty      = "Empty"
+	statePreparing  = "PreparingRebalance"
+	stateCompleting = "CompletingRebalance"
+	stateStable     = "Stable"
+	janitorInterval = 200 * time.Millisecond
+	// maxMembers bounds the members of all groups; maxMemberMetadata
+	// each member's protocol metadata: a join past them is refused.
+	maxMembers        = 10_000
+	maxMemberMetadata = 64 << 10
+	minSessionTime    = time.Second
+	maxSessionTime    = 30 * time.Minute
+	maxRebalanceTime  = 30 * time.Minute
 )
 
 // coordinator holds the groups.
 type coordinator struct {
-	mu     sync.Mutex
-	groups map[string]*group
+	mu      sync.Mutex
+	groups  map[string]*group
+	members int // in all groups
 }
 
 // group is one consumer group's membership.
 type group struct {
+	co           *coordinator
 	id           string
 	state        string
 	protocolType string
@@ -64,6 +72,7 @@ type group struct {
 // member is one group member.
 type member struct {
 	id, clientID, host string
+	owner              string // the user who joined it: only they (or an admin) act for it
 	instanceID         *string
 	session, rebalance time.Duration
 	protocols          []kmsg.JoinGroupRequestProtocol
@@ -124,7 +133,7 @@ func (co *coordinator) get(id string) *group {
 	}
 	g := co.groups[id]
 	if g == nil {
-		g = &group{id: id, state: stateEmpty, members: map[string]*member{}}
+		g = &group{co: co, id: id, state: stateEmpty, members: map[string]*member{}}
 		co.groups[id] = g
 	}
 	return g
@@ -219,6 +228,9 @@ func (g *group) choose() string {
 
 // drop forgets member id.
 func (g *group) drop(id string) {
+	if g.members[id] != nil {
+		g.co.members--
+	}
 	delete(g.members, id)
 	g.order = slices.DeleteFunc(g.order, func(o string) bool { return o == id })
 }
@@ -244,9 +256,9 @@ func (g *group) remove(id string, now time.Time) {
 }
 
 // member returns the group's member id, or an error code: the group's
-// id must be a cursor name, the member known and of this generation
-// (unless generation is -1).
-func (co *coordinator) member(groupID, memberID string, generation int32) (*group, *member, int16) {
+// id must be a cursor name, the member known, joined by user p (or p an
+// admin), and of this generation (unless generation is -1).
+func (co *coordinator) member(p *auth.Principal, groupID, memberID string, generation int32) (*group, *member, int16) {
 	if messagevault.CheckCursorName(groupID) != nil {
 		return nil, nil, kerr.InvalidGroupID.Code
 	}
@@ -257,6 +269,9 @@ func (co *coordinator) member(groupID, memberID string, generation int32) (*grou
 	m := g.members[memberID]
 	if m == nil {
 		return g, nil, kerr.UnknownMemberID.Code
+	}
+	if m.owner != p.Name && !p.CanAdmin() {
+		return g, nil, kerr.GroupAuthorizationFailed.Code
 	}
 	if generation != -1 && generation != g.generation {
 		return g, m, kerr.IllegalGeneration.Code
@@ -303,6 +318,10 @@ func (c *conn) joinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) kmsg.Res
 	if r.Version >= 1 {
 		rebalance = clampDuration(r.RebalanceTimeoutMillis, session, maxRebalanceTime)
 	}
+	protocols, code := c.checkProtocols(r)
+	if code != 0 {
+		return fail(code)
+	}
 	co := &c.s.groups
 	now := time.Now()
 	co.mu.Lock()
@@ -311,19 +330,36 @@ func (c *conn) joinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) kmsg.Res
 		co.mu.Unlock()
 		return fail(kerr.InconsistentGroupProtocol.Code)
 	}
-	m := g.members[r.MemberID]
-	if r.MemberID != "" && m == nil {
+	memberID := r.MemberID
+	if memberID == "" && r.InstanceID != nil {
+		// A static member back (group.instance.id): it takes its
+		// place again instead of being a second member.
+		for id, o := range g.members {
+			if o.instanceID != nil && *o.instanceID == *r.InstanceID {
+				memberID = id
+			}
+		}
+	}
+	m := g.members[memberID]
+	switch {
+	case memberID != "" && m == nil:
 		co.mu.Unlock()
 		return fail(kerr.UnknownMemberID.Code)
-	}
-	if m == nil {
-		m = &member{id: newMemberID(c.clientID)}
+	case m != nil && m.owner != c.user.Name && !c.user.CanAdmin():
+		co.mu.Unlock()
+		return fail(kerr.GroupAuthorizationFailed.Code)
+	case m == nil && co.members >= maxMembers:
+		co.mu.Unlock()
+		return fail(kerr.GroupMaxSizeReached.Code)
+	case m == nil:
+		m = &member{id: newMemberID(c.clientID), owner: c.user.Name}
 		g.members[m.id] = m
 		g.order = append(g.order, m.id)
+		co.members++
 	}
 	g.protocolType = r.ProtocolType
 	m.clientID, m.host, m.instanceID = c.clientID, c.c.RemoteAddr().String(), r.InstanceID
-	m.session, m.rebalance, m.protocols = session, rebalance, r.Protocols
+	m.session, m.rebalance, m.protocols = session, rebalance, protocols
 	g.rebalance(now)
 	m.joined = true
 	phase := g.join
@@ -348,6 +384,36 @@ func (c *conn) joinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) kmsg.Res
 	return resp
 }
 
+// checkProtocols checks a join's protocols, and returns a copy of them
+// (the request's bytes are not kept). A consumer's subscription names
+// its topics, which the user must be able to read; other protocol types
+// (Kafka Connect's, for one) need all:read.
+func (c *conn) checkProtocols(r *kmsg.JoinGroupRequest) ([]kmsg.JoinGroupRequestProtocol, int16) {
+	size := 0
+	out := make([]kmsg.JoinGroupRequestProtocol, len(r.Protocols))
+	for i, p := range r.Protocols {
+		size += len(p.Name) + len(p.Metadata)
+		if size > maxMemberMetadata {
+			return nil, kerr.InvalidRequest.Code
+		}
+		if r.ProtocolType == "consumer" {
+			var meta kmsg.ConsumerMemberMetadata
+			if err := meta.ReadFrom(p.Metadata); err != nil {
+				return nil, kerr.InconsistentGroupProtocol.Code
+			}
+			for _, topic := range meta.Topics {
+				if !c.user.CanRead(topic) {
+					return nil, kerr.GroupAuthorizationFailed.Code
+				}
+			}
+		} else if !c.user.CanReadAll() {
+			return nil, kerr.GroupAuthorizationFailed.Code
+		}
+		out[i] = kmsg.JoinGroupRequestProtocol{Name: p.Name, Metadata: bytes.Clone(p.Metadata)}
+	}
+	return out, 0
+}
+
 // syncGroup takes the leader's assignments, and answers each member with
 // its own once they are in.
 func (c *conn) syncGroup(ctx context.Context, r *kmsg.SyncGroupRequest) kmsg.Response {
@@ -358,7 +424,7 @@ func (c *conn) syncGroup(ctx context.Context, r *kmsg.SyncGroupRequest) kmsg.Res
 	}
 	co := &c.s.groups
 	co.mu.Lock()
-	g, m, code := co.member(r.Group, r.MemberID, r.Generation)
+	g, m, code := co.member(c.user, r.Group, r.MemberID, r.Generation)
 	if code == 0 && g.state == statePreparing {
 		code = kerr.RebalanceInProgress.Code
 	}
@@ -370,8 +436,8 @@ func (c *conn) syncGroup(ctx context.Context, r *kmsg.SyncGroupRequest) kmsg.Res
 	resp.ProtocolType, resp.Protocol = kmsg.StringPtr(g.protocolType), kmsg.StringPtr(g.protocol)
 	if g.state == stateCompleting && m.id == g.leader {
 		for _, a := range r.GroupAssignment {
-			if o := g.members[a.MemberID]; o != nil {
-				o.assignment = a.MemberAssignment
+			if o := g.members[a.MemberID]; o != nil && len(a.MemberAssignment) <= maxMemberMetadata {
+				o.assignment = bytes.Clone(a.MemberAssignment)
 			}
 		}
 		g.state = stateStable
@@ -411,7 +477,7 @@ func (c *conn) heartbeat(r *kmsg.HeartbeatRequest) kmsg.Response {
 	co := &c.s.groups
 	co.mu.Lock()
 	defer co.mu.Unlock()
-	g, m, code := co.member(r.Group, r.MemberID, r.Generation)
+	g, m, code := co.member(c.user, r.Group, r.MemberID, r.Generation)
 	if m != nil {
 		m.expires = time.Now().Add(m.session)
 	}
@@ -441,7 +507,7 @@ func (c *conn) leaveGroup(r *kmsg.LeaveGroupRequest) kmsg.Response {
 	defer co.mu.Unlock()
 	now := time.Now()
 	for _, id := range ids {
-		_, _, code := co.member(r.Group, id, -1)
+		_, _, code := co.member(c.user, r.Group, id, -1)
 		if code == 0 {
 			co.groups[r.Group].remove(id, now)
 		}

@@ -42,7 +42,8 @@ func joinReq(group, member string, session time.Duration) *kmsg.JoinGroupRequest
 	r.Group, r.MemberID, r.ProtocolType = group, member, "consumer"
 	r.SessionTimeoutMillis = int32(session / time.Millisecond)
 	r.RebalanceTimeoutMillis = int32(10 * time.Second / time.Millisecond)
-	r.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: []byte("m")}}
+	meta := kmsg.ConsumerMemberMetadata{Topics: []string{"orders"}}
+	r.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: meta.AppendTo(nil)}}
 	return r
 }
 
@@ -125,5 +126,39 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("not so after 10 s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Only the user who joined a member acts for it; a user who may not
+// read a topic of its subscription cannot join; a static member that
+// joins again takes its place back.
+func TestGroupMembersBelongToTheirUser(t *testing.T) {
+	c := testConn(t)
+	c.user = &auth.Principal{Name: "reader", Claims: []string{"orders:read"}}
+	ctx := context.Background()
+	req := joinReq("g", "", 10*time.Second)
+	req.InstanceID = kmsg.StringPtr("instance-1")
+	a := c.joinGroup(ctx, req).(*kmsg.JoinGroupResponse)
+	if a.ErrorCode != 0 {
+		t.Fatalf("join: %v", kerr.ErrorForCode(a.ErrorCode))
+	}
+	other := *c
+	other.user = &auth.Principal{Name: "other", Claims: []string{"orders:read"}}
+	if code := heartbeat(&other, "g", a.MemberID, a.Generation); code != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("another user's heartbeat for the member: %v; want GROUP_AUTHORIZATION_FAILED", kerr.ErrorForCode(code))
+	}
+	leave := kmsg.NewPtrLeaveGroupRequest()
+	leave.Group, leave.MemberID = "g", a.MemberID
+	if code := other.leaveGroup(leave).(*kmsg.LeaveGroupResponse).ErrorCode; code != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("another user removes the member: %v; want GROUP_AUTHORIZATION_FAILED", kerr.ErrorForCode(code))
+	}
+	stranger := *c
+	stranger.user = &auth.Principal{Name: "stranger", Claims: []string{"payments:read"}}
+	if r := stranger.joinGroup(ctx, joinReq("g", "", 10*time.Second)).(*kmsg.JoinGroupResponse); r.ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("a user who may not read orders joins: %v; want GROUP_AUTHORIZATION_FAILED", kerr.ErrorForCode(r.ErrorCode))
+	}
+	again := c.joinGroup(ctx, req).(*kmsg.JoinGroupResponse)
+	if again.ErrorCode != 0 || again.MemberID != a.MemberID || len(again.Members) != 1 {
+		t.Fatalf("the static member again: %+v; want its member id %s back, alone", again, a.MemberID)
 	}
 }

@@ -35,15 +35,21 @@ func (c *conn) offsetCommit(ctx context.Context, r *kmsg.OffsetCommitRequest) km
 			code = kerr.KafkaStorageError.Code
 		}
 	}
-	if code == 0 && (r.Generation != -1 || r.MemberID != "") {
+	if code == 0 {
 		co := &c.s.groups
 		co.mu.Lock()
-		g, _, mcode := co.member(r.Group, r.MemberID, r.Generation)
-		if mcode == 0 && g.state == statePreparing {
-			mcode = kerr.RebalanceInProgress.Code
+		if r.Generation != -1 || r.MemberID != "" {
+			g, _, mcode := co.member(c.user, r.Group, r.MemberID, r.Generation)
+			if mcode == 0 && g.state == statePreparing {
+				mcode = kerr.RebalanceInProgress.Code
+			}
+			code = mcode
+		} else if g := co.groups[r.Group]; g != nil && len(g.members) > 0 {
+			// A commit from outside the group, while it has members:
+			// refused, as Kafka does.
+			code = kerr.UnknownMemberID.Code
 		}
 		co.mu.Unlock()
-		code = mcode
 	}
 	for _, t := range r.Topics {
 		rt := kmsg.NewOffsetCommitResponseTopic()
