@@ -1,15 +1,16 @@
 // Package kafka is MessageVault's Kafka-protocol gateway: a listener that
 // speaks Kafka's wire protocol, so that any Kafka client can produce to
-// MessageVault's streams. A topic is a stream with one partition, 0; a
-// record's Kafka offset is its MessageVault offset, its byte position in
-// the stream. Clients sign in with SASL/PLAIN as MessageVault users, and
-// their claims apply. The requests and responses are encoded and decoded
-// by franz-go's kmsg, generated from Kafka's own message schemas; this
-// package frames them and maps them onto the vault.
-//
-// This first version serves ApiVersions, SaslHandshake, SaslAuthenticate,
-// Metadata and Produce of uncompressed record batches without producer
-// ids. The rest of the protocol is to come.
+// and consume from MessageVault's streams. A topic is a stream with one
+// partition, 0; a record's Kafka offset is its MessageVault offset, its
+// byte position in the stream. Clients sign in with SASL/PLAIN as
+// MessageVault users, and their claims apply. The requests and responses
+// are encoded and decoded by franz-go's kmsg, generated from Kafka's own
+// message schemas; this package frames them, pipelines a connection's
+// produce requests, and maps them onto the vault: produce (every codec,
+// idempotent producers) in produce.go and producers.go, fetch and offsets
+// by time in fetch.go, the consumer-group coordinator in groups.go with
+// its offsets as cursors in offsets.go, topics in topics.go. docs/KAFKA.md
+// is the user's account of it.
 package kafka
 
 import (
