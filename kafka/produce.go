@@ -103,9 +103,15 @@ func (c *conn) runProduce(ctx context.Context, j *produceJob, queued func()) {
 		j.rp.BaseOffset = base
 		return
 	}
-	res, err := v.AppendChecked(ctx, j.name, j.b.msgs, stream.AppendOptions{Queued: queued})
+	wasQueued := false
+	res, err := v.AppendChecked(ctx, j.name, j.b.msgs, stream.AppendOptions{Queued: func() {
+		wasQueued = true
+		if queued != nil {
+			queued()
+		}
+	}})
 	if err != nil {
-		code := produceError(err)
+		code := produceError(err, wasQueued)
 		if code != kerr.InvalidRecord.Code {
 			c.s.cfg.Logger.Warn("kafka: produce failed", "topic", j.name, "err", err)
 		}

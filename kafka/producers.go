@@ -126,7 +126,7 @@ func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string
 	var err error
 	if !known {
 		if next, known, err = fromStream(); err != nil {
-			return produceError(err), err.Error(), -1
+			return produceError(err, false), err.Error(), -1
 		}
 	}
 	first := int64(b.sequence)
@@ -141,7 +141,7 @@ func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string
 		// What this node remembered may be stale: ask the stream.
 		c.s.seqs.forget(name, producer)
 		if next, known, err = fromStream(); err != nil {
-			return produceError(err), err.Error(), -1
+			return produceError(err, false), err.Error(), -1
 		}
 		if known {
 			first = unwrap(next, b.sequence)
@@ -159,7 +159,9 @@ func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string
 		opts.Follows, opts.Previous = true, uint64(first-1)
 	}
 	resend := known && first < next
+	wasQueued := false
 	opts.Queued = func() {
+		wasQueued = true
 		if !resend {
 			c.s.seqs.set(v, name, producer, last+1)
 		}
@@ -172,32 +174,53 @@ func (c *conn) appendIdempotent(ctx context.Context, v *vault.Vault, name string
 		c.s.seqs.forget(name, producer) // read it again from the stream
 		switch {
 		case errors.Is(err, messagevault.ErrSequenceGap):
-			if _, ok, lerr := fromStream(); lerr == nil && !ok {
+			inStream, ok, lerr := fromStream()
+			switch {
+			case lerr == nil && !ok:
 				return kerr.UnknownProducerID.Code, err.Error(), -1
+			case lerr == nil && inStream < first:
+				// The batch before it is not stored (it failed while
+				// this one waited behind it): not stored either, and to
+				// be sent again after it.
+				return kerr.NotEnoughReplicas.Code, err.Error(), -1
 			}
 			return kerr.OutOfOrderSequenceNumber.Code, err.Error(), -1
 		case errors.Is(err, messagevault.ErrSequenceTooOld):
 			// Whether it was stored cannot be told: never answer that
 			// it was.
 			return kerr.OutOfOrderSequenceNumber.Code, err.Error(), -1
+		case errors.Is(err, messagevault.ErrTrimmed):
+			// Stored, and trimmed away since.
+			return kerr.DuplicateSequenceNumber.Code, err.Error(), -1
 		}
-		return produceError(err), err.Error(), -1
+		return produceError(err, wasQueued), err.Error(), -1
 	}
 	return 0, "", res.Offsets[0]
 }
 
-// produceError is the error code of a failed append: retriable where a
-// retry may succeed (another leader, storage back), so that Kafka clients
-// retry, and an idempotent producer's retry of a batch that was stored
-// after all is answered as a duplicate.
-func produceError(err error) int16 {
+// produceError is the error code of a failed append. Kafka clients
+// read in it whether the batch may have been stored, and retry where a
+// retry can succeed:
+//   - refused batches (INVALID_RECORD) were not stored, and are not
+//     retried;
+//   - a batch that never held a place in the stream (queued false), or
+//     that the writer dropped before taking it (the bare context error
+//     AppendChecked returns then), was not stored: NOT_LEADER_OR_FOLLOWER
+//     when this node lost the lead, NOT_ENOUGH_REPLICAS otherwise (both
+//     retriable, "not persisted");
+//   - any other failure of a queued batch has an unknown outcome (its
+//     group may land after all): REQUEST_TIMED_OUT, which clients take for
+//     "maybe stored", so that an idempotent producer's retry is answered
+//     as a duplicate if it was.
+func produceError(err error, queued bool) int16 {
 	switch {
 	case errors.Is(err, messagevault.ErrInvalidMessage):
 		return kerr.InvalidRecord.Code
-	case errors.Is(err, messagevault.ErrNotLeader), errors.Is(err, messagevault.ErrClosed), errors.Is(err, messagevault.ErrFenced):
-		return kerr.NotLeaderForPartition.Code
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return kerr.RequestTimedOut.Code
+	case !queued || err == context.Canceled || err == context.DeadlineExceeded:
+		if errors.Is(err, messagevault.ErrNotLeader) || errors.Is(err, messagevault.ErrClosed) || errors.Is(err, messagevault.ErrFenced) {
+			return kerr.NotLeaderForPartition.Code
+		}
+		return kerr.NotEnoughReplicas.Code
 	}
-	return kerr.KafkaStorageError.Code
+	return kerr.RequestTimedOut.Code
 }

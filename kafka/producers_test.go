@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -100,6 +101,27 @@ func TestUnwrap(t *testing.T) {
 	} {
 		if got := unwrap(tc.next, tc.seq); got != tc.want {
 			t.Errorf("unwrap(%d, %d) = %d; want %d", tc.next, tc.seq, got, tc.want)
+		}
+	}
+}
+
+// An error's code tells the client whether the batch may be stored.
+func TestProduceErrorCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		queued bool
+		want   *kerr.Error
+	}{
+		{fmt.Errorf("append: %w", messagevault.ErrInvalidMessage), true, kerr.InvalidRecord},
+		{fmt.Errorf("open: %w", messagevault.ErrNotLeader), false, kerr.NotLeaderForPartition},
+		{errors.New("disk"), false, kerr.NotEnoughReplicas},
+		{context.Canceled, true, kerr.NotEnoughReplicas}, // dropped before the writer took it
+		{fmt.Errorf("append: %w", context.DeadlineExceeded), true, kerr.RequestTimedOut},
+		{fmt.Errorf("append: %w", messagevault.ErrFenced), true, kerr.RequestTimedOut},
+		{errors.New("disk"), true, kerr.RequestTimedOut},
+	} {
+		if got := produceError(tc.err, tc.queued); got != tc.want.Code {
+			t.Errorf("%v (queued %v): %v; want %v", tc.err, tc.queued, kerr.ErrorForCode(got), tc.want)
 		}
 	}
 }
