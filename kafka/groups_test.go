@@ -162,3 +162,21 @@ func TestGroupMembersBelongToTheirUser(t *testing.T) {
 		t.Fatalf("the static member again: %+v; want its member id %s back, alone", again, a.MemberID)
 	}
 }
+
+// A member commits while a rebalance is being prepared (eager consumers
+// commit as they give their partitions up), with its generation.
+func TestCommitWhileRebalancing(t *testing.T) {
+	c := testConn(t)
+	ctx := context.Background()
+	a := c.joinGroup(ctx, joinReq("g", "", 10*time.Second)).(*kmsg.JoinGroupResponse)
+	syncGroup(c, "g", a.MemberID, a.Generation, map[string][]byte{a.MemberID: []byte("p0")})
+	go c.joinGroup(ctx, joinReq("g", "", 10*time.Second)) // b: a rebalance begins
+	waitUntil(t, func() bool { return heartbeat(c, "g", a.MemberID, a.Generation) == kerr.RebalanceInProgress.Code })
+	r := kmsg.NewPtrOffsetCommitRequest()
+	r.Group, r.MemberID, r.Generation = "g", a.MemberID, a.Generation
+	r.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "orders", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: 0}}}}
+	resp := c.offsetCommit(ctx, r).(*kmsg.OffsetCommitResponse)
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code != 0 {
+		t.Fatalf("commit while the rebalance is prepared: %v", kerr.ErrorForCode(code))
+	}
+}
