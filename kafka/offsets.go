@@ -39,8 +39,11 @@ func (c *conn) offsetCommit(ctx context.Context, r *kmsg.OffsetCommitRequest) km
 		co := &c.s.groups
 		co.mu.Lock()
 		if r.Generation != -1 || r.MemberID != "" {
+			// As Kafka's coordinator: members commit while a rebalance
+			// is prepared (as they give their partitions up), not
+			// while its assignments are awaited.
 			g, _, mcode := co.member(c.user, r.Group, r.MemberID, r.Generation)
-			if mcode == 0 && g.state == statePreparing {
+			if mcode == 0 && g.state == stateCompleting {
 				mcode = kerr.RebalanceInProgress.Code
 			}
 			code = mcode
