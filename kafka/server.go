@@ -87,9 +87,14 @@ type Server struct {
 	groups         coordinator
 	headersDropped prometheus.Counter
 
-	// ctx ends at Close: requests that wait (fetches) stop waiting.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// ctx ends at Close: appends not yet taken are dropped. waitCtx ends
+	// at Shutdown (or Close): requests that wait for news (fetches,
+	// group joins) answer at once.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	waitCtx    context.Context
+	cancelWait context.CancelFunc
+	connWG     sync.WaitGroup // of the connections
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -118,7 +123,8 @@ func New(ln net.Listener, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("kafka: advertised address %q: port: %w", adv, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, ln: ln, host: host, port: int32(p), ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	waitCtx, cancelWait := context.WithCancel(ctx)
+	s := &Server{cfg: cfg, ln: ln, host: host, port: int32(p), ctx: ctx, cancel: cancel, waitCtx: waitCtx, cancelWait: cancelWait, conns: map[net.Conn]struct{}{}}
 	if cfg.Registry != nil {
 		s.headersDropped = prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "messagevault_kafka_headers_dropped_total",
@@ -157,15 +163,41 @@ func (s *Server) Serve() error {
 			return nil
 		}
 		s.conns[c] = struct{}{}
-		s.wg.Add(1)
+		s.connWG.Add(1)
 		s.mu.Unlock()
 		go func() {
-			defer s.wg.Done()
+			defer s.connWG.Done()
 			s.serveConn(c)
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
+	}
+}
+
+// Shutdown stops accepting and reading requests, and lets the requests
+// read finish and be answered (their appends become durable), until ctx
+// ends; requests that wait for news (fetches, group joins) answer at
+// once. Close must follow.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.cancelWait()
+	err := s.ln.Close()
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now()) // the reader stops; the answers in flight are still written
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return err
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("kafka: shutdown: %w", ctx.Err()))
 	}
 }
 
@@ -180,6 +212,7 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	s.mu.Unlock()
+	s.connWG.Wait()
 	s.wg.Wait()
 	return err
 }
@@ -237,7 +270,7 @@ func (s *Server) serveConn(c net.Conn) {
 			}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) && s.waitCtx.Err() == nil {
 				s.cfg.Logger.Info("kafka: connection closed", "remote", c.RemoteAddr().String(), "err", err)
 			}
 			return
@@ -360,7 +393,11 @@ func (cc *conn) serveRequest(frame []byte, replies chan<- *reply) error {
 		replies <- rp
 		return nil
 	}
-	resp, err := cc.handle(s.ctx, req)
+	ctx := s.waitCtx // a wait for news ends at Shutdown
+	if _, ok := req.(*kmsg.ProduceRequest); ok {
+		ctx = s.ctx // an append ends at Close only
+	}
+	resp, err := cc.handle(ctx, req)
 	if err != nil {
 		return fmt.Errorf("%s: %w", kmsg.NameForKey(h.key), err)
 	}

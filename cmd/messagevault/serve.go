@@ -498,7 +498,7 @@ func (c *ServeCommand) joinElection(ctx context.Context, b *backend, advertise, 
 // requests in flight finish, and the node leaves the election, within
 // ShutdownTimeout.
 func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server, users *auth.Users, node *cluster.Node, l *listener, b *backend, registry *prometheus.Registry, log *slog.Logger) error {
-	served := make(chan error, 2)
+	served := make(chan error, 3) // metrics, Kafka and HTTP
 	if mln := l.metrics; mln != nil {
 		msrv := &http.Server{Handler: api.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute}
 		defer msrv.Close()
@@ -561,6 +561,7 @@ func (c *ServeCommand) serveUntilSignal(ctx context.Context, api *server.Server,
 	kafkaClosed := make(chan struct{})
 	go func() {
 		if ks != nil {
+			ks.Shutdown(sctx) // answers what it has read, as srv.Shutdown does
 			ks.Close()
 		}
 		close(kafkaClosed)
