@@ -231,7 +231,7 @@ func TestDecompressionBoundPerRequest(t *testing.T) {
 	for _, topic := range []string{"first", "second"} {
 		r.Topics = append(r.Topics, kmsg.ProduceRequestTopic{Topic: topic, Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: big}}})
 	}
-	resp, jobs := c.prepareProduce(r)
+	resp, jobs, _ := c.prepareProduce(r)
 	if len(jobs) != 1 || jobs[0].name != "first" {
 		t.Fatalf("%d partitions to append; want only the first", len(jobs))
 	}

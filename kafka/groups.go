@@ -37,9 +37,11 @@ const (
 	stateCompleting = "CompletingRebalance"
 	stateStable     = "Stable"
 	janitorInterval = 200 * time.Millisecond
-	// maxMembers bounds the members of all groups; maxMemberMetadata
-	// each member's protocol metadata: a join past them is refused.
+	// maxMembers bounds the members of all groups, maxMembersPerUser
+	// those one user joined, maxMemberMetadata each member's protocol
+	// metadata: a join past them is refused.
 	maxMembers        = 10_000
+	maxMembersPerUser = 1_000
 	maxMemberMetadata = 64 << 10
 	minSessionTime    = time.Second
 	maxSessionTime    = 30 * time.Minute
@@ -50,7 +52,8 @@ const (
 type coordinator struct {
 	mu      sync.Mutex
 	groups  map[string]*group
-	members int // in all groups
+	members int            // in all groups
+	byUser  map[string]int // members of each user, in all groups
 }
 
 // group is one consumer group's membership.
@@ -228,8 +231,11 @@ func (g *group) choose() string {
 
 // drop forgets member id.
 func (g *group) drop(id string) {
-	if g.members[id] != nil {
+	if m := g.members[id]; m != nil {
 		g.co.members--
+		if g.co.byUser[m.owner]--; g.co.byUser[m.owner] == 0 {
+			delete(g.co.byUser, m.owner)
+		}
 	}
 	delete(g.members, id)
 	g.order = slices.DeleteFunc(g.order, func(o string) bool { return o == id })
@@ -348,7 +354,7 @@ func (c *conn) joinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) kmsg.Res
 	case m != nil && m.owner != c.user.Name && !c.user.CanAdmin():
 		co.mu.Unlock()
 		return fail(kerr.GroupAuthorizationFailed.Code)
-	case m == nil && co.members >= maxMembers:
+	case m == nil && (co.members >= maxMembers || co.byUser[c.user.Name] >= maxMembersPerUser):
 		co.mu.Unlock()
 		return fail(kerr.GroupMaxSizeReached.Code)
 	case m == nil:
@@ -356,6 +362,10 @@ func (c *conn) joinGroup(ctx context.Context, r *kmsg.JoinGroupRequest) kmsg.Res
 		g.members[m.id] = m
 		g.order = append(g.order, m.id)
 		co.members++
+		if co.byUser == nil {
+			co.byUser = map[string]int{}
+		}
+		co.byUser[m.owner]++
 	}
 	g.protocolType = r.ProtocolType
 	m.clientID, m.host, m.instanceID = c.clientID, c.c.RemoteAddr().String(), r.InstanceID
@@ -400,6 +410,9 @@ func (c *conn) checkProtocols(r *kmsg.JoinGroupRequest) ([]kmsg.JoinGroupRequest
 			var meta kmsg.ConsumerMemberMetadata
 			if err := meta.ReadFrom(p.Metadata); err != nil {
 				return nil, kerr.InconsistentGroupProtocol.Code
+			}
+			if len(meta.Topics) == 0 && !c.user.CanReadAll() {
+				return nil, kerr.GroupAuthorizationFailed.Code
 			}
 			for _, topic := range meta.Topics {
 				if !c.user.CanRead(topic) {
@@ -495,16 +508,25 @@ func (c *conn) leaveGroup(r *kmsg.LeaveGroupRequest) kmsg.Response {
 		resp.ErrorCode = kerr.NotCoordinator.Code
 		return resp
 	}
+	co := &c.s.groups
+	co.mu.Lock()
+	defer co.mu.Unlock()
 	ids := []string{r.MemberID}
 	if r.Version >= 3 {
 		ids = ids[:0]
 		for _, m := range r.Members {
-			ids = append(ids, m.MemberID)
+			id := m.MemberID
+			if g := co.groups[r.Group]; id == "" && m.InstanceID != nil && g != nil {
+				// A static member leaves by its instance id.
+				for mid, o := range g.members {
+					if o.instanceID != nil && *o.instanceID == *m.InstanceID {
+						id = mid
+					}
+				}
+			}
+			ids = append(ids, id)
 		}
 	}
-	co := &c.s.groups
-	co.mu.Lock()
-	defer co.mu.Unlock()
 	now := time.Now()
 	for _, id := range ids {
 		_, _, code := co.member(c.user, r.Group, id, -1)

@@ -29,9 +29,10 @@ type produceJob struct {
 }
 
 // prepareProduce checks and decodes every partition of r. It returns the
-// answer, where refused partitions already carry their error, and the
-// partitions to append, whose answers point into it.
-func (c *conn) prepareProduce(r *kmsg.ProduceRequest) (*kmsg.ProduceResponse, []*produceJob) {
+// answer, where refused partitions already carry their error, the
+// partitions to append, whose answers point into it, and what their
+// records take decoded (see decodeBatches).
+func (c *conn) prepareProduce(r *kmsg.ProduceRequest) (*kmsg.ProduceResponse, []*produceJob, int) {
 	resp := kmsg.NewPtrProduceResponse()
 	var jobs []*produceJob
 	budget := MaxDecompressed
@@ -52,7 +53,7 @@ func (c *conn) prepareProduce(r *kmsg.ProduceRequest) (*kmsg.ProduceResponse, []
 		}
 		resp.Topics = append(resp.Topics, rt)
 	}
-	return resp, jobs
+	return resp, jobs, MaxDecompressed - budget
 }
 
 // fail sets a partition's error, and logs it at Debug.
@@ -123,7 +124,7 @@ func (c *conn) runProduce(ctx context.Context, j *produceJob, queued func()) {
 
 // produce serves a produce request to its end.
 func (c *conn) produce(ctx context.Context, r *kmsg.ProduceRequest) kmsg.Response {
-	resp, jobs := c.prepareProduce(r)
+	resp, jobs, _ := c.prepareProduce(r)
 	for _, j := range jobs {
 		c.runProduce(ctx, j, nil)
 	}
@@ -137,9 +138,16 @@ func (c *conn) produce(ctx context.Context, r *kmsg.ProduceRequest) kmsg.Respons
 // once each partition's append holds its place in its stream; rp is made
 // ready once all are durable (or failed).
 func (c *conn) pipelined(r *kmsg.ProduceRequest, rp *reply) {
-	resp, jobs := c.prepareProduce(r)
+	resp, jobs, decoded := c.prepareProduce(r)
 	resp.SetVersion(r.Version)
 	rp.resp = resp
+	// The decoded records count against the connection's bytes in
+	// flight too (within its bound), until the answer is written.
+	if extra := min(decoded, MaxRequestBytes-rp.size); extra > 0 && c.inflight != nil {
+		if c.inflight.Acquire(c.s.ctx, int64(extra)) == nil {
+			rp.size += extra
+		}
+	}
 	var wg sync.WaitGroup
 	for _, j := range jobs {
 		queued, done := make(chan struct{}), make(chan struct{})

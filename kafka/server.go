@@ -221,10 +221,11 @@ func (s *Server) Close() error {
 type conn struct {
 	s        *Server
 	c        net.Conn
-	user     *auth.Principal // nil until SASL succeeds
-	mech     string          // the mechanism SaslHandshake chose
-	rawSASL  bool            // SaslHandshake v0: the next frame is the bare PLAIN token
-	clientID string          // of the request being served
+	user     *auth.Principal     // nil until SASL succeeds
+	mech     string              // the mechanism SaslHandshake chose
+	rawSASL  bool                // SaslHandshake v0: the next frame is the bare PLAIN token
+	clientID string              // of the request being served
+	inflight *semaphore.Weighted // bytes of requests read and not yet answered
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -237,6 +238,7 @@ func (s *Server) serveConn(c net.Conn) {
 	// next requests are read (see pipelined).
 	replies := make(chan *reply, maxInFlight)
 	inflight := semaphore.NewWeighted(MaxRequestBytes)
+	cc.inflight = inflight
 	written := make(chan struct{})
 	go func() {
 		defer close(written)
