@@ -29,6 +29,30 @@ import (
 	"github.com/messagevault/messagevault/stream"
 )
 
+// startKafka starts the server on data directory dir with args and the
+// Kafka listener on a free port, and returns it once the listener serves,
+// with the listener's address.
+func startKafka(t *testing.T, dir string, args ...string) (*mvtest.Server, string) {
+	t.Helper()
+	addr := freePort(t)
+	s := mvtest.Start(t, dir, nil, append(args, "--kafka-listen", addr)...)
+	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	return s, addr
+}
+
+// kcatCommand is kcat (librdkafka) with args, against the Kafka listener
+// at addr, signed in as admin over SASL/PLAIN.
+func kcatCommand(ctx context.Context, t *testing.T, addr string, args ...string) *exec.Cmd {
+	t.Helper()
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
+	}
+	return exec.CommandContext(ctx, kcat, append([]string{"-b", addr,
+		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
+		"-X", "sasl.username=" + admin, "-X", "sasl.password=" + adminPass}, args...)...)
+}
+
 // kafkaClient is a franz-go client of the server's Kafka listener at
 // addr, signed in as user, producing without compression or
 // idempotence (which the gateway does not take yet).
@@ -55,9 +79,7 @@ func kafkaClient(t *testing.T, addr, user, password string, opts ...kgo.Opt) *kg
 // storage with the same keys and values, at the offsets the producer was
 // given (a record's Kafka offset is its byte position).
 func TestKafkaProduce(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	cl := kafkaClient(t, addr, admin, adminPass)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -112,15 +134,13 @@ func TestKafkaProduce(t *testing.T) {
 // with headers (which MessageVault's records cannot hold) is refused and
 // nothing is stored.
 func TestKafkaRefusals(t *testing.T) {
-	addr := freePort(t)
 	dir := t.TempDir()
 	users := usersWithAdmin(t, dir)
 	if err := users.Add(context.Background(), "reader", "reader-pw", "all:read"); err != nil {
 		t.Fatal(err)
 	}
 	users.Close()
-	s := mvtest.Start(t, dir, nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -149,19 +169,10 @@ func TestKafkaRefusals(t *testing.T) {
 // TestKafkaProduceWithKcat: kcat (librdkafka) produces over SASL/PLAIN,
 // one message per line, and they are stored in order.
 func TestKafkaProduceWithKcat(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
-	}
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-t", "kcat-lines", "-P", "-K", ":",
-		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
-		"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass,
-		"-X", "request.required.acks=-1")
+	cmd := kcatCommand(ctx, t, addr, "-t", "kcat-lines", "-P", "-K", ":", "-X", "request.required.acks=-1")
 	cmd.Stdin = strings.NewReader("a:one\nb:two\nc:three\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kcat -P: %v\n%s", err, out)
@@ -177,9 +188,7 @@ func TestKafkaProduceWithKcat(t *testing.T) {
 func TestKafkaOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
-	addr := freePort(t)
-	s := mvtest.Start(t, dir, nil, "--tls-cert", certFile, "--tls-key", keyFile, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	_, addr := startKafka(t, dir, "--tls-cert", certFile, "--tls-key", keyFile)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl := kafkaClient(t, addr, admin, adminPass, kgo.DialTLSConfig(&tls.Config{RootCAs: pool}))
@@ -231,9 +240,7 @@ func pollN(t *testing.T, ctx context.Context, cl *kgo.Client, n int) []*kgo.Reco
 // publish while it waits; a consumer from a time starts at the first
 // record at or after it (ListOffsets through the time index).
 func TestKafkaConsume(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	big := strings.Repeat("v", 60<<10) // batches of several records and several fetches
@@ -294,19 +301,11 @@ func TestKafkaConsume(t *testing.T) {
 // fetch offset to land on the high watermark, across the gaps between
 // offsets. It prints each record's offset, key and value.
 func TestKafkaConsumeWithKcat(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
-	}
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	ans := publish(t, s, "kcat-read", []messagevault.Message{msg("a", "one"), msg("", "two"), msg("c", strings.Repeat("3", 1000))})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-t", "kcat-read", "-C", "-e", "-o", "beginning", "-f", "%o %k %S\n",
-		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
-		"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass)
+	cmd := kcatCommand(ctx, t, addr, "-t", "kcat-read", "-C", "-e", "-o", "beginning", "-f", "%o %k %S\n")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("kcat -C -e: %v (did it stop at the end?)\n%s", err, out)
@@ -321,13 +320,7 @@ func TestKafkaConsumeWithKcat(t *testing.T) {
 // franz-go and by kcat (librdkafka; idempotent for two of the codecs),
 // are stored as their records.
 func TestKafkaCompressedProduce(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
-	}
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	codecs := map[string]kgo.CompressionCodec{"gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression()}
@@ -346,9 +339,7 @@ func TestKafkaCompressedProduce(t *testing.T) {
 			t.Fatalf("%s: stream holds %d records", name, len(got))
 		}
 		topic = "kcat-" + name
-		cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-t", topic, "-P", "-K", ":", "-z", name,
-			"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
-			"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass, "-X", "linger.ms=100",
+		cmd := kcatCommand(ctx, t, addr, "-t", topic, "-P", "-K", ":", "-z", name, "-X", "linger.ms=100",
 			"-X", "enable.idempotence="+fmt.Sprint(name == "zstd" || name == "lz4"))
 		cmd.Stdin = strings.NewReader("a:" + strings.Repeat("x", 500) + "\nb:two\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -366,9 +357,7 @@ func TestKafkaCompressedProduce(t *testing.T) {
 // stored again; a batch past a gap in the sequence is refused.
 func TestKafkaIdempotentProduce(t *testing.T) {
 	dir := t.TempDir()
-	addr := freePort(t)
-	s := mvtest.Start(t, dir, nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	def, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.SASL(plain.Auth{User: admin, Pass: adminPass}.AsMechanism()))
@@ -460,9 +449,7 @@ func batchFrom(id int64, epoch int16, seq int32, values []string) []byte {
 // TestKafkaDropHeaders: with --kafka-drop-headers, a record with headers
 // is stored without them, and the metric counts it.
 func TestKafkaDropHeaders(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr, "--kafka-drop-headers")
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir(), "--kafka-drop-headers")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl := kafkaClient(t, addr, admin, adminPass)
@@ -535,9 +522,7 @@ func cursorOf(t *testing.T, s *mvtest.Server, stream, name string) int64 {
 // and new records go to one member only. When the partition's owner
 // leaves, the other takes over from the committed offset.
 func TestKafkaConsumerGroup(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var first []messagevault.Message
@@ -617,20 +602,11 @@ func TestKafkaConsumerGroup(t *testing.T) {
 // group protocol) reads a stream in a group and commits on exit; the
 // group's cursor is then at the stream's end.
 func TestKafkaConsumerGroupWithKcat(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Fatal("kcat is missing: make deps installs it (apt-get install kcat)")
-	}
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	publish(t, s, "kcat-group", []messagevault.Message{msg("a", "one"), msg("b", "two")})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kcat, "-b", addr, "-G", "kcat-readers", "kcat-group", "-e", "-f", "%k=%s\n",
-		"-X", "auto.offset.reset=earliest",
-		"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN",
-		"-X", "sasl.username="+admin, "-X", "sasl.password="+adminPass)
+	cmd := kcatCommand(ctx, t, addr, "-G", "kcat-readers", "kcat-group", "-e", "-f", "%k=%s\n", "-X", "auto.offset.reset=earliest")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("kcat -G: %v\n%s", err, out)
@@ -659,15 +635,13 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 // a user who may write it, and refuses what a stream cannot be;
 // DeleteTopics deletes one for a user with all:write only.
 func TestKafkaCreateAndDeleteTopics(t *testing.T) {
-	addr := freePort(t)
 	dir := t.TempDir()
 	users := usersWithAdmin(t, dir)
 	if err := users.Add(context.Background(), "maker", "maker-pw", "made:write"); err != nil {
 		t.Fatal(err)
 	}
 	users.Close()
-	s := mvtest.Start(t, dir, nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	maker := kafkaClient(t, addr, "maker", "maker-pw")
@@ -806,9 +780,7 @@ func saslLogin(t *testing.T, addr, user, password string) (int16, string) {
 // over HTTP, by the same throttle: after them, the client's address is
 // refused for a while, on the Kafka listener and on the HTTP one.
 func TestKafkaSignInThrottle(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	if code, msg := saslLogin(t, addr, admin, adminPass); code != 0 {
 		t.Fatalf("the right password: %v %s", kerr.ErrorForCode(code), msg)
 	}
@@ -837,9 +809,7 @@ func TestKafkaSignInThrottle(t *testing.T) {
 // on one connection, without waiting for answers, are stored in the
 // order sent and answered in that order.
 func TestKafkaPipelinedProduce(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	s, addr := startKafka(t, t.TempDir())
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -887,9 +857,7 @@ func TestKafkaPipelinedProduce(t *testing.T) {
 // client sends the bare PLAIN token in a frame of its own, and gets an
 // empty frame back once signed in; a wrong one closes the connection.
 func TestKafkaSaslHandshakeV0(t *testing.T) {
-	addr := freePort(t)
-	s := mvtest.Start(t, t.TempDir(), nil, "--kafka-listen", addr)
-	s.WaitOutput("serving the Kafka protocol", 10*time.Second)
+	_, addr := startKafka(t, t.TempDir())
 	login := func(password string) (net.Conn, error) {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
