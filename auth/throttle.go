@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -107,4 +109,34 @@ func (t *Throttle) Succeeded(key string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.keys, key)
+}
+
+// ThrottledError refuses a password check inside a backoff: Wait is how
+// long is left.
+type ThrottledError struct{ Wait time.Duration }
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("too many failed sign-ins from this address or for this user: retry in %v", e.Wait.Round(time.Millisecond))
+}
+
+// Check runs a full (bcrypt) password check of name for a client at
+// remote (host:port), unless the client's address or the user name is
+// inside a backoff after failed checks: then it fails with a
+// *ThrottledError without checking. A wrong password counts against both
+// keys, a right one forgets the name's failures; ErrBusy (too many checks
+// at once) counts against neither.
+func (t *Throttle) Check(u *Users, remote, name, password string) (Principal, error) {
+	addr, user := ThrottleKeys(remote, name)
+	if wait := t.Wait(time.Now(), addr, user); wait > 0 {
+		return Principal{}, &ThrottledError{Wait: wait}
+	}
+	p, err := u.Authenticate(name, password)
+	switch {
+	case errors.Is(err, ErrBusy):
+	case err != nil:
+		t.Failed(time.Now(), addr, user)
+	default:
+		t.Succeeded(user)
+	}
+	return p, err
 }

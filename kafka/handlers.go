@@ -9,7 +9,6 @@ import (
 	"hash/crc32"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -160,24 +159,20 @@ func (c *conn) signIn(token []byte) string {
 }
 
 // checkPassword runs a full password check unless the client's address
-// or the user name is inside a backoff after failed ones (auth.Throttle);
-// it returns the principal, or a message saying why not.
+// or the user name is inside a backoff after failed ones (shared with
+// the HTTP listener); it returns the principal, or a message saying why
+// not.
 func (c *conn) checkPassword(name, password string) (auth.Principal, string) {
-	t := c.s.cfg.Throttle
-	addr, user := auth.ThrottleKeys(c.c.RemoteAddr().String(), name)
-	now := time.Now()
-	if wait := t.Wait(now, addr, user); wait > 0 {
-		return auth.Principal{}, fmt.Sprintf("too many failed sign-ins from this address or for this user: retry in %v", wait.Round(time.Millisecond))
-	}
-	p, err := c.s.cfg.Users.Authenticate(name, password)
+	p, err := c.s.cfg.Throttle.Check(c.s.cfg.Users, c.c.RemoteAddr().String(), name, password)
+	var te *auth.ThrottledError
 	switch {
+	case errors.As(err, &te):
+		return p, te.Error()
 	case errors.Is(err, auth.ErrBusy):
 		return p, "too many password checks at once; try again"
 	case err != nil:
-		t.Failed(time.Now(), addr, user)
 		return p, "wrong user name or password"
 	}
-	t.Succeeded(user)
 	return p, ""
 }
 

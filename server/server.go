@@ -648,21 +648,16 @@ func (s *Server) checkToken(r *http.Request, token string) (auth.Principal, erro
 // checkPassword runs a full (bcrypt) password check, unless the client's
 // address or the user name is inside a backoff after failed ones.
 func (s *Server) checkPassword(r *http.Request, name, password string) (auth.Principal, error) {
-	addr, user := auth.ThrottleKeys(r.RemoteAddr, name)
-	now := time.Now()
-	if wait := s.throttle.Wait(now, addr, user); wait > 0 {
-		s.metrics.authFailures.WithLabelValues("throttled").Inc()
-		return auth.Principal{}, &throttledError{wait: wait}
-	}
-	p, err := s.cfg.Users.Authenticate(name, password)
+	p, err := s.throttle.Check(s.cfg.Users, r.RemoteAddr, name, password)
+	var te *auth.ThrottledError
 	switch {
+	case errors.As(err, &te):
+		s.metrics.authFailures.WithLabelValues("throttled").Inc()
+		return auth.Principal{}, &throttledError{wait: te.Wait}
 	case errors.Is(err, auth.ErrBusy):
 		s.metrics.authFailures.WithLabelValues("busy").Inc()
 	case err != nil:
 		s.metrics.authFailures.WithLabelValues("wrong-password").Inc()
-		s.throttle.Failed(time.Now(), addr, user)
-	default:
-		s.throttle.Succeeded(user)
 	}
 	return p, err
 }
